@@ -1,0 +1,213 @@
+"""cluster: the Kubernetes cluster itself; on GKE created through Google's API, elsewhere verified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resources.kube import KubeconfigMissing, KubeUnreachable
+from resources.models import ClusterSpec, ClusterState, NodePoolSpec
+
+from .config import EnvConfig
+from .piece import Check, Outcome, Piece, Run
+from .plan import Action
+
+BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
+# What each substrate's nodes carry in spec.providerID; a mismatch means the kubeconfig points elsewhere.
+PROVIDER_SCHEMES = {"gke": ("gce",), "hetzner": ("hcloud", "hrobot"), "byo": ()}
+CLUSTER_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class KubeFacts:
+    kubeconfig: str = ""
+    context: str = ""
+    server: str = ""
+    server_version: str = ""
+    node_count: int = 0
+    provider_schemes: tuple[str, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterObserved:
+    gke: ClusterState | None
+    kube: KubeFacts
+
+    def owned(self) -> dict:
+        out: dict = {}
+        if self.gke is not None:
+            g = self.gke
+            cpu = g.node_pools
+            out["gke"] = {"status": g.status, "release_channel": g.release_channel, "workload_pool": g.workload_pool,
+                          "vpc_native": g.vpc_native, "datapath_provider": g.datapath_provider,
+                          "pools": sorted(p.name for p in cpu)}
+        # Node counts belong to the autoscaler: recorded, never part of the fingerprint.
+        out["kube"] = {"server": self.kube.server, "context": self.kube.context,
+                       "provider_schemes": list(self.kube.provider_schemes), "error": self.kube.error}
+        return out
+
+
+# ---- desired ------------------------------------------------------------------------------------
+def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
+    if not env.is_gke:
+        return None
+    cpu = env.substrate.cpu_pool
+    return ClusterSpec(
+        name=env.cluster.name, location=env.cluster.location, release_channel=env.substrate.release_channel,
+        workload_pool=f"{env.cluster.projectID}.svc.id.goog", datapath_provider="ADVANCED_DATAPATH",
+        vpc_native=True,
+        cpu_pool=NodePoolSpec(name=cpu.name, machine_type=cpu.machine_type, min_nodes=cpu.min, max_nodes=cpu.max,
+                              service_account=env.substrate.node_service_account))
+
+
+# ---- observe ------------------------------------------------------------------------------------
+def observe_kube(run: Run) -> KubeFacts:
+    kube = run.conn.kube
+    try:
+        t = kube.target
+        run.log.info(f"kube target: kubeconfig {t.kubeconfig}, context {t.context}, server {t.server}")
+        info = kube.server_info()
+        nodes = kube.nodes()
+    except KubeconfigMissing as exc:
+        return KubeFacts(kubeconfig=str(run.conn.kubeconfig_path), error=str(exc))
+    except KubeUnreachable as exc:
+        return KubeFacts(kubeconfig=t.kubeconfig, context=t.context, server=t.server, error=str(exc))
+    schemes = sorted({n.provider_id.split("://", 1)[0] for n in nodes if "://" in n.provider_id})
+    return KubeFacts(t.kubeconfig, t.context, t.server, info.git_version, len(nodes), tuple(schemes))
+
+
+def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
+    if spec is None:
+        run.conn.provide_sandbox_kubeconfig()
+        return ClusterObserved(None, observe_kube(run))
+    state = run.conn.google.get_cluster(spec.location, spec.name)
+    if state is None or state.status != "RUNNING":
+        return ClusterObserved(state, KubeFacts(error="cluster not running yet"))
+    path = run.conn.write_gke_kubeconfig(state)
+    run.log.info(f"wrote the environment's kubeconfig {path}")
+    return ClusterObserved(state, observe_kube(run))
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Action]:
+    if spec is None:
+        if observed.kube.error:
+            return [Action("cannot-fix", "kubeconfig", observed.kube.kubeconfig, observed=observed.kube.error,
+                           remedy=kube_remedy(observed.kube))]
+        return []
+    g = observed.gke
+    target = f"GKE cluster {spec.name}"
+    if g is None:
+        return [Action("create", target, desired=f"{spec.location}, {spec.release_channel}, CPU pool "
+                       f"{spec.cpu_pool.machine_type} {spec.cpu_pool.min_nodes}..{spec.cpu_pool.max_nodes}",
+                       needs_approval=True)]
+    if g.status in BUSY:
+        return []  # GKE is busy: recorded and waited on, never updated mid-operation
+    actions: list[Action] = []
+    immutable = (("vpc_native", spec.vpc_native, g.vpc_native),
+                 ("datapath_provider", spec.datapath_provider, g.datapath_provider))
+    for field, want, have in immutable:
+        if want != have:
+            actions.append(Action("cannot-fix", target, field, desired=want, observed=have,
+                                  remedy=f"{field} is immutable: gpuplat never recreates a cluster; create a new "
+                                         f"environment with another cluster.name and migrate"))
+    if g.release_channel != spec.release_channel:
+        actions.append(Action("update", target, "release_channel", desired=spec.release_channel,
+                              observed=g.release_channel))
+    if g.workload_pool != spec.workload_pool:
+        actions.append(Action("cannot-fix", target, "workload_pool", desired=spec.workload_pool,
+                              observed=g.workload_pool,
+                              remedy=f"gcloud container clusters update {spec.name} --location {spec.location} "
+                                     f"--workload-pool={spec.workload_pool}"))
+    pool = g.pool(spec.cpu_pool.name)
+    cpu = spec.cpu_pool
+    if pool is None:
+        actions.append(Action("create", f"node pool {cpu.name}", desired=f"{cpu.machine_type} {cpu.min_nodes}..{cpu.max_nodes}",
+                              needs_approval=True, args={"pool": cpu}))
+    else:
+        if pool.machine_type != cpu.machine_type:
+            actions.append(Action("cannot-fix", f"node pool {cpu.name}", "machine_type", desired=cpu.machine_type,
+                                  observed=pool.machine_type,
+                                  remedy="a pool's machine type is immutable: set substrate.cpu_pool.name to a new "
+                                         "pool name (gpuplat creates it, with approval) and delete the old pool yourself"))
+        have = (pool.autoscaling_enabled, pool.min_nodes, pool.max_nodes)
+        if have != (True, cpu.min_nodes, cpu.max_nodes):
+            actions.append(Action("update", f"node pool {cpu.name}", "autoscaling",
+                                  desired={"enabled": True, "min": cpu.min_nodes, "max": cpu.max_nodes},
+                                  observed={"enabled": have[0], "min": have[1], "max": have[2]}))
+    return actions
+
+
+def kube_remedy(kube: KubeFacts) -> str:
+    if "not found" in kube.error:
+        return (f"put the cluster's kubeconfig at {kube.kubeconfig} (or point CLUSTER_KUBECONFIG at it); gpuplat "
+                f"never reads ~/.kube/config or KUBECONFIG")
+    return f"check that {kube.server or 'the API server'} is reachable from this host and the credentials are valid"
+
+
+# ---- apply --------------------------------------------------------------------------------------
+def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved, actions: list[Action]) -> None:
+    if spec is None:
+        return
+    g = run.conn.google
+    if observed.gke is not None and observed.gke.status in BUSY:
+        wait_running_operations(run, spec.location)
+    for a in actions:
+        if a.kind == "create" and a.target.startswith("GKE cluster"):
+            run.log.info(f"creating GKE cluster {spec.name} in {spec.location}")
+            op = g.create_cluster(spec)
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"creating cluster {spec.name}"))
+        elif a.kind == "create":
+            op = g.create_node_pool(spec.location, spec.name, a.args["pool"])
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"creating node pool {a.args['pool'].name}"))
+        elif a.field == "release_channel":
+            op = g.update_cluster(spec.location, spec.name, release_channel=spec.release_channel)
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress("updating the release channel"))
+        elif a.field == "autoscaling":
+            cpu = spec.cpu_pool
+            op = g.set_node_pool_autoscaling(spec.location, spec.name, cpu.name, cpu.min_nodes, cpu.max_nodes)
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {cpu.name}"))
+
+
+def wait_running_operations(run: Run, location: str) -> None:
+    """An operation already running (say, from an interrupted materialization) is waited for, not repeated."""
+    g = run.conn.google
+    for op in g.running_operations(location):
+        run.log.info(f"waiting for GKE operation {op.name} ({op.operation_type}) already in progress")
+        g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"operation {op.operation_type}"))
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def check_target(spec, observed: ClusterObserved, env: EnvConfig) -> Outcome:
+    k = observed.kube
+    meta = {"kubeconfig": k.kubeconfig, "context": k.context, "server": k.server,
+            "server_version": k.server_version, "nodes": k.node_count,
+            "provider_schemes": ", ".join(k.provider_schemes)}
+    if k.error:
+        return Outcome(False, f"kube target unreachable: {k.error}", {**meta, "remedy": kube_remedy(k)})
+    expected = PROVIDER_SCHEMES[env.substrate.kind]
+    foreign = [s for s in k.provider_schemes if expected and s not in expected]
+    if env.substrate.kind == "byo":
+        foreign = [s for s in k.provider_schemes if s == "gce"]  # a GKE node under a byo config: wrong kubeconfig?
+    if foreign:
+        return Outcome(False, f"nodes report providerID {', '.join(foreign)}:// but the environment's substrate is "
+                              f"{env.substrate.kind}: the kubeconfig points at another cluster",
+                       {**meta, "expected": ", ".join(expected) or "(not GKE)",
+                        "remedy": f"fix {k.kubeconfig} to point at the {env.substrate.kind} cluster, or correct "
+                                  f"substrate.kind in {env.path}"})
+    return Outcome(True, f"reachable: {k.server} ({k.server_version}), {k.node_count} nodes", meta)
+
+
+PIECE = Piece(
+    name="cluster",
+    description="The Kubernetes cluster: on GKE created (VPC-native, Workload Identity, Dataplane V2, CPU pool); elsewhere verified.",
+    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("apis_enabled",),
+    owned_fields=("release_channel", "workload_pool", "vpc_native", "datapath_provider", "cpu pool machine type",
+                  "cpu pool autoscaling"),
+    desired=desired_cluster, observe=observe_cluster, plan=plan_cluster, apply=apply_cluster,
+    checks=(Check("kube_target_reachable", "The environment's own kubeconfig reaches the cluster and its nodes' "
+                  "providerID matches the configured substrate.", check_target, blocking=True),),
+    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/clusters/details/"
+                                        f"{env.cluster.location}/{env.cluster.name}/details?project={env.cluster.projectID}"}
+                            if env.is_gke else {}),
+)

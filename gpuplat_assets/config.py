@@ -1,0 +1,285 @@
+"""The environment config: `environments/<name>/config.yaml`, validated before anything is called.
+
+It accepts the seed platform's own keys (so a fork of that platform can point gpuplat at its
+`environments/` tree) plus a `substrate:` block for what the seed kept in its OpenTofu variables.
+Defaults follow the seed: cluster `ai-dev` in `us-central1-a`, CPU pool `e2-standard-4` 1..3, GPU
+pool `gpu-l4` on `g2-standard-4` with one `nvidia-l4`, 0..1, 100 GB.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENVIRONMENTS_VAR = "GPUPLAT_ENVIRONMENTS"
+CONFIG_FILE = "config.yaml"
+ESO_PROVIDER_DOCS = "https://external-secrets.io/latest/provider/"
+
+
+class _Strict(BaseModel):
+    # A typo'd key must fail loudly: the seed's users copy configs between forks.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ClusterRef(_Strict):
+    name: str = "ai-dev"
+    projectID: str = ""
+    location: str = "us-central1-a"
+
+
+class CpuPool(_Strict):
+    name: str = "cpu"
+    machine_type: str = "e2-standard-4"
+    min: int = Field(1, ge=0)
+    max: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min > self.max:
+            raise _KeyError("min", self.min, f"0 <= min <= max (max is {self.max})")
+        return self
+
+
+class GpuPool(_Strict):
+    name: str = "gpu-l4"
+    machine_type: str = "g2-standard-4"
+    accelerator_type: str = "nvidia-l4"
+    accelerator_count: int = Field(1, ge=1)
+    # Scale-to-zero is the point of this pool: an idle L4 costs money every hour.
+    min: int = Field(0, ge=0)
+    max: int = Field(1, ge=1)
+    disk_size_gb: int = Field(100, ge=10)
+    driver_version: Literal["DEFAULT", "LATEST"] = "DEFAULT"
+    # Off GKE: how GPU nodes are recognised when they do not (yet) advertise nvidia.com/gpu.
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    # GKE's autoscaler waits 10 minutes before removing an idle node; 10 more avoids false alarms.
+    scale_to_zero_grace_minutes: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min > self.max:
+            raise _KeyError("min", self.min, f"0 <= min <= max (max is {self.max})")
+        return self
+
+
+class Prices(_Strict):
+    """Hourly prices off GKE (Hetzner servers, bring-your-own hardware); GKE prices come from the Billing Catalog."""
+
+    gpu_node_per_hour: float | None = None
+    currency: str = "EUR"
+
+
+class Substrate(_Strict):
+    kind: Literal["gke", "hetzner", "byo"] = "gke"
+    region: str = ""
+    release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
+    cpu_pool: CpuPool = CpuPool()
+    gpu_pool: GpuPool = GpuPool()
+    node_service_account: str = ""
+    sandbox: bool = False
+    # The sandbox costs nothing, so it needs no approval unless a test or demo asks for one.
+    require_approval: bool | None = None
+    # The environment's own kubeconfig, never ~/.kube/config: a shared context can point anywhere.
+    kubeconfig: str = ""
+    layer: Literal["platform", "serving", "llm-gateway", "full"] = "platform"
+    remediation: Literal["auto", "report"] | None = None
+    storage_class: str = ""
+    snapshot_driver: str = ""
+    external_secrets: tuple[str, ...] = ("hf-token",)
+    prices: Prices = Prices()
+
+
+class SandboxGroup(_Strict):
+    name: str
+    layer: Literal["platform", "serving", "routing", "llm-gateway", "experience", "demos"]
+    enabled: Literal["true", "false"] = "true"
+    catalogPath: str
+
+
+class SandboxSettings(_Strict):
+    """Settings only the sandbox reads: it has no git server, so the groups file lives here."""
+
+    groups: tuple[SandboxGroup, ...] = ()
+
+
+class EnvConfig(_Strict):
+    name: str = Field("", exclude=True)
+    path: str = Field("", exclude=True)
+    cluster: ClusterRef = ClusterRef()
+    repoURL: str = "https://github.com/example/gpu-inference-platform"
+    repoBranch: str = "main"
+    domain: str = ""
+    profile: Literal["cost", "dev", "prod"] = "dev"
+    secret_backend: str = "gcpsm"
+    secret_store_auth: Literal["workload-identity", "sa-key"] = "workload-identity"
+    gpu_stack: Literal["gke-managed", "operator", "none"] = "gke-managed"
+    dns: dict[str, Any] = Field(default_factory=dict)
+    features: dict[str, Any] = Field(default_factory=dict)
+    substrate: Substrate = Substrate()
+    sandbox: SandboxSettings = SandboxSettings()
+
+    @field_validator("secret_backend")
+    @classmethod
+    def _backend_name(cls, v: str) -> str:
+        if not v or not v.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("allowed: gcpsm or another ESO backend name such as vault, aws-sm, azure-kv, kubernetes")
+        return v
+
+    @model_validator(mode="after")
+    def _substrate_rules(self):
+        sub = self.substrate
+        if sub.kind == "gke":
+            if not self.cluster.projectID:
+                raise _KeyError("cluster.projectID", "", "a GCP project id (required when substrate.kind is gke)")
+            if self.gpu_stack == "operator":
+                raise _KeyError("gpu_stack", "operator",
+                                "gke-managed or none on GKE: the GPU Operator's nvidia runtime cannot register "
+                                "with GKE's containerd, so GKE's node image must provide the driver")
+        return self
+
+    # ---- derived facts -------------------------------------------------------------------------
+    @property
+    def region(self) -> str:
+        if self.substrate.region:
+            return self.substrate.region
+        loc = self.cluster.location
+        # A zone (us-central1-a) belongs to the region before its last dash; a region is itself.
+        return loc.rsplit("-", 1)[0] if loc.count("-") >= 2 else loc
+
+    @property
+    def remediation(self) -> str:
+        if self.substrate.remediation:
+            return self.substrate.remediation
+        return "report" if self.profile == "prod" else "auto"
+
+    @property
+    def needs_approval(self) -> bool:
+        if self.substrate.require_approval is not None:
+            return self.substrate.require_approval
+        return not self.substrate.sandbox
+
+    @property
+    def is_gke(self) -> bool:
+        return self.substrate.kind == "gke"
+
+    @property
+    def gcp_cluster_name(self) -> str:
+        return f"projects/{self.cluster.projectID}/locations/{self.cluster.location}/clusters/{self.cluster.name}"
+
+    def feature(self, name: str) -> bool:
+        v = self.features.get(name, False)
+        if isinstance(v, dict):
+            return bool(v.get("enabled", False))
+        return bool(v)
+
+
+class _KeyError(ValueError):
+    """A rule about one key: carries the key path and the bad value for the message."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+class ConfigError(Exception):
+    """One clear message: file, key path, bad value, what is allowed."""
+
+    def __init__(self, path: str, key: str, value: Any, allowed: str):
+        self.path, self.key, self.value, self.allowed = path, key, value, allowed
+        shown = "(missing)" if value == "" or value is None else repr(value)
+        super().__init__(f"{path}: {key}: {shown} is not allowed; allowed: {allowed}")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            return ""
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return ""
+    return ", ".join(sorted(k for k, f in model.model_fields.items() if not f.exclude))
+
+
+def _error_from_validation(path: str, exc: ValidationError) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _KeyError):
+        # The rule names its key relative to the model it belongs to.
+        key = ".".join([*(str(p) for p in loc), ctx_error.key])
+        return ConfigError(path, key, ctx_error.value, ctx_error.allowed)
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return ConfigError(path, key, err.get("input"), f"one of the known keys: {_allowed_keys(EnvConfig, loc)}")
+    if err["type"] == "literal_error":
+        return ConfigError(path, key, err.get("input"), (err.get("ctx") or {}).get("expected", err["msg"]))
+    return ConfigError(path, key, err.get("input"), err["msg"].removeprefix("Value error, "))
+
+
+def parse_config(name: str, path: str, raw: Any) -> EnvConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "(top level)", type(raw).__name__, "a mapping of keys to values")
+    try:
+        return EnvConfig.model_validate({**raw, "name": name, "path": path})
+    except ValidationError as exc:
+        raise _error_from_validation(path, exc) from None
+
+
+def load_config(path: Path) -> EnvConfig:
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(unknown line)"
+        raise ConfigError(str(path), where, getattr(exc, "problem", str(exc)), "valid YAML") from None
+    return parse_config(path.parent.name, str(path), raw)
+
+
+def environments_dir() -> Path:
+    return Path(os.environ.get(ENVIRONMENTS_VAR, "environments"))
+
+
+@dataclass(frozen=True)
+class Environments:
+    """Every environment folder: the valid configs and, per broken one, its one-line error."""
+
+    configs: dict[str, EnvConfig]
+    errors: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({*self.configs, *self.errors})
+
+
+def load_environments(root: Path | None = None) -> Environments:
+    root = root or environments_dir()
+    configs: dict[str, EnvConfig] = {}
+    errors: dict[str, str] = {}
+    if root.is_dir():
+        for cfg_path in sorted(root.glob(f"*/{CONFIG_FILE}")):
+            name = cfg_path.parent.name
+            try:
+                configs[name] = load_config(cfg_path)
+            except ConfigError as exc:
+                errors[name] = str(exc)
+    return Environments(configs, errors)
+
+
+def load_environment(name: str, root: Path | None = None) -> EnvConfig:
+    """One environment by name, read fresh (a run sees the file as it is now)."""
+    root = root or environments_dir()
+    path = root / name / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(str(path), "(file)", name, f"an environment folder under {root} with a {CONFIG_FILE}")
+    return load_config(path)

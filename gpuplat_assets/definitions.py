@@ -1,0 +1,27 @@
+"""The code location: assets, checks, jobs, sensors, schedules and resources in one place."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from resources import GpuplatResource
+
+from .assets import ASSETS, CHECKS, PARTITIONS
+
+# One process per run: the steps are API calls, and a subprocess per step would cost more than them.
+substrate_job = define_asset_job(
+    "substrate", selection=AssetSelection.all(),
+    description="Bring the whole substrate of an environment up to its config (desired -> observe -> plan -> apply).",
+    executor_def=in_process_executor)
+drift_checks_job = define_asset_job(
+    "drift_checks", selection=AssetSelection.all_asset_checks(), partitions_def=PARTITIONS,
+    description="Run every asset check without changing anything: the whole substrate's plan.",
+    executor_def=in_process_executor)
+
+defs = Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[substrate_job, drift_checks_job],
+    resources={"gpuplat": GpuplatResource()},
+    executor=in_process_executor,
+)

@@ -1,0 +1,238 @@
+"""gpu_pool: the scale-to-zero GPU node pool (GKE), or the GPU nodes of a cluster gpuplat did not create."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resources.google import OperationFailed
+from resources.models import NodePoolSpec, NodePoolState, Quota, Taint
+
+from .cluster import BUSY, CLUSTER_TIMEOUT_S, wait_running_operations
+from .config import EnvConfig
+from .piece import Check, Outcome, Piece, PieceError, Run
+from .plan import Action
+
+GPU_TAINT = Taint("nvidia.com/gpu", "present", "NoSchedule")
+ERR_STOCKOUT = "the zone has no capacity for this GPU (stockout)"
+# The seed's documented fallback when L4 is stocked out in us-central1-a.
+STOCKOUT_REMEDY = ("L4 is often stocked out: switch to the T4 fallback by setting substrate.gpu_pool.name (gpu-t4), "
+                   "substrate.gpu_pool.machine_type (n1-standard-4) and substrate.gpu_pool.accelerator_type "
+                   "(nvidia-tesla-t4), or another zone in cluster.location")
+
+
+@dataclass(frozen=True)
+class GpuPoolSpec:
+    cluster: str
+    location: str
+    region: str
+    pool: NodePoolSpec | None  # None off GKE: the GPU nodes are observed, not created
+    node_selector: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    name: str
+    gpus: int
+    instance_type: str
+
+
+@dataclass(frozen=True)
+class GpuPoolObserved:
+    pool: NodePoolState | None
+    cluster_status: str = ""
+    quotas: tuple[Quota, ...] = ()
+    nodes: tuple[GpuNode, ...] = ()
+
+    def owned(self) -> dict:
+        if self.pool is None:
+            return {"pool": None, "gpu_nodes": sorted(n.name for n in self.nodes)}
+        p = self.pool
+        return {"pool": {"name": p.name, "machine_type": p.machine_type, "accelerator": p.accelerator_type,
+                         "count": p.accelerator_count, "autoscaling": [p.autoscaling_enabled, p.min_nodes, p.max_nodes],
+                         "gpu_taint": GPU_TAINT in p.taints, "driver": p.gpu_driver_version,
+                         "disk_size_gb": p.disk_size_gb}}
+
+
+# ---- desired ------------------------------------------------------------------------------------
+def desired_gpu_pool(env: EnvConfig) -> GpuPoolSpec:
+    gp = env.substrate.gpu_pool
+    if not env.is_gke:
+        return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, None, tuple(sorted(gp.node_selector.items())))
+    pool = NodePoolSpec(name=gp.name, machine_type=gp.machine_type, min_nodes=gp.min, max_nodes=gp.max,
+                        disk_size_gb=gp.disk_size_gb, accelerator_type=gp.accelerator_type,
+                        accelerator_count=gp.accelerator_count, gpu_driver_version=gp.driver_version,
+                        taints=(GPU_TAINT,), service_account=env.substrate.node_service_account)
+    return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, pool)
+
+
+def quota_metric(accelerator_type: str) -> str:
+    """nvidia-l4 -> NVIDIA_L4_GPUS, nvidia-tesla-t4 -> NVIDIA_T4_GPUS (Compute's regional metric names)."""
+    name = accelerator_type.upper().replace("NVIDIA-", "").replace("TESLA-", "").replace("-", "_")
+    return f"NVIDIA_{name}_GPUS"
+
+
+# ---- observe ------------------------------------------------------------------------------------
+def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
+    if spec.pool is None:
+        selector = dict(spec.node_selector)
+        nodes = [n for n in run.conn.kube.nodes()
+                 if (selector and all(n.labels.get(k) == v for k, v in selector.items()))
+                 or int(n.allocatable.get("nvidia.com/gpu", 0) or 0) > 0]
+        return GpuPoolObserved(None, "byo", nodes=tuple(
+            GpuNode(n.name, int(n.allocatable.get("nvidia.com/gpu", 0) or 0),
+                    n.labels.get("node.kubernetes.io/instance-type", "")) for n in nodes))
+    g = run.conn.google
+    cluster = g.get_cluster(spec.location, spec.cluster)
+    if cluster is None:
+        return GpuPoolObserved(None, "ABSENT")
+    pool = cluster.pool(spec.pool.name)
+    quotas: tuple[Quota, ...] = ()
+    if pool is None:
+        # Quota preflight: before creating anything, never after.
+        regional = g.region_quotas(spec.region)
+        glob = g.project_quotas()
+        wanted = (("GPUS_ALL_REGIONS", glob), (quota_metric(spec.pool.accelerator_type), regional), ("CPUS", regional))
+        quotas = tuple(src.get(m, Quota(m, src_scope(src, spec.region), 0, 0)) for m, src in wanted)
+    return GpuPoolObserved(pool, cluster.status, quotas)
+
+
+def src_scope(src: dict, region: str) -> str:
+    return "global" if any(q.scope == "global" for q in src.values()) else region
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+def quota_shortfalls(spec: GpuPoolSpec, quotas: tuple[Quota, ...]) -> list[dict]:
+    """What creating the pool and scaling it to max needs, against what is left."""
+    pool = spec.pool
+    gpus = pool.accelerator_count * pool.max_nodes
+    cpus = machine_cpus(pool.machine_type) * pool.max_nodes
+    need = {"GPUS_ALL_REGIONS": gpus, quota_metric(pool.accelerator_type): gpus, "CPUS": cpus}
+    out = []
+    for q in quotas:
+        if q.metric in need and q.available < need[q.metric]:
+            out.append({"metric": q.metric, "region": q.scope, "needed": need[q.metric], "available": q.available,
+                        "limit": q.limit})
+    return out
+
+
+def machine_cpus(machine_type: str) -> int:
+    try:
+        return int(machine_type.rsplit("-", 1)[-1])
+    except ValueError:
+        return 1
+
+
+def plan_gpu_pool(spec: GpuPoolSpec, observed: GpuPoolObserved) -> list[Action]:
+    pool = spec.pool
+    if pool is None:
+        return []
+    target = f"node pool {pool.name}"
+    if observed.cluster_status == "ABSENT":
+        return [Action("cannot-fix", target, observed="cluster absent", remedy="materialize cluster first")]
+    if observed.cluster_status in BUSY:
+        return []
+    p = observed.pool
+    if p is None:
+        short = quota_shortfalls(spec, observed.quotas)
+        if short:
+            return [Action("cannot-fix", target, "quota", desired={s["metric"]: s["needed"] for s in short},
+                           observed={s["metric"]: s["available"] for s in short},
+                           remedy="; ".join(f"{s['metric']} in {s['region']}: needs {s['needed']:g}, "
+                                            f"{s['available']:g} available (limit {s['limit']:g})" for s in short)
+                                  + " - request a quota increase (approval can take hours)")]
+        return [Action("create", target, desired=f"{pool.machine_type} + {pool.accelerator_count}x "
+                       f"{pool.accelerator_type}, autoscaling {pool.min_nodes}..{pool.max_nodes}",
+                       needs_approval=True)]
+    actions = []
+    for field, want, have in (("machine_type", pool.machine_type, p.machine_type),
+                              ("accelerator_type", pool.accelerator_type, p.accelerator_type),
+                              ("accelerator_count", pool.accelerator_count, p.accelerator_count),
+                              ("disk_size_gb", pool.disk_size_gb, p.disk_size_gb)):
+        if want != have:
+            actions.append(Action("cannot-fix", target, field, desired=want, observed=have,
+                                  remedy="immutable on an existing pool: give substrate.gpu_pool.name a new name "
+                                         "(gpuplat creates that pool, with approval); delete the old pool yourself"))
+    if (p.autoscaling_enabled, p.min_nodes, p.max_nodes) != (True, pool.min_nodes, pool.max_nodes):
+        actions.append(Action("update", target, "autoscaling",
+                              desired={"enabled": True, "min": pool.min_nodes, "max": pool.max_nodes},
+                              observed={"enabled": p.autoscaling_enabled, "min": p.min_nodes, "max": p.max_nodes}))
+    missing = [t for t in pool.taints if t not in p.taints]
+    if missing:
+        actions.append(Action("update", target, "taints", desired=[f"{t.key}={t.value}:{t.effect}" for t in pool.taints],
+                              observed=[f"{t.key}={t.value}:{t.effect}" for t in p.taints],
+                              args={"taints": tuple(p.taints) + tuple(missing)}))
+    return actions
+
+
+# ---- apply --------------------------------------------------------------------------------------
+def apply_gpu_pool(run: Run, spec: GpuPoolSpec, observed: GpuPoolObserved, actions: list[Action]) -> None:
+    pool = spec.pool
+    if pool is None:
+        return
+    g = run.conn.google
+    if observed.cluster_status in BUSY:
+        wait_running_operations(run, spec.location)
+    for a in actions:
+        if a.kind == "create":
+            run.log.info(f"creating GPU node pool {pool.name} ({pool.accelerator_count}x {pool.accelerator_type})")
+            op = g.create_node_pool(spec.location, spec.cluster, pool)
+            try:
+                g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"creating node pool {pool.name}"))
+            except OperationFailed as exc:
+                if "STOCKOUT" in str(exc) or "RESOURCE_POOL_EXHAUSTED" in str(exc):
+                    raise StockoutError(f"{ERR_STOCKOUT}: {exc}. {STOCKOUT_REMEDY}") from None
+                raise
+        elif a.field == "autoscaling":
+            op = g.set_node_pool_autoscaling(spec.location, spec.cluster, pool.name, pool.min_nodes, pool.max_nodes)
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {pool.name}"))
+        elif a.field == "taints":
+            op = g.update_node_pool(spec.location, spec.cluster, observed.pool, taints=a.args["taints"])
+            g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"updating taints of {pool.name}"))
+
+
+class StockoutError(PieceError):
+    pass
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def check_autoscaling(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:
+    if spec.pool is None:
+        return Outcome(True, f"{len(observed.nodes)} GPU node(s) observed; a fixed pool is not expected to scale to zero",
+                       {"gpu_nodes": ", ".join(n.name for n in observed.nodes)})
+    p = observed.pool
+    if p is None:
+        return Outcome(False, f"GPU pool {spec.pool.name} does not exist", {"remedy": "materialize gpu_pool"})
+    ok = p.autoscaling_enabled and p.min_nodes == 0 and p.max_nodes >= 1
+    return Outcome(ok, f"autoscaling enabled={p.autoscaling_enabled} min={p.min_nodes} max={p.max_nodes}",
+                   {"desired": "enabled, min 0, max >= 1",
+                    "remedy": "" if ok else "materialize gpu_pool: it re-asserts autoscaling with min 0"})
+
+
+def check_quota(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:
+    if spec.pool is None:
+        return Outcome(True, "GPU quota is not gpuplat's to check off GKE")
+    if observed.pool is not None:
+        return Outcome(True, f"pool {spec.pool.name} exists: its quota was sufficient when it was created")
+    short = quota_shortfalls(spec, observed.quotas)
+    meta = {q.metric: f"{q.available:g} available of {q.limit:g} ({q.scope})" for q in observed.quotas}
+    if short:
+        return Outcome(False, "; ".join(f"{s['metric']} in {s['region']}: needs {s['needed']:g}, {s['available']:g} "
+                                        f"available" for s in short),
+                       {**meta, "remedy": "request a quota increase in the console (IAM & Admin > Quotas)"})
+    return Outcome(True, "GPU quota sufficient", meta)
+
+
+PIECE = Piece(
+    name="gpu_pool",
+    description="The scale-to-zero GPU node pool (autoscaling min 0, nvidia.com/gpu taint), quota-checked before creation.",
+    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("cluster",),
+    owned_fields=("machine_type", "accelerator", "autoscaling enabled/min/max", "nvidia.com/gpu taint present",
+                  "disk_size_gb"),
+    desired=desired_gpu_pool, observe=observe_gpu_pool, plan=plan_gpu_pool, apply=apply_gpu_pool,
+    checks=(Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS and CPUS leave room "
+                  "for the GPU pool at max.", check_quota, blocking=True),
+            Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling)),
+    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/nodepool/{env.cluster.location}/"
+                                        f"{env.cluster.name}/{env.substrate.gpu_pool.name}?project={env.cluster.projectID}"}
+                            if env.is_gke else {}),
+)

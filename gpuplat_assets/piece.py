@@ -1,0 +1,90 @@
+"""The shape every substrate piece follows: desired -> observe -> plan -> apply, plus its checks.
+
+A `Piece` holds the four steps of one asset; `assets.py` turns each into a partitioned Dagster
+asset and its asset checks, and the drift sensor runs the read-only half (observe + plan).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from resources import Connection, Target
+
+from .config import EnvConfig
+from .plan import Action
+
+
+class PieceError(Exception):
+    """A permanent failure a piece explains itself (what happened and the remedy) in one line."""
+
+
+@dataclass
+class Run:
+    """What observe and apply get: the environment, its clients, a logger and the approval."""
+
+    env: EnvConfig
+    conn: Connection
+    log: Any
+    approved: bool = False
+    # Facts a step learns that a later step of the same piece needs (e.g. an operation in flight).
+    notes: dict = field(default_factory=dict)
+
+    def progress(self, what: str) -> Callable[[float, str], None]:
+        return lambda elapsed, state: self.log.info(f"{what}: still {state} after {elapsed:.0f}s")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    description: str
+    evaluate: Callable[[Any, Any, EnvConfig], Outcome]
+    blocking: bool = False
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    description: str
+    group: str
+    kinds: frozenset[str]
+    deps: tuple[str, ...]
+    owned_fields: tuple[str, ...]
+    desired: Callable[[EnvConfig], Any]
+    observe: Callable[[Run, Any], Any]
+    plan: Callable[[Any, Any], list[Action]]
+    apply: Callable[[Run, Any, Any, list[Action]], None]
+    checks: tuple[Check, ...] = ()
+    # Metadata shown on the materialization page besides plan and observed state (links, target).
+    links: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
+
+
+def target_of(env: EnvConfig) -> Target:
+    return Target(env=env.name, kind=env.substrate.kind, project=env.cluster.projectID,
+                  location=env.cluster.location, cluster=env.cluster.name, sandbox=env.substrate.sandbox,
+                  kubeconfig=env.substrate.kubeconfig)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log, interval: float = 1.0,
+               progress_every: float = 15.0, sleeper=time.sleep, timer=time.monotonic):
+    """Poll `predicate` until truthy; log progress regularly; return the last value (falsy on timeout)."""
+    start = last = timer()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        now = timer()
+        if now - start >= timeout:
+            return value
+        if now - last >= progress_every:
+            log.info(f"waiting for {what}: {now - start:.0f}s elapsed (limit {timeout:.0f}s)")
+            last = now
+        sleeper(interval)

@@ -1,0 +1,257 @@
+"""platform_installed: Argo CD bootstrapped, the seed's root objects applied, every Application Synced and Healthy.
+
+The root objects are the same as the seed's `make root PROFILE=...`: AppProject `platform`, one
+ApplicationSet `layer-<layer>` per layer of the deploy profile (git files generator on the fork), and
+the ESO `ClusterSecretStore` `secret-store`. Argo CD itself is installed without a helm binary on the
+Dagster host: a Job in the cluster runs helm at a pinned chart version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import EnvConfig
+from .piece import Check, Outcome, Piece, Run, wait_until
+from .plan import Action
+
+ARGOCD_CHART_VERSION = "9.1.4"  # argo-cd chart from https://argoproj.github.io/argo-helm (Argo CD v3.2)
+HELM_IMAGE = "alpine/helm:3.19.0"
+ARGO_API = "argoproj.io/v1alpha1"
+ESO_API = "external-secrets.io/v1"
+LAYERS = {
+    "platform": ("platform",),
+    "serving": ("platform", "serving"),
+    "llm-gateway": ("platform", "serving", "routing", "llm-gateway"),
+    "full": ("platform", "serving", "routing", "llm-gateway", "experience", "demos"),
+}
+CHART_REPOS = ("https://argoproj.github.io/argo-helm", "https://charts.external-secrets.io",
+               "https://charts.jetstack.io", "https://prometheus-community.github.io/helm-charts",
+               "https://nvidia.github.io/gpu-operator", "https://cloudnative-pg.github.io/charts")
+BOOTSTRAP_TIMEOUT_S = 600
+SYNC_TIMEOUT_S = 900
+ERR_NOT_HEALTHY = "Applications not Synced and Healthy"
+
+
+@dataclass(frozen=True)
+class PlatformSpec:
+    chart_version: str
+    bootstrap: tuple[dict, ...]
+    roots: tuple[dict, ...]
+    secret_store: dict
+    store_is_placeholder: bool
+    groups: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class PlatformObserved:
+    argocd: bool
+    bootstrap_job: str = ""  # "", "running", "succeeded", "failed"
+    drifted_roots: tuple[str, ...] = ()
+    secret_store: str = "absent"  # absent | matches | differs | user-filled
+    eso: bool = False
+    apps: tuple[tuple[str, str, str], ...] = ()  # (name, sync, health)
+
+    def owned(self) -> dict:
+        return {"argocd": self.argocd, "drifted_roots": list(self.drifted_roots), "secret_store": self.secret_store,
+                "apps": [list(a) for a in self.apps]}
+
+    @property
+    def unhealthy(self) -> list[str]:
+        return [f"{n} ({s}/{h})" for n, s, h in self.apps if (s, h) != ("Synced", "Healthy")]
+
+
+# ---- desired ------------------------------------------------------------------------------------
+def _meta(name: str, namespace: str | None = None, **labels) -> dict:
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": "gpuplat", **labels}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def bootstrap_objects(version: str) -> tuple[dict, ...]:
+    script = ("helm repo add argo https://argoproj.github.io/argo-helm && "
+              f"helm upgrade --install argocd argo/argo-cd --version {version} --namespace argocd --wait --timeout 10m")
+    return (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta("argocd")},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("gpuplat-bootstrap", "argocd")},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": _meta("gpuplat-bootstrap"),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+         "subjects": [{"kind": "ServiceAccount", "name": "gpuplat-bootstrap", "namespace": "argocd"}]},
+        {"apiVersion": "batch/v1", "kind": "Job",
+         "metadata": {**_meta(f"argocd-bootstrap-{version.replace('.', '-')}", "argocd",
+                              **{"app.kubernetes.io/name": "argocd-bootstrap"}),
+                      "annotations": {"gpuplat.io/chart-version": version}},
+         "spec": {"backoffLimit": 2, "template": {"spec": {
+             "serviceAccountName": "gpuplat-bootstrap", "restartPolicy": "Never",
+             "containers": [{"name": "helm", "image": HELM_IMAGE, "command": ["sh", "-c", script]}]}}}},
+    )
+
+
+def desired_platform(env: EnvConfig) -> PlatformSpec:
+    project = {"apiVersion": ARGO_API, "kind": "AppProject", "metadata": _meta("platform", "argocd"),
+               "spec": {"sourceRepos": [env.repoURL, *CHART_REPOS],
+                        "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "*"}],
+                        "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}}
+    roots = [project]
+    for layer in LAYERS[env.substrate.layer]:
+        roots.append({
+            "apiVersion": ARGO_API, "kind": "ApplicationSet",
+            "metadata": _meta(f"layer-{layer}", "argocd", **{"gpuplat.io/layer": layer}),
+            "spec": {
+                "goTemplate": True, "goTemplateOptions": ["missingkey=error"],
+                "generators": [{"git": {"repoURL": env.repoURL, "revision": env.repoBranch,
+                                        "files": [{"path": f"clusters/{env.cluster.name}/groups.generated.yaml"}]},
+                                "selector": {"matchLabels": {"enabled": "true", "layer": layer}}}],
+                "template": {
+                    "metadata": {"name": "group-{{.name}}"},
+                    "spec": {"project": "platform",
+                             "source": {"repoURL": env.repoURL, "targetRevision": env.repoBranch,
+                                        "path": "{{.catalogPath}}", "directory": {"recurse": True}},
+                             "destination": {"server": "https://kubernetes.default.svc"},
+                             "syncPolicy": {"automated": {"prune": True, "selfHeal": True},
+                                            "syncOptions": ["ServerSideApply=true"]}}}}})
+    if env.secret_backend == "gcpsm":
+        provider: dict = {"gcpsm": {"projectID": env.cluster.projectID}}
+        if env.secret_store_auth == "sa-key":
+            provider["gcpsm"]["auth"] = {"secretRef": {"secretAccessKeySecretRef": {
+                "name": "secret-store-key", "key": "sa-key.json", "namespace": "external-secrets"}}}
+    else:
+        provider = {}  # a placeholder the user fills for their backend; never overwritten once filled
+    store = {"apiVersion": ESO_API, "kind": "ClusterSecretStore", "metadata": _meta("secret-store"),
+             "spec": {"provider": provider}}
+    groups = tuple(g.model_dump() for g in env.sandbox.groups)
+    return PlatformSpec(ARGOCD_CHART_VERSION, bootstrap_objects(ARGOCD_CHART_VERSION), tuple(roots), store,
+                        env.secret_backend != "gcpsm", groups)
+
+
+# ---- observe ------------------------------------------------------------------------------------
+def contains(desired, live) -> bool:
+    """Whether every field gpuplat sets is in the live object with that value (others' fields ignored)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(contains(v, live.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(contains, desired, live))
+    return desired == live
+
+
+def _owned_view(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")} | {
+        "metadata": {"labels": obj["metadata"].get("labels", {})}}
+
+
+def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
+    kube = run.conn.kube
+    argocd = kube.has_kind(ARGO_API, "Application")
+    job = next((j for j in kube.list("batch/v1", "Job", "argocd", "app.kubernetes.io/name=argocd-bootstrap")), None)
+    job_state = ""
+    if job is not None:
+        st = job.get("status") or {}
+        job_state = "succeeded" if st.get("succeeded") else "failed" if (st.get("failed") or 0) > 2 else "running"
+    if not argocd:
+        return PlatformObserved(False, job_state)
+    drifted = []
+    for obj in spec.roots:
+        live = kube.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
+        if live is None or not contains(_owned_view(obj), live):
+            drifted.append(f"{obj['kind']}/{obj['metadata']['name']}")
+    eso = kube.has_kind(ESO_API, "ClusterSecretStore")
+    store = "absent"
+    if eso:
+        live = kube.get(ESO_API, "ClusterSecretStore", "secret-store")
+        if live is not None:
+            live_provider = (live.get("spec") or {}).get("provider") or {}
+            if spec.store_is_placeholder:
+                store = "user-filled" if live_provider else "matches"
+            else:
+                store = "matches" if contains(spec.secret_store["spec"], live.get("spec") or {}) else "differs"
+    apps = tuple(sorted((a["metadata"]["name"], ((a.get("status") or {}).get("sync") or {}).get("status", "Unknown"),
+                         ((a.get("status") or {}).get("health") or {}).get("status", "Unknown"))
+                        for a in kube.list(ARGO_API, "Application", "argocd")))
+    return PlatformObserved(True, job_state, tuple(drifted), store, eso, apps)
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+def plan_platform(spec: PlatformSpec, observed: PlatformObserved) -> list[Action]:
+    actions = []
+    if not observed.argocd:
+        if observed.bootstrap_job == "failed":
+            return [Action("cannot-fix", "Argo CD", observed="bootstrap Job failed",
+                           remedy="kubectl -n argocd logs job/argocd-bootstrap-... ; fix the cause and delete the Job")]
+        actions.append(Action("create", "Argo CD", desired=f"argo-cd chart {spec.chart_version} via an in-cluster helm Job"))
+        actions.extend(Action("create", f"{o['kind']} {o['metadata']['name']}") for o in spec.roots)
+        actions.append(Action("create", "ClusterSecretStore secret-store"))
+        return actions
+    for name in observed.drifted_roots:
+        actions.append(Action("update", name.replace("/", " "), "spec", desired="as rendered from the config",
+                              observed="differs or absent"))
+    if observed.secret_store in ("absent", "differs"):
+        actions.append(Action("create" if observed.secret_store == "absent" else "update",
+                              "ClusterSecretStore secret-store", "spec.provider",
+                              desired=spec.secret_store["spec"]["provider"] or "placeholder {}"))
+    return actions
+
+
+# ---- apply --------------------------------------------------------------------------------------
+def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, actions: list[Action]) -> None:
+    kube = run.conn.kube
+    if not observed.argocd:
+        run.log.info(f"bootstrapping Argo CD (chart {spec.chart_version}) with an in-cluster helm Job")
+        for obj in spec.bootstrap:
+            kube.apply(obj)
+        if not wait_until(lambda: kube.has_kind(ARGO_API, "Application"), BOOTSTRAP_TIMEOUT_S,
+                          "Argo CD's CRDs", run.log):
+            raise TimeoutError(f"Argo CD did not come up within {BOOTSTRAP_TIMEOUT_S}s: "
+                               f"kubectl -n argocd get jobs,pods")
+    if spec.groups:
+        run.conn.sandbox_groups(kube.target.context, list(spec.groups))
+    for obj in spec.roots:
+        if not observed.argocd or f"{obj['kind']}/{obj['metadata']['name']}" in observed.drifted_roots:
+            run.log.info(f"applying {obj['kind']} {obj['metadata']['name']}")
+            kube.apply(obj)
+    if observed.secret_store in ("absent", "differs") or not observed.argocd:
+        # ESO itself arrives with the platform layer: wait for its CRD before applying the store.
+        if not wait_until(lambda: kube.has_kind(ESO_API, "ClusterSecretStore"), SYNC_TIMEOUT_S,
+                          "External Secrets Operator's CRDs", run.log):
+            raise TimeoutError("External Secrets Operator's CRDs did not appear: is the platform layer's "
+                               "external-secrets group enabled?")
+        live = kube.get(ESO_API, "ClusterSecretStore", "secret-store")
+        filled = live is not None and ((live.get("spec") or {}).get("provider") or {})
+        if not (spec.store_is_placeholder and filled):
+            kube.apply(spec.secret_store)
+
+    def healthy():
+        apps = kube.list(ARGO_API, "Application", "argocd")
+        bad = [a["metadata"]["name"] for a in apps
+               if ((a.get("status") or {}).get("sync") or {}).get("status") != "Synced"
+               or ((a.get("status") or {}).get("health") or {}).get("status") != "Healthy"]
+        return bool(apps) and not bad
+    if not wait_until(healthy, SYNC_TIMEOUT_S, "every Application Synced and Healthy", run.log):
+        after = observe_platform(run, spec)
+        raise TimeoutError(f"{ERR_NOT_HEALTHY} after {SYNC_TIMEOUT_S}s: {', '.join(after.unhealthy) or 'none exist'}")
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def check_argocd(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
+    return Outcome(observed.argocd, "Argo CD CRDs present" if observed.argocd else "Argo CD CRDs absent",
+                   {"remedy": "" if observed.argocd else "materialize platform_installed"})
+
+
+def check_apps(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
+    bad = observed.unhealthy
+    ok = observed.argocd and bool(observed.apps) and not bad
+    return Outcome(ok, f"{len(observed.apps) - len(bad)}/{len(observed.apps)} Applications Synced and Healthy",
+                   {"not_healthy": ", ".join(bad),
+                    "remedy": "" if ok else "argocd app get <name> / kubectl -n argocd describe application <name>"})
+
+
+PIECE = Piece(
+    name="platform_installed",
+    description="Argo CD bootstrapped at a pinned chart, the seed's root objects applied, every Application Synced and Healthy.",
+    group="platform", kinds=frozenset({"kubernetes", "argocd"}),
+    deps=("cluster", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded"),
+    owned_fields=("AppProject platform spec", "ApplicationSet layer-* spec", "ClusterSecretStore secret-store provider"),
+    desired=desired_platform, observe=observe_platform, plan=plan_platform, apply=apply_platform,
+    checks=(Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_argocd),
+            Check("applications_healthy", "Every platform Application is Synced and Healthy.", check_apps)),
+)

@@ -1,0 +1,28 @@
+"""Errors from the outside world, told in one line: what failed and what to do (no deep tracebacks)."""
+
+from __future__ import annotations
+
+from google.api_core import exceptions as gexc
+
+from .google import OperationFailed, ServiceUsageDisabled
+from .kube import KubeconfigMissing, KubeUnreachable
+
+
+def describe(exc: BaseException) -> str | None:
+    """A one-line description of a known permanent error, or None for a bug (let it surface)."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ServiceUsageDisabled):
+        return (f"{exc}: enable the bootstrap APIs first: gcloud services enable serviceusage.googleapis.com "
+                f"cloudresourcemanager.googleapis.com --project {exc.project}")
+    if isinstance(exc, gexc.Forbidden):
+        return f"permission denied by Google: {exc.message} (check the credentials' IAM roles on the project)"
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return f"Google API error {exc.code}: {exc.message}"
+    if isinstance(exc, gexc.RetryError):
+        return f"gave up retrying a transient Google error: {exc.cause}"
+    if isinstance(exc, ApiException):
+        return f"Kubernetes API error {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+    if isinstance(exc, (OperationFailed, KubeconfigMissing, KubeUnreachable, TimeoutError, LookupError)):
+        return str(exc)
+    return None

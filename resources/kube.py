@@ -1,0 +1,232 @@
+"""Kubernetes, in gpuplat's words. The only module that imports the kubernetes client.
+
+It loads exactly the one kubeconfig file it is given (`persist_config=False`), never
+`~/.kube/config` and never the shell's `KUBECONFIG`: a shared context can silently point at another
+cluster, the seed platform's most expensive mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from .models import KubeTarget, NodeState, PdbState, PodState, ServerInfo, Taint
+
+FIELD_MANAGER = "gpuplat"
+ERR_KUBECONFIG_MISSING = "kubeconfig not found"
+ERR_UNREACHABLE = "cannot reach the Kubernetes API"
+
+
+class KubeUnreachable(Exception):
+    pass
+
+
+class KubeconfigMissing(Exception):
+    pass
+
+
+def read_target(kubeconfig: str) -> KubeTarget:
+    """The kubeconfig's current context and server, read from that file only."""
+    path = Path(kubeconfig)
+    if not path.is_file():
+        raise KubeconfigMissing(f"{ERR_KUBECONFIG_MISSING}: {path}")
+    doc = yaml.safe_load(path.read_text()) or {}
+    ctx_name = doc.get("current-context", "")
+    ctx = next((c.get("context", {}) for c in doc.get("contexts") or [] if c.get("name") == ctx_name), {})
+    cluster = next((c.get("cluster", {}) for c in doc.get("clusters") or [] if c.get("name") == ctx.get("cluster")), {})
+    return KubeTarget(kubeconfig=str(path), context=ctx_name, server=cluster.get("server", ""))
+
+
+def _parse_quantity(q) -> float:
+    if q is None:
+        return 0.0
+    s = str(q)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in units.items():
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * factor
+    return float(s)
+
+
+class Kube:
+    def __init__(self, kubeconfig: str, request_timeout: float = 15.0):
+        self.kubeconfig = kubeconfig
+        self.request_timeout = request_timeout
+
+    @cached_property
+    def target(self) -> KubeTarget:
+        return read_target(self.kubeconfig)
+
+    @cached_property
+    def _api_client(self):
+        from kubernetes import client, config
+        from urllib3.util.retry import Retry
+
+        self.target  # noqa: B018 - fail with the clear message before the client's own
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg, persist_config=False)
+        # Transient answers (429, 5xx) are retried with backoff by urllib3, the client's own transport;
+        # a connection refused is not: an unreachable cluster should fail fast and say so.
+        cfg.retries = Retry(total=6, connect=0, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504),
+                            allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
+        return client.ApiClient(cfg)
+
+    @cached_property
+    def _core(self):
+        from kubernetes import client
+        return client.CoreV1Api(self._api_client)
+
+    @cached_property
+    def _dynamic(self):
+        from kubernetes.dynamic import DynamicClient
+        # Discovery is cached on disk keyed by host; two sandbox clusters on one port would share a
+        # stale cache, so the cache file is per server URL.
+        key = hashlib.sha256(self.target.server.encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / f"gpuplat-discovery-{os.getuid()}-{key}.json"
+        try:
+            return DynamicClient(self._api_client, cache_file=str(cache))
+        except Exception as exc:  # discovery talks to the server: name the target, not the urllib3 error
+            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {exc}") from None
+
+    def _call(self, fn, *args, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        import urllib3
+        try:
+            return fn(*args, _request_timeout=self.request_timeout, **kwargs)
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}") from None
+        except ApiException:
+            raise
+
+    # ---- reads --------------------------------------------------------------------------------------
+    def server_info(self) -> ServerInfo:
+        from kubernetes import client
+        v = self._call(client.VersionApi(self._api_client).get_code)
+        return ServerInfo(git_version=v.git_version, platform=v.platform)
+
+    def nodes(self, label_selector: str = "") -> list[NodeState]:
+        items = self._call(self._core.list_node, label_selector=label_selector).items
+        out = []
+        for n in items:
+            conds = {c.type: c.status for c in (n.status.conditions or [])}
+            out.append(NodeState(
+                name=n.metadata.name, provider_id=n.spec.provider_id or "", labels=dict(n.metadata.labels or {}),
+                annotations=dict(n.metadata.annotations or {}),
+                taints=tuple(Taint(t.key, t.value or "", t.effect) for t in (n.spec.taints or [])),
+                allocatable=dict(n.status.allocatable or {}), unschedulable=bool(n.spec.unschedulable),
+                ready=conds.get("Ready") == "True",
+                created=n.metadata.creation_timestamp.isoformat() if n.metadata.creation_timestamp else ""))
+        return out
+
+    def pods(self, field_selector: str = "") -> list[PodState]:
+        items = self._call(self._core.list_pod_for_all_namespaces, field_selector=field_selector).items
+        return [_pod_state(p) for p in items]
+
+    def pdbs(self) -> list[PdbState]:
+        from kubernetes import client
+        items = self._call(client.PolicyV1Api(self._api_client).list_pod_disruption_budget_for_all_namespaces).items
+        return [PdbState(p.metadata.name, p.metadata.namespace,
+                         dict((p.spec.selector.match_labels or {}) if p.spec.selector else {}),
+                         int((p.status.disruptions_allowed if p.status else 0) or 0)) for p in items]
+
+    def secret_names(self, namespace: str | None = None) -> set[tuple[str, str]]:
+        if namespace:
+            items = self._call(self._core.list_namespaced_secret, namespace).items
+        else:
+            items = self._call(self._core.list_secret_for_all_namespaces).items
+        # Names only: secret values never leave this function.
+        return {(s.metadata.namespace, s.metadata.name) for s in items}
+
+    def pod_log(self, namespace: str, name: str) -> str:
+        return self._call(self._core.read_namespaced_pod_log, name, namespace)
+
+    # ---- generic objects (dynamic client) ------------------------------------------------------------
+    def _resource(self, api_version: str, kind: str):
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+        try:
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return None
+
+    def has_kind(self, api_version: str, kind: str) -> bool:
+        """Whether the API serves this kind (a CRD that is absent is a real 404 in discovery)."""
+        if self._resource(api_version, kind) is not None:
+            return True
+        self._dynamic.resources.invalidate_cache()
+        return self._resource(api_version, kind) is not None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
+        res = self._resource(api_version, kind)
+        if res is None and not self.has_kind(api_version, kind):
+            return []
+        res = self._resource(api_version, kind)
+        out = self._call(res.get, namespace=namespace, label_selector=label_selector or None)
+        return [i.to_dict() for i in out.items]
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+        if not self.has_kind(api_version, kind):
+            return None
+        res = self._resource(api_version, kind)
+        try:
+            return self._call(res.get, name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def apply(self, body: dict) -> dict:
+        """Server-side apply as gpuplat's field manager; forced, since gpuplat owns these fields."""
+        if not self.has_kind(body["apiVersion"], body["kind"]):
+            raise LookupError(f"the cluster does not serve {body['kind']} ({body['apiVersion']}): its CRD is absent")
+        res = self._resource(body["apiVersion"], body["kind"])
+        ns = body.get("metadata", {}).get("namespace")
+        return self._call(res.server_side_apply, body=body, name=body["metadata"]["name"], namespace=ns,
+                          field_manager=FIELD_MANAGER, force_conflicts=True).to_dict()
+
+    def create(self, body: dict) -> dict:
+        res = self._resource(body["apiVersion"], body["kind"])
+        return self._call(res.create, body=body, namespace=body.get("metadata", {}).get("namespace")).to_dict()
+
+    def merge_patch(self, api_version: str, kind: str, name: str, patch: dict, namespace: str | None = None) -> dict:
+        res = self._resource(api_version, kind)
+        return self._call(res.patch, body=patch, name=name, namespace=namespace,
+                          content_type="application/merge-patch+json").to_dict()
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Only for gpuplat's own short-lived preflight pods."""
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self._call(self._core.delete_namespaced_pod, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _pod_state(p) -> PodState:
+    gpu = 0
+    requests: dict[str, float] = {}
+    for c in p.spec.containers or []:
+        res = c.resources
+        req = dict((res.requests or {}) if res else {})
+        lim = dict((res.limits or {}) if res else {})
+        gpu += int(_parse_quantity(req.get("nvidia.com/gpu") or lim.get("nvidia.com/gpu")))
+        for k, v in req.items():
+            requests[k] = requests.get(k, 0.0) + _parse_quantity(v)
+    volumes = []
+    for v in p.spec.volumes or []:
+        if v.host_path is not None:
+            volumes.append({"name": v.name, "type": "hostPath"})
+        elif v.empty_dir is not None:
+            volumes.append({"name": v.name, "type": "emptyDir", "medium": v.empty_dir.medium or ""})
+    return PodState(
+        name=p.metadata.name, namespace=p.metadata.namespace, node=p.spec.node_name or "",
+        phase=(p.status.phase if p.status else "") or "", labels=dict(p.metadata.labels or {}),
+        annotations=dict(p.metadata.annotations or {}),
+        owner_kinds=tuple(o.kind for o in (p.metadata.owner_references or [])),
+        priority=int(p.spec.priority or 0), gpu_request=gpu, requests=requests, volumes=tuple(volumes),
+        node_selector=dict(p.spec.node_selector or {}), has_affinity=p.spec.affinity is not None,
+        tolerations=tuple({"key": t.key, "effect": t.effect} for t in (p.spec.tolerations or [])))

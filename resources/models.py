@@ -1,0 +1,177 @@
+"""What resources return: plain dataclasses in gpuplat's words, never SDK types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str  # Kubernetes spelling: NoSchedule, PreferNoSchedule, NoExecute
+
+
+@dataclass(frozen=True)
+class NodePoolState:
+    name: str
+    status: str
+    machine_type: str
+    disk_size_gb: int
+    accelerator_type: str
+    accelerator_count: int
+    gpu_driver_version: str
+    autoscaling_enabled: bool
+    min_nodes: int
+    max_nodes: int
+    taints: tuple[Taint, ...]
+    labels: dict
+    service_account: str
+    version: str
+    image_type: str
+    locations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    name: str
+    location: str
+    status: str
+    release_channel: str
+    workload_pool: str
+    vpc_native: bool
+    datapath_provider: str
+    endpoint: str
+    master_version: str
+    node_pools: tuple[NodePoolState, ...]
+    ca_certificate: str = ""
+
+    def pool(self, name: str) -> NodePoolState | None:
+        return next((p for p in self.node_pools if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Quota:
+    metric: str
+    scope: str  # "global" or a region
+    limit: float
+    usage: float
+
+    @property
+    def available(self) -> float:
+        return self.limit - self.usage
+
+
+@dataclass(frozen=True)
+class OperationState:
+    name: str
+    status: str
+    error: str = ""
+    operation_type: str = ""
+
+
+@dataclass(frozen=True)
+class SkuPrice:
+    description: str
+    per_hour: float
+    currency: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """Where a Kubernetes client points: logged before anything touches the cluster."""
+
+    kubeconfig: str
+    context: str
+    server: str
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    provider_id: str
+    labels: dict
+    annotations: dict
+    taints: tuple[Taint, ...]
+    allocatable: dict
+    unschedulable: bool
+    ready: bool
+    created: str
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    namespace: str
+    node: str
+    phase: str
+    labels: dict
+    annotations: dict
+    owner_kinds: tuple[str, ...]
+    priority: int
+    gpu_request: int
+    requests: dict
+    volumes: tuple[dict, ...]
+    node_selector: dict
+    has_affinity: bool
+    tolerations: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class PdbState:
+    name: str
+    namespace: str
+    selector: dict
+    disruptions_allowed: int
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    git_version: str
+    platform: str
+
+
+@dataclass
+class KubeObject:
+    """A Kubernetes object as plain data (apiVersion, kind, metadata, spec, status)."""
+
+    body: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.body.get("metadata", {}).get("name", "")
+
+    @property
+    def annotations(self) -> dict:
+        return self.body.get("metadata", {}).get("annotations") or {}
+
+    @property
+    def labels(self) -> dict:
+        return self.body.get("metadata", {}).get("labels") or {}
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    name: str
+    machine_type: str
+    min_nodes: int
+    max_nodes: int
+    disk_size_gb: int = 100
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    gpu_driver_version: str = ""  # DEFAULT / LATEST: GKE installs the driver itself
+    taints: tuple[Taint, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    service_account: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    location: str
+    release_channel: str
+    workload_pool: str
+    datapath_provider: str
+    vpc_native: bool
+    cpu_pool: NodePoolSpec

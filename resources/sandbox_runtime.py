@@ -1,0 +1,80 @@
+"""Find the local sandbox, starting it on demand (the embedded default for a new user).
+
+One sandbox per project directory: its state and port file live under `.gpuplat/sandbox/`, so the
+Dagster webserver, daemon and run workers all talk to the same fake cloud. `GPUPLAT_SANDBOX_DIR`
+points elsewhere (tests start their own on free ports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+SANDBOX_DIR_VAR = "GPUPLAT_SANDBOX_DIR"
+DEFAULT_DIR = ".gpuplat/sandbox"
+ERR_SANDBOX_START = "the sandbox did not start"
+
+
+def sandbox_dir() -> Path:
+    return Path(os.environ.get(SANDBOX_DIR_VAR, DEFAULT_DIR)).resolve()
+
+
+def _alive(urls: dict) -> bool:
+    try:
+        with urllib.request.urlopen(urls["admin"] + "/sandbox/clock", timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, KeyError):
+        return False
+
+
+def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict[str, str]:
+    """The running sandbox's base URLs, starting `python -m sandbox serve` detached if none answers."""
+    state_dir = state_dir or sandbox_dir()
+    port_file = state_dir / "ports.json"
+    if port_file.exists():
+        urls = json.loads(port_file.read_text())
+        if _alive(urls):
+            return urls
+        port_file.unlink(missing_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(state_dir / "sandbox.log", "ab")
+    # A new session: the sandbox outlives the run that started it and serves the next ones.
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--state-dir", str(state_dir),
+                             "--port-file", str(port_file)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            urls = json.loads(port_file.read_text())
+            if _alive(urls):
+                return urls
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"{ERR_SANDBOX_START}: see {state_dir / 'sandbox.log'} (exit code {proc.poll()})")
+
+
+def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:
+    """Ask the sandbox for a kubeconfig of one of its clusters and write it to `out` (mode 600)."""
+    from urllib.parse import quote
+    with urllib.request.urlopen(f"{urls['admin']}/sandbox/kubeconfig?cluster={quote(cluster, safe='')}",
+                                timeout=10) as resp:
+        text = resp.read().decode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    os.chmod(out, 0o600)
+    return out
+
+
+def sandbox_gitops_groups(urls: dict[str, str], cluster: str, groups: list[dict]) -> None:
+    """Hand the sandbox's simulated ApplicationSet controller the groups a fork's git would hold."""
+    req = urllib.request.Request(f"{urls['admin']}/sandbox/gitops", method="PUT",
+                                 data=json.dumps({"cluster": cluster, "groups": groups}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()

@@ -1,0 +1,115 @@
+"""The admin API: the hand of tests and demos on the fake cloud (never counted as client calls).
+
+`GET /sandbox/calls` returns the call counters; the other verbs inject faults, advance the
+simulated clock, write kubeconfigs, inject drift and add workloads. Each simulation module adds
+its own verbs (`ADMIN_ROUTES`) beside these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import controllers, gke, kube
+from .core import ApiError, kube_id_for_gke
+from .http import Request, Response, Route
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+
+def calls(sb: "Sandbox", req: Request):
+    return sb.counters.snapshot()
+
+
+def reset_calls(sb: "Sandbox", req: Request):
+    sb.counters.reset()
+    return {}
+
+
+def add_fault(sb: "Sandbox", req: Request):
+    body = req.json()
+    missing = [k for k in ("api", "method", "kind") if k not in body]
+    if missing:
+        raise ApiError(400, f"fault needs {', '.join(missing)}")
+    rule = sb.faults.add(body["api"], body["method"], str(body["kind"]), int(body.get("count", 1)))
+    return vars(rule).copy()
+
+
+def list_faults(sb: "Sandbox", req: Request):
+    return {"faults": sb.faults.to_json()}
+
+
+def clear_faults(sb: "Sandbox", req: Request):
+    sb.faults.rules = []
+    return {}
+
+
+def advance(sb: "Sandbox", req: Request):
+    seconds = req.json().get("seconds")
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ApiError(400, "clock/advance needs a non-negative number `seconds`")
+    return {"now": sb.advance_clock(seconds), "offset": sb.clock.offset}
+
+
+def clock(sb: "Sandbox", req: Request):
+    return {"now": sb.clock.now(), "offset": sb.clock.offset}
+
+
+def resolve_cluster_name(sb: "Sandbox", name: str) -> str:
+    """A GKE resource name or a pre-provisioned cluster name -> the sandbox kube cluster id."""
+    if name.startswith("projects/"):
+        parts = name.split("/")
+        if len(parts) != 6 or parts[2] != "locations" or parts[4] != "clusters":
+            raise ApiError(400, f"cluster {name!r} is not projects/P/locations/L/clusters/C")
+        cid = kube_id_for_gke(parts[1], parts[3], parts[5])
+    else:
+        cid = name
+    if cid not in sb.kube_cluster_ids():
+        known = ", ".join(sorted(sb.kube_cluster_ids())) or "none"
+        raise ApiError(404, f"no sandbox cluster {name!r} (known: {known})")
+    return cid
+
+
+def kubeconfig(sb: "Sandbox", req: Request):
+    cid = resolve_cluster_name(sb, req.param("cluster") or "")
+    server = sb.kube_server_url(cid)
+    text = (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: {cid}\n  cluster:\n    server: {server}\n"
+        f"users:\n- name: sandbox\n  user:\n    token: sandbox-anonymous\n"
+        f"contexts:\n- name: {cid}\n  context:\n    cluster: {cid}\n    user: sandbox\n"
+        f"current-context: {cid}\n"
+    )
+    return Response(200, text, "application/yaml")
+
+
+def clusters(sb: "Sandbox", req: Request):
+    return {"clusters": [{"id": cid, "server": sb.kube_server_url(cid)} for cid in sb.kube_cluster_ids()]}
+
+
+def reconcile(sb: "Sandbox", req: Request):
+    sb.reconcile()
+    return {"now": sb.clock.now()}
+
+
+def shutdown(sb: "Sandbox", req: Request):
+    sb.stopped.set()
+    return {}
+
+
+ROUTES = [
+    Route("GET", r"/sandbox/calls", calls, "calls"),
+    Route("POST", r"/sandbox/calls/reset", reset_calls, "calls.reset"),
+    Route("GET", r"/sandbox/faults", list_faults, "faults.list"),
+    Route("POST", r"/sandbox/faults", add_fault, "faults.add"),
+    Route("DELETE", r"/sandbox/faults", clear_faults, "faults.clear"),
+    Route("GET", r"/sandbox/clock", clock, "clock"),
+    Route("POST", r"/sandbox/clock/advance", advance, "clock.advance"),
+    Route("GET", r"/sandbox/kubeconfig", kubeconfig, "kubeconfig"),
+    Route("GET", r"/sandbox/clusters", clusters, "clusters"),
+    Route("POST", r"/sandbox/reconcile", reconcile, "reconcile"),
+    Route("POST", r"/sandbox/shutdown", shutdown, "shutdown"),
+    *gke.ADMIN_ROUTES,
+    *kube.ADMIN_ROUTES,
+    *controllers.ADMIN_ROUTES,
+]

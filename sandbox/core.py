@@ -1,0 +1,161 @@
+"""Shared machinery of the sandbox: simulated clock, faults, call counters, persisted state."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Google's canonical error codes, as the REST transport reports them in `error.status`.
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+FAULT_KINDS = ("503", "429", "quota", "stockout")
+
+
+def kube_id_for_gke(project: str, location: str, cluster: str) -> str:
+    """The sandbox Kubernetes cluster behind a GKE cluster (named like gcloud's kube context)."""
+    return f"gke_{project}_{location}_{cluster}"
+
+
+class ApiError(Exception):
+    """An error the sandbox answers with, rendered in the style of the API that raised it."""
+
+    def __init__(self, code: int, message: str, status: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or GOOGLE_STATUS.get(code, "UNKNOWN")
+        # Kubernetes `Status.reason` (NotFound, AlreadyExists, Conflict, ...).
+        self.reason = reason
+
+
+class Clock:
+    """Simulated time: wall time plus an offset that the admin API can advance.
+
+    Simulated controllers (operations, scale-down windows) read this clock, so tests can skip
+    minutes without sleeping.
+    """
+
+    def __init__(self, offset: float = 0.0):
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> float:
+        self.offset += float(seconds)
+        return self.now()
+
+    def rfc3339(self, t: float | None = None) -> str:
+        t = self.now() if t is None else t
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@dataclass
+class FaultRule:
+    """The next `remaining` calls whose API and method match fail with `kind`."""
+
+    api: str
+    method: str
+    kind: str
+    remaining: int
+
+    def matches(self, api: str, method: str) -> bool:
+        return fnmatch.fnmatchcase(api, self.api) and fnmatch.fnmatchcase(method, self.method)
+
+
+@dataclass
+class Faults:
+    rules: list[FaultRule] = field(default_factory=list)
+
+    def add(self, api: str, method: str, kind: str, count: int) -> FaultRule:
+        if kind not in FAULT_KINDS:
+            raise ApiError(400, f"fault kind {kind!r} is not one of {', '.join(FAULT_KINDS)}")
+        if count < 1:
+            raise ApiError(400, f"fault count must be >= 1, got {count}")
+        rule = FaultRule(api=api, method=method, kind=kind, remaining=int(count))
+        self.rules.append(rule)
+        return rule
+
+    def take(self, api: str, method: str) -> str | None:
+        """Consume one matching fault, oldest first; return its kind or None."""
+        for rule in self.rules:
+            if rule.remaining > 0 and rule.matches(api, method):
+                rule.remaining -= 1
+                kind = rule.kind
+                self.rules = [r for r in self.rules if r.remaining > 0]
+                return kind
+        return None
+
+    def to_json(self) -> list[dict]:
+        return [vars(r).copy() for r in self.rules]
+
+
+class Counters:
+    """Calls received per API, split into reads and mutating calls (faulted calls included)."""
+
+    def __init__(self):
+        self.by_api: dict[str, dict[str, Any]] = {}
+
+    def record(self, api: str, method: str, mutating: bool) -> None:
+        entry = self.by_api.setdefault(api, {"read": 0, "mutate": 0, "methods": {}})
+        entry["mutate" if mutating else "read"] += 1
+        entry["methods"][method] = entry["methods"].get(method, 0) + 1
+
+    def snapshot(self) -> dict:
+        out = copy.deepcopy(self.by_api)
+        out["_total"] = {
+            "read": sum(v["read"] for v in self.by_api.values()),
+            "mutate": sum(v["mutate"] for v in self.by_api.values()),
+        }
+        return out
+
+    def reset(self) -> None:
+        self.by_api = {}
+
+
+class StateStore:
+    """The fake cloud's state as one JSON document, saved atomically after each change.
+
+    One lock serialises every request, so two clients working at once always see a consistent
+    state; the requests are small, so the lock is not what limits throughput.
+    """
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.state_dir / "state.json"
+        self.lock = threading.RLock()
+        self.dirty = False
+        self.data: dict[str, Any] = {}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+
+    def section(self, name: str) -> dict:
+        return self.data.setdefault(name, {})
+
+    def mark(self) -> None:
+        self.dirty = True
+
+    def save_if_dirty(self) -> None:
+        if not self.dirty:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, separators=(",", ":")))
+        os.replace(tmp, self.path)
+        self.dirty = False

@@ -1,0 +1,242 @@
+"""desired/plan of every piece as pure functions: tables of cases whose names are sentences."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuplat_assets import apis_enabled as apis
+from gpuplat_assets import cluster, gpu_pool, platform_installed, secrets_seeded, snapshot_class, storage_class
+from gpuplat_assets.config import parse_config
+from gpuplat_assets.plan import Action, fingerprint, plan_hash, plan_table
+from resources.models import ClusterState, NodePoolState, Quota, Taint
+
+
+def env(**over):
+    raw = {"cluster": {"projectID": "proj"}}
+    for k, v in over.items():
+        raw[k] = v
+    return parse_config("e", "environments/e/config.yaml", raw)
+
+
+def pool_state(name="gpu-l4", machine="g2-standard-4", acc="nvidia-l4", count=1, auto=(True, 0, 1),
+               taints=(Taint("nvidia.com/gpu", "present", "NoSchedule"),), version="1.33.5-gke.1000", disk=100):
+    return NodePoolState(name=name, status="RUNNING", machine_type=machine, disk_size_gb=disk, accelerator_type=acc,
+                         accelerator_count=count, gpu_driver_version="DEFAULT", autoscaling_enabled=auto[0],
+                         min_nodes=auto[1], max_nodes=auto[2], taints=taints, labels={}, service_account="",
+                         version=version, image_type="COS_CONTAINERD", locations=("us-central1-a",))
+
+
+def cluster_state(pools=(), **over):
+    base = dict(name="ai-dev", location="us-central1-a", status="RUNNING", release_channel="REGULAR",
+                workload_pool="proj.svc.id.goog", vpc_native=True, datapath_provider="ADVANCED_DATAPATH",
+                endpoint="127.0.0.1", master_version="1.33.5-gke.1000", node_pools=tuple(pools))
+    base.update(over)
+    return ClusterState(**base)
+
+
+# ---- apis_enabled ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config, expected", [
+    pytest.param({}, {"container.googleapis.com", "compute.googleapis.com", "iamcredentials.googleapis.com",
+                      "secretmanager.googleapis.com"}, id="gcpsm adds secretmanager"),
+    pytest.param({"secret_backend": "vault"}, {"container.googleapis.com", "compute.googleapis.com",
+                                               "iamcredentials.googleapis.com"}, id="another backend needs no secretmanager"),
+    pytest.param({"features": {"model_registry": True}}, {"container.googleapis.com", "compute.googleapis.com",
+                  "iamcredentials.googleapis.com", "secretmanager.googleapis.com", "artifactregistry.googleapis.com"},
+                 id="a model registry adds artifactregistry"),
+])
+def test_required_apis_follow_the_config(config, expected):
+    assert set(apis.desired_apis(env(**config)).services) == expected
+
+
+def test_missing_apis_are_enabled_in_one_update():
+    spec = apis.desired_apis(env())
+    actions = apis.plan_apis(spec, apis.ApisObserved(True, ("container.googleapis.com",)))
+    assert [a.kind for a in actions] == ["update"]
+    assert set(actions[0].args["services"]) == set(spec.services) - {"container.googleapis.com"}
+
+
+def test_service_usage_off_names_the_exact_gcloud_line():
+    actions = apis.plan_apis(apis.desired_apis(env()), apis.ApisObserved(True, service_usage_disabled=True))
+    assert actions[0].kind == "cannot-fix"
+    assert ("gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com --project proj"
+            in actions[0].remedy)
+
+
+def test_no_cloud_apis_apply_off_gke():
+    spec = apis.desired_apis(env(substrate={"kind": "byo"}, gpu_stack="none"))
+    assert spec.services == () and apis.plan_apis(spec, apis.ApisObserved(False)) == []
+
+
+# ---- cluster --------------------------------------------------------------------------------------------
+CPU = pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 3), taints=())
+
+
+@pytest.mark.parametrize("observed, expected", [
+    pytest.param(None, [("create", "", True)], id="an absent cluster is created with approval"),
+    pytest.param(cluster_state([CPU]), [], id="a matching cluster needs nothing"),
+    pytest.param(cluster_state([CPU], status="RECONCILING", release_channel="RAPID"), [],
+                 id="a busy cluster is waited on, never updated"),
+    pytest.param(cluster_state([CPU], release_channel="RAPID"), [("update", "release_channel", False)],
+                 id="a changed release channel is updated in place"),
+    pytest.param(cluster_state([CPU], vpc_native=False), [("cannot-fix", "vpc_native", False)],
+                 id="an immutable difference is cannot-fix, never a recreate"),
+    pytest.param(cluster_state([pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 5),
+                                           taints=())]), [("update", "autoscaling", False)],
+                 id="a CPU pool with another max is re-asserted"),
+    pytest.param(cluster_state([CPU], master_version="1.34.0-gke.1", endpoint="10.0.0.9"), [],
+                 id="versions moved by auto-upgrade and server-filled fields are not drift"),
+])
+def test_cluster_plan(observed, expected):
+    spec = cluster.desired_cluster(env())
+    got = cluster.plan_cluster(spec, cluster.ClusterObserved(observed, cluster.KubeFacts()))
+    assert [(a.kind, a.field, a.needs_approval) for a in got] == expected
+
+
+def test_cluster_spec_is_vpc_native_with_workload_identity_and_dataplane_v2():
+    spec = cluster.desired_cluster(env())
+    assert spec.vpc_native and spec.workload_pool == "proj.svc.id.goog" and spec.datapath_provider == "ADVANCED_DATAPATH"
+
+
+# ---- gpu_pool --------------------------------------------------------------------------------------------
+QUOTAS_OK = (Quota("GPUS_ALL_REGIONS", "global", 4, 0), Quota("NVIDIA_L4_GPUS", "us-central1", 4, 0),
+             Quota("CPUS", "us-central1", 24, 4))
+
+
+@pytest.mark.parametrize("observed, expected", [
+    pytest.param(gpu_pool.GpuPoolObserved(None, "RUNNING", QUOTAS_OK), [("create", "", True)],
+                 id="an absent pool with quota is created with approval"),
+    pytest.param(gpu_pool.GpuPoolObserved(None, "RUNNING", (Quota("GPUS_ALL_REGIONS", "global", 0, 0),) + QUOTAS_OK[1:]),
+                 [("cannot-fix", "quota", False)], id="a global GPU quota of zero stops the create"),
+    pytest.param(gpu_pool.GpuPoolObserved(pool_state(), "RUNNING"), [], id="a matching pool needs nothing"),
+    pytest.param(gpu_pool.GpuPoolObserved(pool_state(auto=(True, 1, 1)), "RUNNING"), [("update", "autoscaling", False)],
+                 id="a min count drifted above zero is re-asserted"),
+    pytest.param(gpu_pool.GpuPoolObserved(pool_state(taints=()), "RUNNING"), [("update", "taints", False)],
+                 id="a missing GPU taint is restored"),
+    pytest.param(gpu_pool.GpuPoolObserved(pool_state(taints=(Taint("nvidia.com/gpu", "present", "NoSchedule"),
+                                                             Taint("team", "ml", "NoSchedule"))), "RUNNING"), [],
+                 id="a taint someone else added is not ours"),
+    pytest.param(gpu_pool.GpuPoolObserved(pool_state(machine="g2-standard-8"), "RUNNING"),
+                 [("cannot-fix", "machine_type", False)], id="another machine type is never replaced silently"),
+])
+def test_gpu_pool_plan(observed, expected):
+    spec = gpu_pool.desired_gpu_pool(env())
+    got = gpu_pool.plan_gpu_pool(spec, observed)
+    assert [(a.kind, a.field, a.needs_approval) for a in got] == expected
+
+
+def test_quota_shortfall_names_metric_region_needed_and_available():
+    spec = gpu_pool.desired_gpu_pool(env(substrate={"gpu_pool": {"max": 2}}))
+    q = (Quota("GPUS_ALL_REGIONS", "global", 8, 0), Quota("NVIDIA_L4_GPUS", "us-central1", 1, 0),
+         Quota("CPUS", "us-central1", 24, 0))
+    [action] = gpu_pool.plan_gpu_pool(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", q))
+    assert "NVIDIA_L4_GPUS in us-central1: needs 2, 1 available" in action.remedy
+
+
+@pytest.mark.parametrize("acc, metric", [("nvidia-l4", "NVIDIA_L4_GPUS"), ("nvidia-tesla-t4", "NVIDIA_T4_GPUS"),
+                                         ("nvidia-h100-80gb", "NVIDIA_H100_80GB_GPUS")])
+def test_quota_metric_names(acc, metric):
+    assert gpu_pool.quota_metric(acc) == metric
+
+
+# ---- secrets_seeded ----------------------------------------------------------------------------------------
+def test_every_internal_secret_is_created_once_and_dex_admin_as_a_pair():
+    spec = secrets_seeded.desired_secrets(env())
+    actions = secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, ()))
+    targets = [a.target for a in actions]
+    assert "secret litellm-master-key" in targets and "secret oauth2-proxy-cookie-secret" in targets
+    assert sum("client-secret" in t for t in targets) == 6
+    assert targets[-1] == "secrets dex-admin-password + dex-admin-hash"
+    assert "secret n8n-encryption-key" not in targets
+    present = tuple(spec.all_names)
+    assert secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, present)) == []
+
+
+def test_n8n_adds_its_encryption_key():
+    assert ("n8n-encryption-key", "hex32") in secrets_seeded.desired_secrets(env(features={"n8n": True})).internal
+
+
+def test_other_backends_are_reported_never_written():
+    spec = secrets_seeded.desired_secrets(env(secret_backend="vault"))
+    assert secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(False, ())) == []
+    out = secrets_seeded.check_external(spec, secrets_seeded.SecretsObserved(False, ()), env(secret_backend="vault"))
+    assert not out.passed and "https://external-secrets.io/latest/provider/" in out.metadata["remedy"]
+
+
+# ---- storage and snapshots --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("defaults, expected", [
+    pytest.param(("standard-rwo",), [], id="the configured class alone is default"),
+    pytest.param(("standard-rwo", "premium-rwo"), [("update", "StorageClass premium-rwo")],
+                 id="a second default loses its annotation"),
+    pytest.param((), [("update", "StorageClass standard-rwo")], id="the configured class becomes default"),
+])
+def test_storage_plan(defaults, expected):
+    spec = storage_class.desired_storage(env())
+    got = storage_class.plan_storage(spec, storage_class.StorageObserved(("standard-rwo", "premium-rwo"), defaults))
+    assert [(a.kind, a.target) for a in got] == expected
+
+
+def test_no_storage_class_names_what_to_install():
+    spec = storage_class.desired_storage(env(substrate={"kind": "byo"}, gpu_stack="none"))
+    [a] = storage_class.plan_storage(spec, storage_class.StorageObserved((), ()))
+    assert a.kind == "cannot-fix" and "install a CSI driver" in a.remedy
+
+
+def test_snapshot_class_only_on_prod():
+    assert snapshot_class.desired_snapshot(env()).needed is False
+    spec = snapshot_class.desired_snapshot(env(profile="prod"))
+    assert (spec.name, spec.driver) == ("gke-pd-snapshotclass", "pd.csi.storage.gke.io")
+    [a] = snapshot_class.plan_snapshot(spec, snapshot_class.SnapshotObserved(True, crds=False))
+    assert a.kind == "cannot-fix" and "external-snapshotter" in a.remedy
+    [a] = snapshot_class.plan_snapshot(spec, snapshot_class.SnapshotObserved(True, crds=True))
+    assert a.kind == "create"
+
+
+# ---- platform_installed -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer, sets", [
+    ("platform", ["layer-platform"]),
+    ("serving", ["layer-platform", "layer-serving"]),
+    ("llm-gateway", ["layer-platform", "layer-serving", "layer-routing", "layer-llm-gateway"]),
+    ("full", ["layer-platform", "layer-serving", "layer-routing", "layer-llm-gateway", "layer-experience",
+              "layer-demos"]),
+])
+def test_one_applicationset_per_layer_of_the_deploy_profile(layer, sets):
+    spec = platform_installed.desired_platform(env(substrate={"layer": layer}))
+    assert [o["metadata"]["name"] for o in spec.roots if o["kind"] == "ApplicationSet"] == sets
+
+
+def test_the_applicationset_reads_the_forks_groups_file():
+    spec = platform_installed.desired_platform(env(repoURL="https://git.example/fork", repoBranch="dev"))
+    appset = spec.roots[1]
+    gen = appset["spec"]["generators"][0]
+    assert gen["git"] == {"repoURL": "https://git.example/fork", "revision": "dev",
+                          "files": [{"path": "clusters/ai-dev/groups.generated.yaml"}]}
+    assert gen["selector"]["matchLabels"] == {"enabled": "true", "layer": "platform"}
+    tmpl = appset["spec"]["template"]["spec"]
+    assert tmpl["project"] == "platform" and tmpl["source"]["directory"] == {"recurse": True}
+    assert tmpl["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert "ServerSideApply=true" in tmpl["syncPolicy"]["syncOptions"]
+
+
+@pytest.mark.parametrize("config, provider", [
+    pytest.param({}, {"gcpsm": {"projectID": "proj"}}, id="workload identity sets only the project"),
+    pytest.param({"secret_store_auth": "sa-key"}, {"gcpsm": {"projectID": "proj", "auth": {"secretRef": {
+        "secretAccessKeySecretRef": {"name": "secret-store-key", "key": "sa-key.json", "namespace": "external-secrets"}}}}},
+        id="an SA key points at secret-store-key"),
+    pytest.param({"secret_backend": "vault"}, {}, id="another backend gets a placeholder"),
+])
+def test_cluster_secret_store(config, provider):
+    assert platform_installed.desired_platform(env(**config)).secret_store["spec"]["provider"] == provider
+
+
+def test_contains_ignores_fields_others_own():
+    assert platform_installed.contains({"spec": {"a": 1}}, {"spec": {"a": 1, "b": 2}, "status": {}})
+    assert not platform_installed.contains({"spec": {"a": 1}}, {"spec": {"a": 2}})
+
+
+# ---- plan records -----------------------------------------------------------------------------------------------
+def test_plan_hash_and_fingerprint_are_stable():
+    a = [Action("update", "node pool gpu-l4", "autoscaling", desired={"min": 0}, observed={"min": 1})]
+    assert plan_hash(a) == plan_hash(list(a))
+    assert plan_hash(a) != plan_hash([Action("update", "node pool gpu-l4", "taints")])
+    assert fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
+    assert "| update | node pool gpu-l4 | autoscaling |" in plan_table(a)
