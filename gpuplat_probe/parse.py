@@ -42,7 +42,7 @@ _BLACKWELL_MAJORS = {"10", "11", "12"}
 # Order matters: longer/more specific names first, and every pattern is bounded so that "A10"
 # does not match "A100" and "L4" does not match "L40S".
 _CC_BY_NAME: list[tuple[str, str]] = [
-    (r"RTX\s*(?:PRO\s*)?\d{4}\s*Ada", "8.9"),  # RTX 4000 Ada, RTX 6000 Ada Generation
+    (r"RTX\s*(?:PRO\s*)?\d{4}\s*(?:SFF\s*)?Ada", "8.9"),  # RTX 4000 (SFF) Ada, RTX 6000 Ada Generation
     (r"GH200", "9.0"),
     (r"GB200", "10.0"),
     (r"B200", "10.0"),
@@ -290,6 +290,7 @@ _NAME_BY_PCI_DEVICE = {
     "0x26b9": "NVIDIA L40S",
     "0x27b8": "NVIDIA L4",
     "0x27b2": "NVIDIA RTX 4000 Ada Generation",
+    "0x27b0": "NVIDIA RTX 4000 SFF Ada Generation",  # Hetzner GEX44
     "0x26b1": "NVIDIA RTX 6000 Ada Generation",
     "0x2330": "NVIDIA H100 80GB HBM3",
     "0x2331": "NVIDIA H100 PCIe",

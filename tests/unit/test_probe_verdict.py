@@ -262,3 +262,10 @@ def test_cli_reports_an_unusable_nvidia_smi_as_a_fact(tmp_path):
     out = json.loads(proc.stdout)
     assert out["facts"]["nvidia_smi"].startswith("absent")
     assert out["facts"]["gpus"][0]["seen_by"] == "pci"  # still seen, on the PCI bus
+
+
+@pytest.mark.parametrize("name", ["NVIDIA RTX 4000 SFF Ada Generation", "NVIDIA RTX 4000 Ada Generation",
+                                  "NVIDIA RTX 6000 Ada Generation", "NVIDIA L4", "NVIDIA L40S"])
+def test_every_ada_card_the_rule_names_is_recognised_by_name(name):
+    from gpuplat_probe.parse import compute_capability_from_name
+    assert compute_capability_from_name(name) == "8.9"

@@ -1,0 +1,137 @@
+"""Cloud Billing Catalog v1: the public price list (services and their SKUs).
+
+Simulation: a small catalog of the SKUs the sandbox simulates (GPUs, G2/E2/N1 cores and RAM, the
+GKE cluster management fee), as a data table below. Prices are illustrative, in the neighbourhood
+of us-central1 on-demand list prices at the time of writing, and NOT Google's: never quote them as
+real prices. The shape (service ids, categories, pricing expressions, tiered rates in
+units + nanos) is the real API's, so the code reading it is the code that reads Google's catalog.
+"""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from google.cloud import billing_v1
+from google.protobuf import json_format
+
+from .core import ApiError
+from .http import Request, Response, Route
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+COMPUTE_SERVICE = "6F81-5844-456A"
+GKE_SERVICE = "CCD8-9BF1-090E"
+SERVICES = [
+    {"serviceId": COMPUTE_SERVICE, "displayName": "Compute Engine"},
+    {"serviceId": GKE_SERVICE, "displayName": "Kubernetes Engine"},
+]
+AMERICAS = ["us-central1", "us-east1", "us-east4", "us-west1", "us-west4"]
+EFFECTIVE = "2025-01-01T00:00:00Z"
+
+# (service, sku id, description, resource group, usage unit, unit description, USD per unit, regions)
+# Illustrative prices (not Google's).
+SKUS = [
+    (COMPUTE_SERVICE, "A1B2-0001-L4GP", "Nvidia L4 GPU running in Americas", "GPU", "h", "hour", "0.5600", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0002-T4GP", "Nvidia Tesla T4 GPU running in Americas", "GPU", "h", "hour", "0.3500",
+     AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0003-L4SP", "Nvidia L4 GPU attached to Spot Preemptible VMs running in Americas", "GPU",
+     "h", "hour", "0.2240", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0004-G2CR", "G2 Instance Core running in Americas", "CPU", "h", "hour", "0.0250",
+     AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0005-G2RM", "G2 Instance Ram running in Americas", "RAM", "GiBy.h", "gibibyte hour",
+     "0.0029", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0006-E2CR", "E2 Instance Core running in Americas", "CPU", "h", "hour", "0.0218",
+     AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0007-E2RM", "E2 Instance Ram running in Americas", "RAM", "GiBy.h", "gibibyte hour",
+     "0.0029", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0008-N1CR", "N1 Predefined Instance Core running in Americas", "CPU", "h", "hour",
+     "0.0316", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0009-N1RM", "N1 Predefined Instance Ram running in Americas", "RAM", "GiBy.h",
+     "gibibyte hour", "0.0042", AMERICAS),
+    (GKE_SERVICE, "A1B2-0010-GKEF", "Regional Kubernetes Clusters", "Kubernetes", "h", "hour", "0.1000",
+     AMERICAS),
+]
+
+
+def _money(usd: str) -> dict:
+    amount = Decimal(usd)
+    units = int(amount)
+    nanos = int((amount - units) * 1_000_000_000)
+    return {"currencyCode": "USD", "units": str(units), "nanos": nanos}
+
+
+def _sku(row) -> dict:
+    service, sku_id, desc, group, unit, unit_desc, price, regions = row
+    display = next(s["displayName"] for s in SERVICES if s["serviceId"] == service)
+    hourly = unit == "h"
+    return {
+        "name": f"services/{service}/skus/{sku_id}",
+        "skuId": sku_id,
+        "description": desc,
+        "category": {"serviceDisplayName": display,
+                     "resourceFamily": "Compute" if service == COMPUTE_SERVICE else "Compute",
+                     "resourceGroup": group,
+                     "usageType": "Preemptible" if "Spot" in desc else "OnDemand"},
+        "serviceRegions": list(regions),
+        "pricingInfo": [{
+            "summary": "",
+            "effectiveTime": EFFECTIVE,
+            "pricingExpression": {
+                "usageUnit": unit, "displayQuantity": 1, "usageUnitDescription": unit_desc,
+                "baseUnit": "s" if hourly else "By.s",
+                "baseUnitDescription": "second" if hourly else "byte second",
+                "baseUnitConversionFactor": 3600 if hourly else 3600 * 2 ** 30,
+                "tieredRates": [{"startUsageAmount": 0, "unitPrice": _money(price)}],
+            },
+            "currencyConversionRate": 1,
+        }],
+        "serviceProviderName": "Google",
+        "geoTaxonomy": {"type": "MULTI_REGIONAL", "regions": list(regions)},
+    }
+
+
+def _page(req: Request, items: list, default: int = 5000) -> tuple[list, str]:
+    try:
+        size = int(req.param("pageSize") or 0) or default
+        start = int(base64.urlsafe_b64decode(req.param("pageToken") + "==").decode()) if req.param("pageToken") else 0
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Invalid page_size or page_token.") from None
+    if size < 0 or size > 5000:
+        raise ApiError(400, "page_size must be between 0 and 5000.")
+    token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=") \
+        if start + size < len(items) else ""
+    return items[start:start + size], token
+
+
+def _emit(req: Request, msg_type, data: dict) -> Response:
+    pb = msg_type.pb()()
+    json_format.ParseDict(data, pb, ignore_unknown_fields=True)
+    return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
+
+
+def list_services(sb: "Sandbox", req: Request):
+    services = [{"name": f"services/{s['serviceId']}", "serviceId": s["serviceId"], "displayName": s["displayName"],
+                 "businessEntityName": "businessEntities/GCP"} for s in SERVICES]
+    chunk, token = _page(req, services)
+    return _emit(req, billing_v1.ListServicesResponse, {"services": chunk, "nextPageToken": token})
+
+
+def list_skus(sb: "Sandbox", req: Request):
+    service = req.match["service"]
+    if service not in {s["serviceId"] for s in SERVICES}:
+        raise ApiError(404, f"Service services/{service} not found.")
+    currency = req.param("currencyCode")
+    if currency not in (None, "", "USD"):
+        raise ApiError(400, f"The sandbox catalog is priced in USD only, not {currency}.")
+    skus = [_sku(row) for row in SKUS if row[0] == service]
+    chunk, token = _page(req, skus)
+    return _emit(req, billing_v1.ListSkusResponse, {"skus": chunk, "nextPageToken": token})
+
+
+ROUTES = [
+    Route("GET", r"/v1/services", list_services, "ListServices"),
+    Route("GET", r"/v1/services/(?P<service>[^/]+)/skus", list_skus, "ListSkus"),
+]

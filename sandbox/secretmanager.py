@@ -1,0 +1,251 @@
+"""Secret Manager v1: secrets and their versions.
+
+Simulation: the fake backend is the sandbox state file (`secretmanager` section), payloads stored
+base64-encoded beside their metadata; there is no encryption, IAM, replication or rotation. Names
+use the project number, as Google's do (`projects/123456789012/secrets/x`), whichever of id or
+number the caller used (`serviceusage.project_number`). Replication is accepted as given (automatic
+or user-managed) and required. `dataCrc32c`, when sent, is verified (400 on mismatch), and access
+always returns it. Nothing here deletes, disables or destroys: gpuplat never does.
+
+Never log or print a payload: tests and callers read it through `access_secret_version` or
+`access_latest` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import TYPE_CHECKING
+
+from google.cloud import secretmanager_v1
+from google.protobuf import json_format
+
+from . import serviceusage
+from .core import ApiError
+from .http import Request, Response, Route, fault_error
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+MAX_PAYLOAD = 65536
+MAX_PAGE = 25000
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli), the checksum Secret Manager uses for `data_crc32c`."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _state(sb: "Sandbox") -> dict:
+    return sb.store.section("secretmanager").setdefault("secrets", {})
+
+
+def _secret_name(number: str, secret_id: str) -> str:
+    return f"projects/{number}/secrets/{secret_id}"
+
+
+def _get(sb: "Sandbox", project: str, secret_id: str) -> tuple[str, dict]:
+    number = serviceusage.project_number(sb, project)
+    name = _secret_name(number, secret_id)
+    rec = _state(sb).get(name)
+    if rec is None:
+        raise ApiError(404, f"Secret [{name}] not found.")
+    return name, rec
+
+
+def _emit(req: Request, msg_type, data: dict) -> Response:
+    pb = msg_type.pb()()
+    json_format.ParseDict(data, pb, ignore_unknown_fields=True)
+    return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
+
+
+def _parse(req: Request, msg_type) -> dict:
+    pb = msg_type.pb()()
+    if req.body:
+        try:
+            json_format.Parse(req.body, pb)
+        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
+    return json_format.MessageToDict(pb)
+
+
+def _page(req: Request, items: list) -> tuple[list, str]:
+    try:
+        size = int(req.param("pageSize") or 0) or MAX_PAGE
+        start = int(base64.urlsafe_b64decode(req.param("pageToken") + "==").decode()) if req.param("pageToken") else 0
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Invalid page_size or page_token.") from None
+    if size < 0 or size > MAX_PAGE:
+        raise ApiError(400, f"page_size must be between 0 and {MAX_PAGE}.")
+    chunk = items[start:start + size]
+    token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=") \
+        if start + size < len(items) else ""
+    return chunk, token
+
+
+def _etag(sb: "Sandbox") -> str:
+    return f"\"{int(sb.clock.now() * 1_000_000):x}\""
+
+
+def _resolve_version(name: str, rec: dict, version: str) -> dict:
+    enabled = [v for v in rec["versions"] if v["meta"].get("state") == "ENABLED"]
+    if version == "latest":
+        if not enabled:
+            raise ApiError(404, f"Secret [{name}] not found or has no versions.")
+        return enabled[-1]
+    if not version.isdigit():
+        raise ApiError(400, f"Invalid secret version \"{version}\": expected a number or \"latest\".")
+    for v in rec["versions"]:
+        if v["meta"]["name"].rsplit("/", 1)[-1] == version:
+            return v
+    raise ApiError(404, f"Secret Version [{name}/versions/{version}] not found.")
+
+
+def _refuse_fault(req: Request, op: str) -> None:
+    """An injected quota/stockout fault fails a write before it changes anything."""
+    if req.fault is not None:
+        kind, req.fault = req.fault, None
+        raise fault_error(kind, op)
+
+
+# ---- handlers ------------------------------------------------------------------------------------------
+def create_secret(sb: "Sandbox", req: Request):
+    _refuse_fault(req, "CreateSecret")
+    project = req.match["project"]
+    secret_id = req.param("secretId") or ""
+    if not SECRET_ID_RE.match(secret_id):
+        raise ApiError(400, "Invalid secret_id: it must be 1 to 255 characters of ASCII letters, digits, "
+                            "underscores (_) and hyphens (-).")
+    body = _parse(req, secretmanager_v1.Secret)
+    replication = body.get("replication") or {}
+    if "automatic" not in replication and "userManaged" not in replication:
+        raise ApiError(400, "Secret.replication must be specified (automatic or user_managed).")
+    number = serviceusage.project_number(sb, project)
+    name = _secret_name(number, secret_id)
+    secrets = _state(sb)
+    if name in secrets:
+        raise ApiError(409, f"Secret [{name}] already exists.")
+    meta = {"name": name, "replication": replication, "createTime": sb.clock.rfc3339(), "etag": _etag(sb)}
+    for k in ("labels", "annotations", "topics", "versionAliases"):
+        if body.get(k):
+            meta[k] = body[k]
+    secrets[name] = {"meta": meta, "versions": []}
+    sb.store.mark()
+    return _emit(req, secretmanager_v1.Secret, meta)
+
+
+def get_secret(sb: "Sandbox", req: Request):
+    _, rec = _get(sb, req.match["project"], req.match["secret"])
+    return _emit(req, secretmanager_v1.Secret, rec["meta"])
+
+
+def list_secrets(sb: "Sandbox", req: Request):
+    prefix = f"projects/{serviceusage.project_number(sb, req.match['project'])}/secrets/"
+    names = [n for n in _state(sb) if n.startswith(prefix)]
+    chunk, token = _page(req, names)
+    secrets = _state(sb)
+    return _emit(req, secretmanager_v1.ListSecretsResponse,
+                 {"secrets": [secrets[n]["meta"] for n in chunk], "nextPageToken": token, "totalSize": len(names)})
+
+
+def add_version(sb: "Sandbox", req: Request):
+    _refuse_fault(req, "AddSecretVersion")
+    name, rec = _get(sb, req.match["project"], req.match["secret"])
+    body = _parse(req, secretmanager_v1.AddSecretVersionRequest)
+    payload = body.get("payload") or {}
+    data = base64.b64decode(payload.get("data", ""))
+    if len(data) > MAX_PAYLOAD:
+        raise ApiError(400, f"Secret payload data exceeds the maximum size of {MAX_PAYLOAD} bytes.")
+    checksum = crc32c(data)
+    sent = payload.get("dataCrc32c")
+    if sent is not None and int(sent) != checksum:
+        raise ApiError(400, "Checksum mismatch: the data_crc32c sent does not match the CRC32C of the payload "
+                            "data (data integrity check failed).")
+    number = len(rec["versions"]) + 1
+    meta = {"name": f"{name}/versions/{number}", "createTime": sb.clock.rfc3339(), "state": "ENABLED",
+            "replicationStatus": {"automatic": {}} if "automatic" in rec["meta"]["replication"]
+            else {"userManaged": {"replicas": [{"location": r.get("location", "")} for r in
+                                               rec["meta"]["replication"].get("userManaged", {}).get("replicas", [])]}},
+            "etag": _etag(sb)}
+    if sent is not None:
+        meta["clientSpecifiedPayloadChecksum"] = True
+    rec["versions"].append({"meta": meta, "data": base64.b64encode(data).decode(), "crc32c": str(checksum)})
+    sb.store.mark()
+    return _emit(req, secretmanager_v1.SecretVersion, meta)
+
+
+def get_version(sb: "Sandbox", req: Request):
+    name, rec = _get(sb, req.match["project"], req.match["secret"])
+    return _emit(req, secretmanager_v1.SecretVersion, _resolve_version(name, rec, req.match["version"])["meta"])
+
+
+def access_version(sb: "Sandbox", req: Request):
+    project, secret_id, version = req.match["project"], req.match["secret"], req.match["version"]
+    number = serviceusage.project_number(sb, project)
+    name = _secret_name(number, secret_id)
+    rec = _state(sb).get(name)
+    if rec is None:
+        if version == "latest":
+            raise ApiError(404, f"Secret [{name}] not found or has no versions.")
+        raise ApiError(404, f"Secret Version [{name}/versions/{version}] not found.")
+    v = _resolve_version(name, rec, version)
+    return _emit(req, secretmanager_v1.AccessSecretVersionResponse,
+                 {"name": v["meta"]["name"], "payload": {"data": v["data"], "dataCrc32c": v["crc32c"]}})
+
+
+def list_versions(sb: "Sandbox", req: Request):
+    _, rec = _get(sb, req.match["project"], req.match["secret"])
+    metas = [v["meta"] for v in reversed(rec["versions"])]  # newest first, as Secret Manager lists them
+    chunk, token = _page(req, metas)
+    return _emit(req, secretmanager_v1.ListSecretVersionsResponse,
+                 {"versions": chunk, "nextPageToken": token, "totalSize": len(metas)})
+
+
+_S = r"/v1/projects/(?P<project>[^/]+)/secrets"
+_SID = _S + r"/(?P<secret>[^/:]+)"
+_V = _SID + r"/versions/(?P<version>[^/:]+)"
+ROUTES = [
+    Route("POST", _S, create_secret, "CreateSecret", True),
+    Route("GET", _S, list_secrets, "ListSecrets"),
+    Route("GET", _SID, get_secret, "GetSecret"),
+    Route("POST", _SID + r":addVersion", add_version, "AddSecretVersion", True),
+    Route("GET", _SID + r"/versions", list_versions, "ListSecretVersions"),
+    Route("GET", _V + r":access", access_version, "AccessSecretVersion"),
+    Route("GET", _V, get_version, "GetSecretVersion"),
+]
+
+
+# ---- for the simulated External Secrets Operator ------------------------------------------------------
+def access_latest(sb: "Sandbox", project: str, secret_id: str) -> bytes | None:
+    """The latest enabled version's payload of a secret, or None if the secret or a version is missing.
+
+    `project` may be an id or a number; call it under the state lock (controllers run under it).
+    """
+    rec = _state(sb).get(_secret_name(serviceusage.project_number(sb, project), secret_id))
+    if rec is None:
+        return None
+    enabled = [v for v in rec["versions"] if v["meta"].get("state") == "ENABLED"]
+    return base64.b64decode(enabled[-1]["data"]) if enabled else None
+
+
+def secret_ids(sb: "Sandbox", project: str) -> list[str]:
+    """Ids of the project's secrets (with or without versions)."""
+    prefix = f"projects/{serviceusage.project_number(sb, project)}/secrets/"
+    return sorted(n[len(prefix):] for n in _state(sb) if n.startswith(prefix))

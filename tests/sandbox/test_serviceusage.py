@@ -1,0 +1,154 @@
+"""The sandbox's Service Usage API, through the official service_usage_v1 REST client."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from google.api_core import exceptions
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import service_usage_v1
+
+from sandbox import serviceusage
+
+PROJECT = "projects/gpuplat-test"
+State = service_usage_v1.State
+
+
+def su_client(sandbox) -> service_usage_v1.ServiceUsageClient:
+    return service_usage_v1.ServiceUsageClient(
+        transport="rest", credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=sandbox.urls()["serviceusage"]))
+
+
+def admin(sandbox, method: str, path: str, body=None):
+    req = urllib.request.Request(sandbox.urls()["admin"] + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def raw_get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def su(sandbox):
+    return su_client(sandbox)
+
+
+def batch_enable(su, parent: str, service_ids: list[str]):
+    return su.batch_enable_services(request={"parent": parent, "service_ids": service_ids})
+
+
+def enabled(su, parent=PROJECT) -> set[str]:
+    return {s.config.name for s in su.list_services(request={"parent": parent, "filter": "state:ENABLED"})}
+
+
+def test_a_new_project_has_service_usage_and_resource_manager_enabled(su):
+    assert enabled(su) == {"serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com"}
+
+
+def test_batch_enable_is_an_operation_whose_result_lists_the_enabled_services(su):
+    op = batch_enable(su, PROJECT, ["container.googleapis.com",
+                                                                "secretmanager.googleapis.com"])
+    assert op.operation.name.startswith("operations/acat.p2-")
+    assert not op.operation.done
+    result = op.result(timeout=10)
+    assert sorted(s.config.name for s in result.services) == ["container.googleapis.com",
+                                                             "secretmanager.googleapis.com"]
+    assert all(s.state == State.ENABLED for s in result.services)
+    assert op.metadata.resource_names == ["container.googleapis.com", "secretmanager.googleapis.com"]
+    assert {"container.googleapis.com", "secretmanager.googleapis.com"} <= enabled(su)
+
+
+def test_enabling_a_service_also_enables_what_it_depends_on(su):
+    su.enable_service(request={"name": f"{PROJECT}/services/container.googleapis.com"}).result(timeout=10)
+    assert "compute.googleapis.com" in enabled(su)
+
+
+def test_the_change_lands_only_when_the_operation_is_done(sandbox, su):
+    batch_enable(su, PROJECT, ["dns.googleapis.com"])
+    assert "dns.googleapis.com" not in enabled(su)
+    admin(sandbox, "POST", "/sandbox/clock/advance", {"seconds": 6})
+    assert "dns.googleapis.com" in enabled(su)
+
+
+def test_enabling_services_already_enabled_answers_a_done_noop_operation(su):
+    op = batch_enable(su, PROJECT, ["serviceusage.googleapis.com"])
+    assert op.operation.name == "operations/noop.DONE_OPERATION"
+    assert op.done()
+    assert [s.config.name for s in op.result().services] == ["serviceusage.googleapis.com"]
+
+
+def test_more_than_twenty_services_in_one_batch_is_a_bad_request(su):
+    ids = [f"svc{i}.googleapis.com" for i in range(21)]
+    with pytest.raises(exceptions.BadRequest, match="maximum of 20"):
+        batch_enable(su, PROJECT, ids)
+
+
+def test_an_unknown_service_is_permission_denied_as_google_answers_it(su):
+    with pytest.raises(exceptions.Forbidden, match="Not found or permission denied"):
+        batch_enable(su, PROJECT, ["not-a-service"])
+
+
+def test_listing_enabled_services_pages(su):
+    batch_enable(su, PROJECT, [
+        "container.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com"]).result(timeout=10)
+    pager = su.list_services(request={"parent": PROJECT, "filter": "state:ENABLED", "page_size": 2})
+    pages = list(pager.pages)
+    assert len(pages) > 1 and all(len(p.services) <= 2 for p in pages)
+    names = [s.config.name for p in pages for s in p.services]
+    assert len(names) == len(set(names)) and "iam.googleapis.com" in names
+
+
+def test_get_service_reports_its_state_and_uses_the_project_number(su):
+    svc = su.get_service(request={"name": f"{PROJECT}/services/container.googleapis.com"})
+    assert svc.state == State.DISABLED
+    assert svc.config.title == "Kubernetes Engine API"
+    assert svc.name.split("/")[1].isdigit()
+    assert svc.name == f"{svc.parent}/services/container.googleapis.com"
+    # the number reaches the same project
+    same = su.get_service(request={"name": f"{svc.parent}/services/serviceusage.googleapis.com"})
+    assert same.state == State.ENABLED
+
+
+def test_plain_json_gets_state_names_and_the_rest_client_gets_integers(sandbox):
+    base = sandbox.urls()["serviceusage"] + f"/v1/{PROJECT}/services/serviceusage.googleapis.com"
+    assert raw_get(base)[1]["state"] == "ENABLED"
+    assert raw_get(base + "?$alt=json;enum-encoding=int")[1]["state"] == 2
+
+
+def test_a_project_without_service_usage_answers_service_disabled(sandbox, su):
+    admin(sandbox, "POST", "/sandbox/projects", {"project": "locked", "enabled": []})
+    with pytest.raises(exceptions.Forbidden) as info:
+        su.list_services(request={"parent": "projects/locked", "filter": "state:ENABLED"})
+    err = info.value
+    assert "Service Usage API has not been used in project locked before or it is disabled" in err.message
+    assert err.reason == "SERVICE_DISABLED"
+    assert err.domain == "googleapis.com"
+    assert err.metadata["service"] == "serviceusage.googleapis.com"
+    with pytest.raises(exceptions.Forbidden):
+        batch_enable(su, "projects/locked", ["serviceusage.googleapis.com"])
+
+
+def test_the_admin_api_sets_a_project_s_enabled_services_exactly(sandbox, su):
+    admin(sandbox, "POST", "/sandbox/projects", {"project": "exact", "enabled": [
+        "serviceusage.googleapis.com", "container.googleapis.com"]})
+    assert enabled(su, "projects/exact") == {"serviceusage.googleapis.com", "container.googleapis.com"}
+    with sandbox.store.lock:
+        assert serviceusage.is_enabled(sandbox, "exact", "container.googleapis.com")
+        assert not serviceusage.is_enabled(sandbox, "exact", "compute.googleapis.com")
+
+
+def test_an_invalid_filter_is_a_bad_request(su):
+    with pytest.raises(exceptions.BadRequest):
+        list(su.list_services(request={"parent": PROJECT, "filter": "name:foo"}))
