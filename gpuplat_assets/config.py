@@ -92,6 +92,10 @@ class Substrate(_Strict):
     snapshot_driver: str = ""
     external_secrets: tuple[str, ...] = ("hf-token",)
     prices: Prices = Prices()
+    # The image the GPU node preflight pod runs: gpuplat's own (deploy/Dockerfile), which holds the probe.
+    probe_image: str = "ghcr.io/example/gpuplat:0.1.0"
+    # The seed pins this chart version of the NVIDIA GPU Operator.
+    gpu_operator_version: str = "v26.3.3"
 
 
 class SandboxGroup(_Strict):
@@ -140,6 +144,10 @@ class EnvConfig(_Strict):
                 raise _KeyError("gpu_stack", "operator",
                                 "gke-managed or none on GKE: the GPU Operator's nvidia runtime cannot register "
                                 "with GKE's containerd, so GKE's node image must provide the driver")
+        elif self.gpu_stack == "gke-managed":
+            raise _KeyError("gpu_stack", "gke-managed",
+                            f"operator or none on {sub.kind}: only GKE's node image manages the GPU stack; "
+                            f"operator deploys the NVIDIA GPU Operator, none means you bring your own or run CPU-only")
         return self
 
     # ---- derived facts -------------------------------------------------------------------------

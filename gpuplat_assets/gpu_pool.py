@@ -11,6 +11,7 @@ from .cluster import BUSY, CLUSTER_TIMEOUT_S, wait_running_operations
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
+from .preflight import is_gpu_node
 
 GPU_TAINT = Taint("nvidia.com/gpu", "present", "NoSchedule")
 ERR_STOCKOUT = "the zone has no capacity for this GPU (stockout)"
@@ -74,10 +75,7 @@ def quota_metric(accelerator_type: str) -> str:
 # ---- observe ------------------------------------------------------------------------------------
 def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
     if spec.pool is None:
-        selector = dict(spec.node_selector)
-        nodes = [n for n in run.conn.kube.nodes()
-                 if (selector and all(n.labels.get(k) == v for k, v in selector.items()))
-                 or int(n.allocatable.get("nvidia.com/gpu", 0) or 0) > 0]
+        nodes = [n for n in run.conn.kube.nodes() if is_gpu_node(n, dict(spec.node_selector))]
         return GpuPoolObserved(None, "byo", nodes=tuple(
             GpuNode(n.name, int(n.allocatable.get("nvidia.com/gpu", 0) or 0),
                     n.labels.get("node.kubernetes.io/instance-type", "")) for n in nodes))

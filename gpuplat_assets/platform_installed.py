@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import EnvConfig
+from .argocd import ARGO_API, ARGOCD_CHART_VERSION, ensure_argocd, meta, observe_argocd
 from .piece import Check, Outcome, Piece, Run, wait_until
 from .plan import Action
 
-ARGOCD_CHART_VERSION = "9.1.4"  # argo-cd chart from https://argoproj.github.io/argo-helm (Argo CD v3.2)
-HELM_IMAGE = "alpine/helm:3.19.0"
-ARGO_API = "argoproj.io/v1alpha1"
 ESO_API = "external-secrets.io/v1"
 LAYERS = {
     "platform": ("platform",),
@@ -27,7 +25,6 @@ LAYERS = {
 CHART_REPOS = ("https://argoproj.github.io/argo-helm", "https://charts.external-secrets.io",
                "https://charts.jetstack.io", "https://prometheus-community.github.io/helm-charts",
                "https://nvidia.github.io/gpu-operator", "https://cloudnative-pg.github.io/charts")
-BOOTSTRAP_TIMEOUT_S = 600
 SYNC_TIMEOUT_S = 900
 ERR_NOT_HEALTHY = "Applications not Synced and Healthy"
 
@@ -35,7 +32,6 @@ ERR_NOT_HEALTHY = "Applications not Synced and Healthy"
 @dataclass(frozen=True)
 class PlatformSpec:
     chart_version: str
-    bootstrap: tuple[dict, ...]
     roots: tuple[dict, ...]
     secret_store: dict
     store_is_placeholder: bool
@@ -61,35 +57,8 @@ class PlatformObserved:
 
 
 # ---- desired ------------------------------------------------------------------------------------
-def _meta(name: str, namespace: str | None = None, **labels) -> dict:
-    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": "gpuplat", **labels}}
-    if namespace:
-        meta["namespace"] = namespace
-    return meta
-
-
-def bootstrap_objects(version: str) -> tuple[dict, ...]:
-    script = ("helm repo add argo https://argoproj.github.io/argo-helm && "
-              f"helm upgrade --install argocd argo/argo-cd --version {version} --namespace argocd --wait --timeout 10m")
-    return (
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta("argocd")},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("gpuplat-bootstrap", "argocd")},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": _meta("gpuplat-bootstrap"),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gpuplat-bootstrap", "namespace": "argocd"}]},
-        {"apiVersion": "batch/v1", "kind": "Job",
-         "metadata": {**_meta(f"argocd-bootstrap-{version.replace('.', '-')}", "argocd",
-                              **{"app.kubernetes.io/name": "argocd-bootstrap"}),
-                      "annotations": {"gpuplat.io/chart-version": version}},
-         "spec": {"backoffLimit": 2, "template": {"spec": {
-             "serviceAccountName": "gpuplat-bootstrap", "restartPolicy": "Never",
-             "containers": [{"name": "helm", "image": HELM_IMAGE, "command": ["sh", "-c", script]}]}}}},
-    )
-
-
 def desired_platform(env: EnvConfig) -> PlatformSpec:
-    project = {"apiVersion": ARGO_API, "kind": "AppProject", "metadata": _meta("platform", "argocd"),
+    project = {"apiVersion": ARGO_API, "kind": "AppProject", "metadata": meta("platform", "argocd"),
                "spec": {"sourceRepos": [env.repoURL, *CHART_REPOS],
                         "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "*"}],
                         "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}}
@@ -97,7 +66,7 @@ def desired_platform(env: EnvConfig) -> PlatformSpec:
     for layer in LAYERS[env.substrate.layer]:
         roots.append({
             "apiVersion": ARGO_API, "kind": "ApplicationSet",
-            "metadata": _meta(f"layer-{layer}", "argocd", **{"gpuplat.io/layer": layer}),
+            "metadata": meta(f"layer-{layer}", "argocd", **{"gpuplat.io/layer": layer}),
             "spec": {
                 "goTemplate": True, "goTemplateOptions": ["missingkey=error"],
                 "generators": [{"git": {"repoURL": env.repoURL, "revision": env.repoBranch,
@@ -118,10 +87,10 @@ def desired_platform(env: EnvConfig) -> PlatformSpec:
                 "name": "secret-store-key", "key": "sa-key.json", "namespace": "external-secrets"}}}
     else:
         provider = {}  # a placeholder the user fills for their backend; never overwritten once filled
-    store = {"apiVersion": ESO_API, "kind": "ClusterSecretStore", "metadata": _meta("secret-store"),
+    store = {"apiVersion": ESO_API, "kind": "ClusterSecretStore", "metadata": meta("secret-store"),
              "spec": {"provider": provider}}
     groups = tuple(g.model_dump() for g in env.sandbox.groups)
-    return PlatformSpec(ARGOCD_CHART_VERSION, bootstrap_objects(ARGOCD_CHART_VERSION), tuple(roots), store,
+    return PlatformSpec(ARGOCD_CHART_VERSION, tuple(roots), store,
                         env.secret_backend != "gcpsm", groups)
 
 
@@ -142,12 +111,7 @@ def _owned_view(obj: dict) -> dict:
 
 def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
     kube = run.conn.kube
-    argocd = kube.has_kind(ARGO_API, "Application")
-    job = next((j for j in kube.list("batch/v1", "Job", "argocd", "app.kubernetes.io/name=argocd-bootstrap")), None)
-    job_state = ""
-    if job is not None:
-        st = job.get("status") or {}
-        job_state = "succeeded" if st.get("succeeded") else "failed" if (st.get("failed") or 0) > 2 else "running"
+    argocd, job_state = observe_argocd(run)
     if not argocd:
         return PlatformObserved(False, job_state)
     drifted = []
@@ -195,14 +159,7 @@ def plan_platform(spec: PlatformSpec, observed: PlatformObserved) -> list[Action
 # ---- apply --------------------------------------------------------------------------------------
 def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, actions: list[Action]) -> None:
     kube = run.conn.kube
-    if not observed.argocd:
-        run.log.info(f"bootstrapping Argo CD (chart {spec.chart_version}) with an in-cluster helm Job")
-        for obj in spec.bootstrap:
-            kube.apply(obj)
-        if not wait_until(lambda: kube.has_kind(ARGO_API, "Application"), BOOTSTRAP_TIMEOUT_S,
-                          "Argo CD's CRDs", run.log):
-            raise TimeoutError(f"Argo CD did not come up within {BOOTSTRAP_TIMEOUT_S}s: "
-                               f"kubectl -n argocd get jobs,pods")
+    ensure_argocd(run)
     if spec.groups:
         run.conn.sandbox_groups(kube.target.context, list(spec.groups))
     for obj in spec.roots:

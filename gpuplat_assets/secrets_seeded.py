@@ -107,15 +107,28 @@ def apply_secrets(run: Run, spec: SecretsSpec, observed: SecretsObserved, action
 # ---- checks -------------------------------------------------------------------------------------
 def check_internal(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
     wanted = [n for n, _ in spec.internal] + list(DEX_ADMIN)
-    missing = [n for n in wanted if n not in observed.present]
-    where = "Secret Manager" if observed.writable else "the cluster (materialized by ESO)"
-    meta = {"expected": len(wanted), "missing": ", ".join(missing)}
     if not observed.writable:
-        meta["remedy"] = (f"create these keys in your {spec.backend} backend with its own tooling; "
-                          f"ESO provider docs: {ESO_PROVIDER_DOCS}") if missing else ""
-    else:
-        meta["remedy"] = "materialize secrets_seeded" if missing else ""
-    return Outcome(not missing, f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets present in {where}", meta)
+        # gpuplat cannot write this backend: eso_secrets_materialized says whether the keys reached the cluster.
+        return Outcome(True, f"backend {spec.backend}: gpuplat does not write it; the {len(wanted)} keys it needs "
+                             f"are listed by eso_secrets_materialized", {"keys": ", ".join(wanted)})
+    missing = [n for n in wanted if n not in observed.present]
+    return Outcome(not missing, f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets present in Secret Manager",
+                   {"expected": len(wanted), "missing": ", ".join(missing),
+                    "remedy": "materialize secrets_seeded" if missing else ""})
+
+
+def check_materialized(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
+    if observed.writable:
+        return Outcome(True, "gcpsm: gpuplat seeds Secret Manager itself (internal_secrets_present); ESO reads it "
+                             "through Workload Identity")
+    missing = [n for n in spec.all_names if n not in observed.present]
+    return Outcome(not missing, f"{len(spec.all_names) - len(missing)}/{len(spec.all_names)} Kubernetes Secrets "
+                                f"materialized by ESO from {spec.backend}",
+                   {"keys_that_must_exist": ", ".join(spec.all_names), "missing": ", ".join(missing),
+                    "eso_provider_docs": ESO_PROVIDER_DOCS,
+                    "remedy": (f"create {', '.join(missing)} in your {spec.backend} backend with its own tooling "
+                               f"(vault kv put, aws secretsmanager create-secret, kubectl); fill the provider block of "
+                               f"ClusterSecretStore secret-store; ESO then materializes them") if missing else ""})
 
 
 def check_external(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
@@ -139,7 +152,9 @@ PIECE = Piece(
     desired=desired_secrets, observe=observe_secrets, plan=plan_secrets, apply=apply_secrets,
     checks=(Check("internal_secrets_present", "Every internal random secret exists in the backend.", check_internal,
                   blocking=True),
-            Check("external_secrets_present", "Every external secret the config needs exists.", check_external)),
+            Check("external_secrets_present", "Every external secret the config needs exists.", check_external),
+            Check("eso_secrets_materialized", "Off gcpsm: ESO has materialized every Kubernetes Secret the platform "
+                  "reads.", check_materialized)),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/security/secret-manager?project="
                                        f"{env.cluster.projectID}"} if env.secret_backend == "gcpsm" else
                             {"eso_provider_docs": ESO_PROVIDER_DOCS}),

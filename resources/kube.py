@@ -143,7 +143,9 @@ class Kube:
         return {(s.metadata.namespace, s.metadata.name) for s in items}
 
     def pod_log(self, namespace: str, name: str) -> str:
-        return self._call(self._core.read_namespaced_pod_log, name, namespace)
+        # Raw bytes: the client would json-decode a JSON log line and hand back its Python repr.
+        resp = self._call(self._core.read_namespaced_pod_log, name, namespace, _preload_content=False)
+        return resp.data.decode("utf-8", errors="replace")
 
     # ---- generic objects (dynamic client) ------------------------------------------------------------
     def _resource(self, api_version: str, kind: str):
