@@ -46,6 +46,9 @@ class PlatformObserved:
     secret_store: str = "absent"  # absent | matches | differs | user-filled
     eso: bool = False
     apps: tuple[tuple[str, str, str], ...] = ()  # (name, sync, health)
+    # LoadBalancer Services still waiting for an external address (only observed when a domain is set).
+    lb_pending: tuple[str, ...] = ()
+    lb_total: int = 0
 
     def owned(self) -> dict:
         return {"argocd": self.argocd, "drifted_roots": list(self.drifted_roots), "secret_store": self.secret_store,
@@ -129,10 +132,18 @@ def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
                 store = "user-filled" if live_provider else "matches"
             else:
                 store = "matches" if contains(spec.secret_store["spec"], live.get("spec") or {}) else "differs"
+    lb_pending, lb_total = observe_load_balancers(run) if run.env.domain else ((), 0)
     apps = tuple(sorted((a["metadata"]["name"], ((a.get("status") or {}).get("sync") or {}).get("status", "Unknown"),
                          ((a.get("status") or {}).get("health") or {}).get("status", "Unknown"))
                         for a in kube.list(ARGO_API, "Application", "argocd")))
-    return PlatformObserved(True, job_state, tuple(drifted), store, eso, apps)
+    return PlatformObserved(True, job_state, tuple(drifted), store, eso, apps, lb_pending, lb_total)
+
+
+def observe_load_balancers(run: Run) -> tuple[tuple[str, ...], int]:
+    lbs = [s for s in run.conn.kube.list("v1", "Service") if (s.get("spec") or {}).get("type") == "LoadBalancer"]
+    pending = tuple(sorted(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in lbs
+                           if not (((s.get("status") or {}).get("loadBalancer") or {}).get("ingress"))))
+    return pending, len(lbs)
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -202,6 +213,24 @@ def check_apps(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -
                     "remedy": "" if ok else "argocd app get <name> / kubectl -n argocd describe application <name>"})
 
 
+def check_ingress(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
+    if not env.domain:
+        return Outcome(True, "no domain set: nothing is exposed publicly, no external address needed")
+    if not observed.lb_pending:
+        return Outcome(True, f"{observed.lb_total} LoadBalancer Service(s), all with an external address",
+                       {"domain": env.domain})
+    if env.substrate.kind == "hetzner":
+        remedy = ("the hcloud cloud controller cannot place the load balancer: set HCLOUD_LOAD_BALANCERS_NETWORK_ZONE "
+                  "(e.g. eu-central) or HCLOUD_LOAD_BALANCERS_LOCATION in the hcloud-cloud-controller-manager's "
+                  "environment, or annotate the Service with load-balancer.hetzner.cloud/location")
+    elif env.is_gke:
+        remedy = "kubectl describe service <name>: GKE's events say why the Cloud Load Balancer was not created"
+    else:
+        remedy = "install a load-balancer implementation (MetalLB, kube-vip) or your provider's cloud controller"
+    return Outcome(False, f"{len(observed.lb_pending)} LoadBalancer Service(s) without an external address: "
+                          f"{', '.join(observed.lb_pending)}", {"domain": env.domain, "remedy": remedy})
+
+
 PIECE = Piece(
     name="platform_installed",
     description="Argo CD bootstrapped at a pinned chart, the seed's root objects applied, every Application Synced and Healthy.",
@@ -210,5 +239,7 @@ PIECE = Piece(
     owned_fields=("AppProject platform spec", "ApplicationSet layer-* spec", "ClusterSecretStore secret-store provider"),
     desired=desired_platform, observe=observe_platform, plan=plan_platform, apply=apply_platform,
     checks=(Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_argocd),
-            Check("applications_healthy", "Every platform Application is Synced and Healthy.", check_apps)),
+            Check("applications_healthy", "Every platform Application is Synced and Healthy.", check_apps),
+            Check("ingress_addresses", "When a domain is set, every LoadBalancer Service has an external address.",
+                  check_ingress)),
 )

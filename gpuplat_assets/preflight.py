@@ -116,4 +116,5 @@ def summary(report: dict) -> dict:
             "driver": facts.get("driver_version") or "none", "module": facts.get("kernel_module_flavour") or "",
             "kernel": facts.get("kernel_release"), "headers": facts.get("headers_present"),
             "secure_boot": facts.get("secure_boot"), "ok": report.get("ok"),
-            "notes": "; ".join(v["message"] for v in report.get("verdicts", []) if v.get("status") == "note")}
+            "verdicts": "; ".join(f"{v.get('id')} {v.get('status')}: {v.get('message')}"
+                                  for v in report.get("verdicts", []))}
