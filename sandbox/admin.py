@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import controllers, gke, kube
-from .core import ApiError, kube_id_for_gke
+from .core import ApiError
 from .http import Request, Response, Route
+from .sim_util import resolve_cluster
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -55,23 +56,8 @@ def clock(sb: "Sandbox", req: Request):
     return {"now": sb.clock.now(), "offset": sb.clock.offset}
 
 
-def resolve_cluster_name(sb: "Sandbox", name: str) -> str:
-    """A GKE resource name or a pre-provisioned cluster name -> the sandbox kube cluster id."""
-    if name.startswith("projects/"):
-        parts = name.split("/")
-        if len(parts) != 6 or parts[2] != "locations" or parts[4] != "clusters":
-            raise ApiError(400, f"cluster {name!r} is not projects/P/locations/L/clusters/C")
-        cid = kube_id_for_gke(parts[1], parts[3], parts[5])
-    else:
-        cid = name
-    if cid not in sb.kube_cluster_ids():
-        known = ", ".join(sorted(sb.kube_cluster_ids())) or "none"
-        raise ApiError(404, f"no sandbox cluster {name!r} (known: {known})")
-    return cid
-
-
 def kubeconfig(sb: "Sandbox", req: Request):
-    cid = resolve_cluster_name(sb, req.param("cluster") or "")
+    cid = resolve_cluster(sb, req.param("cluster"))
     server = sb.kube_server_url(cid)
     text = (
         "apiVersion: v1\nkind: Config\n"

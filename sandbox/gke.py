@@ -44,7 +44,7 @@ from google.protobuf import json_format
 
 from . import compute, serviceusage
 from .core import ApiError, kube_id_for_gke
-from .http import Request, Response, Route, fault_error
+from .http import Request, Response, Route, fault_error, parse_google_body
 from .kubestore import BUILTIN_TYPES, KubeStore
 
 if TYPE_CHECKING:
@@ -130,15 +130,6 @@ def _region_of(location: str) -> str:
     return m.group(1) if m else location
 
 
-def _parse(req: Request, msg_type) -> dict:
-    """Parse a request body the way Google's front end does, into the canonical JSON form."""
-    pb = msg_type.pb()()
-    if req.body:
-        try:
-            json_format.Parse(req.body, pb)
-        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
-    return json_format.MessageToDict(pb)
 
 
 # Rendered answers by (message type, integer enums, stored JSON): protobuf's pure-Python JSON
@@ -1265,7 +1256,7 @@ def _apply_cluster_update(sb: "Sandbox", key: str, update: dict) -> None:
 def create_cluster(sb: "Sandbox", req: Request):
     reconcile(sb)
     project, location = _req_loc(req)
-    body = _parse(req, container_v1.CreateClusterRequest)
+    body = parse_google_body(req, container_v1.CreateClusterRequest)
     if "cluster" not in body:
         raise ApiError(400, "Cluster.name must be specified.")
     cl = _build_cluster(sb, project, location, body["cluster"])
@@ -1297,7 +1288,7 @@ def list_clusters(sb: "Sandbox", req: Request):
 def update_cluster(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, _ = _lookup(sb, *_req_loc(req), req.match["cluster"])
-    body = _parse(req, container_v1.UpdateClusterRequest)
+    body = parse_google_body(req, container_v1.UpdateClusterRequest)
     update = body.get("update") or {}
     if not [k for k in update if k != "etag"]:
         raise ApiError(400, "Update must set at least one field.")
@@ -1340,7 +1331,7 @@ def _fault_status(req: Request, fault: str | None, key: str, cl: dict, pool: dic
 def create_node_pool(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, _ = _lookup(sb, *_req_loc(req), req.match["cluster"])
-    body = _parse(req, container_v1.CreateNodePoolRequest)
+    body = parse_google_body(req, container_v1.CreateNodePoolRequest)
     if "nodePool" not in body:
         raise ApiError(400, "NodePool.name must be specified.")
     pool = _build_pool(sb, key, cl, body["nodePool"])
@@ -1414,7 +1405,7 @@ _POOL_UPDATES = {
 def update_node_pool(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, pool = _lookup(sb, *_req_loc(req), req.match["cluster"], req.match["pool"])
-    body = _parse(req, container_v1.UpdateNodePoolRequest)
+    body = parse_google_body(req, container_v1.UpdateNodePoolRequest)
     if not body.get("nodeVersion"):
         raise ApiError(400, "UpdateNodePoolRequest.node_version must be specified "
                             "(use the pool's current version, or \"-\" for the master version).")
@@ -1452,7 +1443,7 @@ def update_node_pool(sb: "Sandbox", req: Request):
 def set_autoscaling(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, pool = _lookup(sb, *_req_loc(req), req.match["cluster"], req.match["pool"])
-    body = _parse(req, container_v1.SetNodePoolAutoscalingRequest)
+    body = parse_google_body(req, container_v1.SetNodePoolAutoscalingRequest)
     auto = _validate_autoscaling(body.get("autoscaling", {}))
     _busy(sb, key)
     fault = _take_fault(req)
@@ -1469,7 +1460,7 @@ def set_autoscaling(sb: "Sandbox", req: Request):
 def set_management(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, pool = _lookup(sb, *_req_loc(req), req.match["cluster"], req.match["pool"])
-    body = _parse(req, container_v1.SetNodePoolManagementRequest)
+    body = parse_google_body(req, container_v1.SetNodePoolManagementRequest)
     _busy(sb, key)
     fault = _take_fault(req)
     pool["status"] = "RECONCILING"
@@ -1486,7 +1477,7 @@ def set_management(sb: "Sandbox", req: Request):
 def set_size(sb: "Sandbox", req: Request):
     reconcile(sb)
     key, cl, pool = _lookup(sb, *_req_loc(req), req.match["cluster"], req.match["pool"])
-    body = _parse(req, container_v1.SetNodePoolSizeRequest)
+    body = parse_google_body(req, container_v1.SetNodePoolSizeRequest)
     count = int(body.get("nodeCount", 0))
     if count < 0:
         raise ApiError(400, "SetNodePoolSizeRequest.node_count must be >= 0.")

@@ -82,6 +82,19 @@ class Route:
 ErrorRenderer = Callable[[ApiError], Response]
 
 
+def parse_google_body(req: Request, msg_type) -> dict:
+    """Parse a request body the way Google's front end does, into the canonical JSON form."""
+    from google.protobuf import json_format
+
+    pb = msg_type.pb()()
+    if req.body:
+        try:
+            json_format.Parse(req.body, pb)
+        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
+    return json_format.MessageToDict(pb)
+
+
 def google_error(err: ApiError) -> Response:
     return Response(err.code, {"error": {"code": err.code, "message": err.message, "status": err.status}})
 

@@ -22,7 +22,7 @@ from google.protobuf import json_format
 
 from . import serviceusage
 from .core import ApiError
-from .http import Request, Response, Route, fault_error
+from .http import Request, Response, Route, fault_error, parse_google_body
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -76,14 +76,6 @@ def _emit(req: Request, msg_type, data: dict) -> Response:
     return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
 
 
-def _parse(req: Request, msg_type) -> dict:
-    pb = msg_type.pb()()
-    if req.body:
-        try:
-            json_format.Parse(req.body, pb)
-        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
-    return json_format.MessageToDict(pb)
 
 
 def _page(req: Request, items: list) -> tuple[list, str]:
@@ -133,7 +125,7 @@ def create_secret(sb: "Sandbox", req: Request):
     if not SECRET_ID_RE.match(secret_id):
         raise ApiError(400, "Invalid secret_id: it must be 1 to 255 characters of ASCII letters, digits, "
                             "underscores (_) and hyphens (-).")
-    body = _parse(req, secretmanager_v1.Secret)
+    body = parse_google_body(req, secretmanager_v1.Secret)
     replication = body.get("replication") or {}
     if "automatic" not in replication and "userManaged" not in replication:
         raise ApiError(400, "Secret.replication must be specified (automatic or user_managed).")
@@ -168,7 +160,7 @@ def list_secrets(sb: "Sandbox", req: Request):
 def add_version(sb: "Sandbox", req: Request):
     _refuse_fault(req, "AddSecretVersion")
     name, rec = _get(sb, req.match["project"], req.match["secret"])
-    body = _parse(req, secretmanager_v1.AddSecretVersionRequest)
+    body = parse_google_body(req, secretmanager_v1.AddSecretVersionRequest)
     payload = body.get("payload") or {}
     data = base64.b64decode(payload.get("data", ""))
     if len(data) > MAX_PAYLOAD:

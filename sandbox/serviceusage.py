@@ -29,7 +29,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, json_format
 
 from .core import ApiError
-from .http import Request, Response, Route, fault_error
+from .http import Request, Response, Route, fault_error, parse_google_body
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -240,14 +240,6 @@ def _guard(handler):
     return wrapped
 
 
-def _parse(req: Request, msg_type) -> dict:
-    pb = msg_type.pb()()
-    if req.body:
-        try:
-            json_format.Parse(req.body, pb)
-        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
-    return json_format.MessageToDict(pb)
 
 
 # ---- handlers -----------------------------------------------------------------------------------------
@@ -306,7 +298,7 @@ def batch_get_services(sb: "Sandbox", req: Request, project: str, rec: dict):
 
 @_guard
 def batch_enable(sb: "Sandbox", req: Request, project: str, rec: dict):
-    body = _parse(req, service_usage_v1.BatchEnableServicesRequest)
+    body = parse_google_body(req, service_usage_v1.BatchEnableServicesRequest)
     ids = body.get("serviceIds", [])
     if not ids:
         raise ApiError(400, "service_ids must not be empty.")
