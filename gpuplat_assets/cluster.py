@@ -8,7 +8,7 @@ from resources.kube import KubeconfigMissing, KubeUnreachable
 from resources.models import ClusterSpec, ClusterState, NodePoolSpec
 
 from .config import EnvConfig
-from .piece import Check, Outcome, Piece, Run
+from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
 
 BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
@@ -102,7 +102,8 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
                        f"{spec.cpu_pool.machine_type} {spec.cpu_pool.min_nodes}..{spec.cpu_pool.max_nodes}",
                        needs_approval=True)]
     if g.status in BUSY:
-        return []  # GKE is busy: recorded and waited on, never updated mid-operation
+        # Recorded and waited on, never updated mid-operation (GKE would refuse it anyway).
+        return [Action("wait", target, "status", observed=g.status, desired="RUNNING")]
     actions: list[Action] = []
     immutable = (("vpc_native", spec.vpc_native, g.vpc_native),
                  ("datapath_provider", spec.datapath_provider, g.datapath_provider))
@@ -150,8 +151,10 @@ def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved,
     if spec is None:
         return
     g = run.conn.google
-    if observed.gke is not None and observed.gke.status in BUSY:
+    if any(a.kind == "wait" for a in actions):
         wait_running_operations(run, spec.location)
+        observed = observe_cluster(run, spec)
+        actions = replan_after_wait(run, plan_cluster(spec, observed))
     for a in actions:
         if a.kind == "create" and a.target.startswith("GKE cluster"):
             run.log.info(f"creating GKE cluster {spec.name} in {spec.location}")
@@ -167,6 +170,14 @@ def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved,
             cpu = spec.cpu_pool
             op = g.set_node_pool_autoscaling(spec.location, spec.name, cpu.name, cpu.min_nodes, cpu.max_nodes)
             g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {cpu.name}"))
+
+
+def replan_after_wait(run: Run, actions: list[Action]) -> list[Action]:
+    """The plan once GKE is idle again; what it adds still needs approval like any other plan."""
+    pending = [a.summary() for a in actions if a.needs_approval]
+    if pending and not run.approved:
+        raise PieceError(f"approval needed once the operation in progress finished: {'; '.join(pending)}")
+    return [a for a in actions if a.kind not in ("wait", "cannot-fix")]
 
 
 def wait_running_operations(run: Run, location: str) -> None:

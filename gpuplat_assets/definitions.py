@@ -5,6 +5,9 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from resources import GpuplatResource
+from sensors.drift import drift_sensor
+from sensors.scale_to_zero import scale_to_zero_guard
+from sensors.schedules import drift_checks_schedule
 
 from .assets import ASSETS, CHECKS, PARTITIONS
 
@@ -22,6 +25,9 @@ defs = Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=[substrate_job, drift_checks_job],
+    # drift: every GPUPLAT_DRIFT_INTERVAL_S (60 s); guard: every 60 s; checks: every 30 minutes.
+    sensors=[drift_sensor, scale_to_zero_guard],
+    schedules=[drift_checks_schedule],
     resources={"gpuplat": GpuplatResource()},
     executor=in_process_executor,
 )

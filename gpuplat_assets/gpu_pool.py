@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from resources.google import OperationFailed
 from resources.models import NodePoolSpec, NodePoolState, Quota, Taint
 
-from .cluster import BUSY, CLUSTER_TIMEOUT_S, wait_running_operations
+from .cluster import BUSY, CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
 from .preflight import is_gpu_node
+from .scale_to_zero import SCALES_TO_ZERO_CHECK, ScaleToZeroObserved, observe_scale_to_zero
 
 GPU_TAINT = Taint("nvidia.com/gpu", "present", "NoSchedule")
 ERR_STOCKOUT = "the zone has no capacity for this GPU (stockout)"
@@ -43,6 +44,8 @@ class GpuPoolObserved:
     cluster_status: str = ""
     quotas: tuple[Quota, ...] = ()
     nodes: tuple[GpuNode, ...] = ()
+    # For the scales_to_zero check only: nodes and pods are the autoscaler's, never part of owned().
+    scale_to_zero: ScaleToZeroObserved | None = None
 
     def owned(self) -> dict:
         if self.pool is None:
@@ -78,7 +81,8 @@ def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
         nodes = [n for n in run.conn.kube.nodes() if is_gpu_node(n, dict(spec.node_selector))]
         return GpuPoolObserved(None, "byo", nodes=tuple(
             GpuNode(n.name, int(n.allocatable.get("nvidia.com/gpu", 0) or 0),
-                    n.labels.get("node.kubernetes.io/instance-type", "")) for n in nodes))
+                    n.labels.get("node.kubernetes.io/instance-type", "")) for n in nodes),
+                               scale_to_zero=observe_scale_to_zero(run, None))
     g = run.conn.google
     cluster = g.get_cluster(spec.location, spec.cluster)
     if cluster is None:
@@ -91,7 +95,7 @@ def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
         glob = g.project_quotas()
         wanted = (("GPUS_ALL_REGIONS", glob), (quota_metric(spec.pool.accelerator_type), regional), ("CPUS", regional))
         quotas = tuple(src.get(m, Quota(m, src_scope(src, spec.region), 0, 0)) for m, src in wanted)
-    return GpuPoolObserved(pool, cluster.status, quotas)
+    return GpuPoolObserved(pool, cluster.status, quotas, scale_to_zero=observe_scale_to_zero(run, pool))
 
 
 def src_scope(src: dict, region: str) -> str:
@@ -127,8 +131,8 @@ def plan_gpu_pool(spec: GpuPoolSpec, observed: GpuPoolObserved) -> list[Action]:
     target = f"node pool {pool.name}"
     if observed.cluster_status == "ABSENT":
         return [Action("cannot-fix", target, observed="cluster absent", remedy="materialize cluster first")]
-    if observed.cluster_status in BUSY:
-        return []
+    if observed.cluster_status in BUSY or (observed.pool is not None and observed.pool.status in BUSY):
+        return [Action("wait", target, "status", observed=observed.cluster_status, desired="RUNNING")]
     p = observed.pool
     if p is None:
         short = quota_shortfalls(spec, observed.quotas)
@@ -168,8 +172,10 @@ def apply_gpu_pool(run: Run, spec: GpuPoolSpec, observed: GpuPoolObserved, actio
     if pool is None:
         return
     g = run.conn.google
-    if observed.cluster_status in BUSY:
+    if any(a.kind == "wait" for a in actions):
         wait_running_operations(run, spec.location)
+        observed = observe_gpu_pool(run, spec)
+        actions = replan_after_wait(run, plan_gpu_pool(spec, observed))
     for a in actions:
         if a.kind == "create":
             run.log.info(f"creating GPU node pool {pool.name} ({pool.accelerator_count}x {pool.accelerator_type})")
@@ -229,7 +235,8 @@ PIECE = Piece(
     desired=desired_gpu_pool, observe=observe_gpu_pool, plan=plan_gpu_pool, apply=apply_gpu_pool,
     checks=(Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS and CPUS leave room "
                   "for the GPU pool at max.", check_quota, blocking=True),
-            Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling)),
+            Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling),
+            SCALES_TO_ZERO_CHECK),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/nodepool/{env.cluster.location}/"
                                         f"{env.cluster.name}/{env.substrate.gpu_pool.name}?project={env.cluster.projectID}"}
                             if env.is_gke else {}),

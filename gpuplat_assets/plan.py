@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
-ActionKind = Literal["create", "update", "replace", "cannot-fix"]
+# "wait": GKE is busy with an operation already in flight (say, from an interrupted run); apply waits
+# for it instead of starting another, then plans again.
+ActionKind = Literal["create", "update", "replace", "wait", "cannot-fix"]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from resources.errors import describe
@@ -175,11 +175,13 @@ def observe_scale_to_zero(run: Run, pool: NodePoolState | None) -> ScaleToZeroOb
             raise
         return ScaleToZeroObserved(applies_to(env), pool=name, pool_min=pool.min_nodes if pool else None,
                                    error=f"cannot observe the GPU nodes: {text}")
-    price = None
-    if idle:
-        price = node_price(run, idle[0])
-    return ScaleToZeroObserved(applies_to(env), "" if applies_to(env) else _not_applicable(env), name,
-                               pool.min_nodes if pool else None, tuple(gpu), others, pods, pdbs, affinity, price)
+    facts = ScaleToZeroObserved(applies_to(env), "" if applies_to(env) else _not_applicable(env), name,
+                                pool.min_nodes if pool else None, tuple(gpu), others, pods, pdbs, affinity)
+    # The price is read only when it will be shown: an idle node that something holds, or off GKE.
+    d = diagnose(facts)
+    if d.idle and (d.blockers or not facts.applies):
+        facts = replace(facts, price=node_price(run, next(n for n in gpu if n.name == d.idle[0])))
+    return facts
 
 
 def _not_applicable(env: EnvConfig) -> str:
@@ -418,8 +420,10 @@ def diagnose(obs: ScaleToZeroObserved, idle_since: dict[str, float] | None = Non
         if util >= UTILIZATION_THRESHOLD:
             blockers.append(Blocker(node.name, NOT_UNDERUTILIZED, "",
                                     f"requests are {util:.0%} of allocatable (threshold {UTILIZATION_THRESHOLD:.0%})"))
+        # Where the pods could go: every other node (another GPU node too, if the pod tolerates its taint).
+        others = obs.other_nodes + tuple(g for g in obs.gpu_nodes if g.name != node.name)
         for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
-            blockers.extend(pod_blockers(pod, node.name, obs.pdbs, obs.other_nodes,
+            blockers.extend(pod_blockers(pod, node.name, obs.pdbs, others,
                                          obs.affinity.get((pod.namespace, pod.name), ())))
     idle_for: dict[str, float] = {}
     stuck: list[str] = []

@@ -153,3 +153,32 @@ def test_prod_creates_the_default_snapshot_class(gp, profile):
     assert gp.checks(result)[("snapshot_class", "default_snapshot_class")]
     observed = result.asset_materializations_for_node("snapshot_class")[0].metadata["observed"].value
     assert observed["defaults"] == ["gke-pd-snapshotclass"]
+
+
+def test_an_interrupted_materialization_waits_for_the_operation_in_flight_and_adopts_the_cluster(gp):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import container_v1
+
+    from gpuplat_assets.cluster import desired_cluster
+    from gpuplat_assets.config import load_environment
+    from resources.google import _pool_message
+
+    assert gp.materialize(select=["apis_enabled"]).success
+    # A previous run asked GKE for the cluster and died before the operation finished.
+    spec = desired_cluster(load_environment("sandbox"))
+    gke = container_v1.ClusterManagerClient(transport="rest", credentials=AnonymousCredentials(),
+                                            client_options=ClientOptions(api_endpoint=gp.sandbox.urls()["container"]))
+    op = gke.create_cluster(parent="projects/gpuplat-test/locations/us-central1-a", cluster=container_v1.Cluster(
+        name=spec.name, node_pools=[_pool_message(spec.cpu_pool)],
+        workload_identity_config=container_v1.WorkloadIdentityConfig(workload_pool=spec.workload_pool),
+        ip_allocation_policy=container_v1.IPAllocationPolicy(use_ip_aliases=True),
+        network_config=container_v1.NetworkConfig(datapath_provider=container_v1.DatapathProvider.ADVANCED_DATAPATH)))
+    assert op.status != container_v1.Operation.Status.DONE
+    result = gp.materialize(select=["cluster"])
+    assert result.success
+    methods = gp.admin.calls()["container"]["methods"]
+    assert methods["CreateCluster"] == 1 and methods.get("GetOperation", 0) >= 1
+    plan = result.asset_materializations_for_node("cluster")[0].metadata["plan"].value
+    assert "| wait | GKE cluster ai-dev | status |" in plan
+    assert gp.checks(result)[("cluster", "in_sync")]

@@ -74,7 +74,7 @@ CPU = pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(Tru
 @pytest.mark.parametrize("observed, expected", [
     pytest.param(None, [("create", "", True)], id="an absent cluster is created with approval"),
     pytest.param(cluster_state([CPU]), [], id="a matching cluster needs nothing"),
-    pytest.param(cluster_state([CPU], status="RECONCILING", release_channel="RAPID"), [],
+    pytest.param(cluster_state([CPU], status="RECONCILING", release_channel="RAPID"), [("wait", "status", False)],
                  id="a busy cluster is waited on, never updated"),
     pytest.param(cluster_state([CPU], release_channel="RAPID"), [("update", "release_channel", False)],
                  id="a changed release channel is updated in place"),

@@ -1,0 +1,94 @@
+"""Fixtures for sensor ticks against the sandbox with a real DagsterInstance.
+
+The session's environments folder holds fixed names (`tests.conftest.ENV_NAMES`, the asset graph's
+partitions) with placeholder configs; a sensor under test gets its own environments root that links
+only the environments its test configured, so placeholders are never observed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetCheckEvaluation, AssetObservation, RunRequest, SensorResult, build_sensor_context
+
+from tests.assets.conftest import SANDBOX_GKE, Admin, Gpuplat, gp  # noqa: F401 - gp is a fixture
+from tests.conftest import TEST_ENVIRONMENTS
+
+GKE_CLUSTER = "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev"
+KUBE_CLUSTER = "gke_gpuplat-test_us-central1-a_ai-dev"
+
+
+class Envs:
+    """A sensor's environments root: links to the session's environment folders it should see."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, *names: str) -> "Envs":
+        for name in names:
+            link = self.root / name
+            if not link.exists():
+                link.symlink_to(TEST_ENVIRONMENTS / name, target_is_directory=True)
+        return self
+
+    @staticmethod
+    def write(name: str, config: dict | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        (TEST_ENVIRONMENTS / name / "config.yaml").write_text(text)
+
+
+@pytest.fixture
+def envs(tmp_path) -> Envs:
+    yield Envs(tmp_path / "sensor-envs")
+    for name in ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken"):  # back to placeholders
+        (TEST_ENVIRONMENTS / name / "config.yaml").write_text("cluster: {projectID: placeholder}\n")
+
+
+class Ticker:
+    """Ticks one sensor definition the way the daemon would, carrying the cursor between ticks."""
+
+    def __init__(self, sensor_def, gp: Gpuplat):
+        self.sensor_def = sensor_def
+        self.gp = gp
+        self.cursor: str | None = None
+
+    def tick(self) -> SensorResult:
+        ctx = build_sensor_context(instance=self.gp.instance, cursor=self.cursor,
+                                   resources={"gpuplat": self.gp.resource}, sensor_name=self.sensor_def.name)
+        result = self.sensor_def(ctx)
+        assert isinstance(result, SensorResult), result
+        if result.cursor is not None:
+            self.cursor = result.cursor
+        return result
+
+
+def runs(result: SensorResult) -> list[RunRequest]:
+    return list(result.run_requests or [])
+
+
+def observations(result: SensorResult) -> list[AssetObservation]:
+    return [e for e in result.asset_events or [] if isinstance(e, AssetObservation)]
+
+
+def evaluations(result: SensorResult) -> list[AssetCheckEvaluation]:
+    return [e for e in result.asset_events or [] if isinstance(e, AssetCheckEvaluation)]
+
+
+def skip_text(result: SensorResult) -> str:
+    reason = result.skip_reason
+    return (reason.skip_message if hasattr(reason, "skip_message") else str(reason)) if reason else ""
+
+
+def gke_config(**overrides) -> dict:
+    import json
+
+    cfg = json.loads(json.dumps(SANDBOX_GKE))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg

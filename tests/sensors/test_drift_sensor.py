@@ -1,0 +1,199 @@
+"""The drift sensor, ticked against the sandbox with a real DagsterInstance.
+
+Each drift is made the way a person would make it (the sandbox's admin drift routes: a console
+click, a `kubectl edit`), and the sensor must answer with exactly one run of the right asset, or,
+where the environment only reports, a failed `in_sync` evaluation and no run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from dagster import AssetKey, AssetMaterialization
+
+from gpuplat_assets.assets import PIECES, SENSOR_TAG
+from sensors.drift import PLAN_HASH_TAG, TRIGGER, build_drift_sensor
+
+from .conftest import GKE_CLUSTER, KUBE_CLUSTER, Envs, Ticker, evaluations, gke_config, observations, runs, skip_text
+
+ALL = [p.name for p in PIECES]
+
+
+def drift_gpu_pool_min(gp) -> None:
+    gp.admin.call("POST", "/sandbox/gke/drift/node-pool",
+                  {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4", "patch": {"autoscaling": {"minNodeCount": 1}}})
+
+
+def drift_storage_default(gp) -> None:
+    gp.admin.call("POST", f"/sandbox/kube/{KUBE_CLUSTER}/drift", {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "standard-rwo", "action": "annotate",
+        "key": "storageclass.kubernetes.io/is-default-class", "value": "false"})
+
+
+def drift_delete_applicationset(gp) -> None:
+    gp.admin.call("POST", f"/sandbox/kube/{KUBE_CLUSTER}/drift", {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet", "namespace": "argocd",
+        "name": "layer-platform", "action": "delete"})
+
+
+def drift_disable_api(gp) -> None:
+    project = next(p for p in gp.admin.call("GET", "/sandbox/projects")["projects"]
+                   if p.get("projectId", p.get("project")) == "gpuplat-test" or "gpuplat-test" in json.dumps(p))
+    enabled = [s for s in project["enabled"] if s != "iamcredentials.googleapis.com"]
+    gp.admin.call("POST", "/sandbox/projects", {"project": "gpuplat-test", "enabled": enabled})
+
+
+DRIFTS = {
+    "gpu pool autoscaling min drifted to 1": (drift_gpu_pool_min, "gpu_pool", "autoscaling"),
+    "the default StorageClass annotation flipped": (drift_storage_default, "storage_class",
+                                                     "storageclass.kubernetes.io/is-default-class"),
+    "an ApplicationSet deleted": (drift_delete_applicationset, "platform_installed", "ApplicationSet layer-platform"),
+    "a required API disabled": (drift_disable_api, "apis_enabled", "iamcredentials.googleapis.com"),
+}
+
+
+@pytest.fixture
+def fleet(gp, envs):
+    """The sandbox environment materialized once, and a drift sensor that sees only it."""
+    envs.add("sandbox")
+    assert gp.materialize().success
+    return Ticker(build_drift_sensor(environments_root=envs.root), gp)
+
+
+@pytest.mark.parametrize("kind", list(DRIFTS))
+def test_each_drift_requests_exactly_one_run_across_two_ticks_and_none_once_fixed(gp, fleet, kind):
+    inject, asset, needle = DRIFTS[kind]
+    first = fleet.tick()
+    assert not runs(first) and not first.asset_events, skip_text(first)
+    assert "no new drift" in skip_text(first)
+
+    inject(gp)
+    seen = fleet.tick()
+    again = fleet.tick()
+    requested = runs(seen) + runs(again)
+    assert len(requested) == 1, [(r.asset_selection, r.run_key) for r in requested]
+    rr = requested[0]
+    assert rr.asset_selection == [AssetKey(asset)] and rr.partition_key == "sandbox"
+    assert rr.tags[SENSOR_TAG] == TRIGGER
+    assert rr.run_key.startswith(f"sandbox:{asset}:{rr.tags[PLAN_HASH_TAG]}:")
+    assert {k.check_name for k in rr.asset_check_keys} >= {"in_sync"}
+    obs = observations(seen)
+    assert [o.asset_key for o in obs] == [AssetKey(asset)] and obs[0].partition == "sandbox"
+    plan = obs[0].metadata["plan"].value
+    assert needle in plan, plan
+    assert obs[0].metadata["plan_hash"].value == rr.tags[PLAN_HASH_TAG]
+    assert "first_seen" in obs[0].metadata
+    assert not again.asset_events and "known drift" in skip_text(again)
+
+    # What the requested run does (the sensor's tag: no approval, which the sandbox does not need).
+    fixed = gp.materialize(select=[asset], tags=dict(rr.tags))
+    assert fixed.success
+    assert gp.checks(fixed)[(asset, "in_sync")]
+    after = fleet.tick()
+    assert not runs(after) and not after.asset_events, skip_text(after)
+
+
+def test_the_same_drift_coming_back_after_a_fix_starts_a_new_run(gp, fleet):
+    fleet.tick()
+    drift_gpu_pool_min(gp)
+    first = runs(fleet.tick())
+    assert gp.materialize(select=["gpu_pool"], tags=dict(first[0].tags)).success
+    fleet.tick()
+    time.sleep(1.1)  # the run key's first-seen part has a one-second resolution
+    drift_gpu_pool_min(gp)
+    second = runs(fleet.tick())
+    assert len(first) == len(second) == 1
+    assert first[0].tags[PLAN_HASH_TAG] == second[0].tags[PLAN_HASH_TAG]  # the same drift...
+    assert first[0].run_key != second[0].run_key  # ...a new episode: Dagster would skip a reused run key
+
+
+def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fleet):
+    fleet.tick()  # warm the discovery cache
+    gp.admin.reset()
+    result = fleet.tick()
+    assert not runs(result)
+    calls = gp.admin.calls()
+    assert calls["_total"]["mutate"] == 0, json.dumps(calls, indent=1)
+    assert calls["container"]["methods"] == {"GetCluster": 1}, calls["container"]
+    assert calls["_total"]["read"] <= 20, json.dumps(calls, indent=1)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"substrate": {"kind": "gke", "sandbox": True, "external_secrets": [], "remediation": "report"}},
+    {"profile": "prod"},
+], ids=["remediation report", "profile prod"])
+def test_report_only_never_starts_a_run_and_fails_in_sync_instead(gp, envs, overrides):
+    gp.configure(**overrides)
+    envs.add("sandbox")
+    assert gp.materialize().success
+    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    assert not ticker.tick().asset_events
+    drift_gpu_pool_min(gp)
+    seen = ticker.tick()
+    assert not runs(seen)
+    failed = [e for e in evaluations(seen) if not e.passed]
+    assert [(e.asset_key, e.check_name, e.partition) for e in failed] == [(AssetKey("gpu_pool"), "in_sync", "sandbox")]
+    assert "autoscaling" in failed[0].metadata["plan"].value and "remediation: report" in failed[0].description
+    assert [o.asset_key for o in observations(seen)] == [AssetKey("gpu_pool")]
+    repeat = ticker.tick()
+    assert not runs(repeat) and not repeat.asset_events
+
+    assert gp.materialize(select=["gpu_pool"]).success  # a person fixes it
+    cleared = ticker.tick()
+    assert not runs(cleared)
+    assert [(e.check_name, e.passed) for e in evaluations(cleared)] == [("in_sync", True)]
+
+
+def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp, envs):
+    envs.add("sandbox")
+    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    gp.admin.reset()
+    result = ticker.tick()
+    assert not runs(result) and not result.asset_events
+    assert "8 not yet materialized" in skip_text(result)
+    assert gp.admin.calls()["_total"] == {"read": 0, "mutate": 0}
+
+    assert gp.materialize(select=["apis_enabled", "cluster"]).success
+    partial = ticker.tick()
+    assert not runs(partial) and not partial.asset_events
+    assert "2 in sync" in skip_text(partial) and "6 not yet materialized" in skip_text(partial)
+
+
+def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_environments(gp, envs, tmp_path):
+    envs.add("sandbox", "byo", "broken")
+    assert gp.materialize().success
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster: {server: 'http://127.0.0.1:1'}\n"
+                    "contexts:\n- name: x\n  context: {cluster: x, user: x}\ncurrent-context: x\n"
+                    "users:\n- name: x\n  user: {token: t}\n")
+    Envs.write("byo", {"cluster": {"name": "rack-1"}, "gpu_stack": "none", "secret_backend": "kubernetes",
+                       "substrate": {"kind": "byo", "kubeconfig": str(dead), "external_secrets": []}})
+    Envs.write("broken", "cluster: [unclosed\n")
+    for asset in ALL:  # the byo environment was brought up once; its cluster is gone since
+        gp.instance.report_runless_asset_event(AssetMaterialization(asset, partition="byo"))
+    drift_gpu_pool_min(gp)
+    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+
+    started = time.monotonic()
+    result = ticker.tick()
+    assert time.monotonic() - started < 15
+    assert [(r.partition_key, r.asset_selection) for r in runs(result)] == [("sandbox", [AssetKey("gpu_pool")])]
+    by_env: dict[str, list] = {}
+    for o in observations(result):
+        by_env.setdefault(o.partition, []).append(o)
+    byo_errors = [o for o in by_env["byo"] if "error" in o.metadata]
+    assert byo_errors and all("127.0.0.1:1" in o.metadata["error"].value for o in byo_errors), \
+        [o.metadata["error"].value for o in byo_errors]
+    # The byo cluster piece plans a cannot-fix (the kubeconfig does not answer): reported, not run.
+    byo_cluster = [e for e in evaluations(result) if e.partition == "byo" and e.asset_key == AssetKey("cluster")]
+    assert byo_cluster and not byo_cluster[0].passed and "127.0.0.1:1" in byo_cluster[0].description
+    broken = by_env["broken"]
+    assert {o.asset_key.path[-1] for o in broken} == set(ALL)
+    assert all("valid YAML" in o.metadata["error"].value for o in broken)
+
+    # Errors are recorded once, not every tick; the sandbox's drift is already requested.
+    repeat = ticker.tick()
+    assert not runs(repeat) and not repeat.asset_events
+    assert "127.0.0.1:1" in skip_text(repeat) and "valid YAML" in skip_text(repeat)
