@@ -33,7 +33,8 @@ class ApisObserved:
 # ---- desired ------------------------------------------------------------------------------------
 def desired_apis(env: EnvConfig) -> ApisSpec:
     if not env.is_gke:
-        return ApisSpec(env.cluster.projectID, ())
+        # Off GKE only Secret Manager is Google's, and only when it is the secret backend.
+        return ApisSpec(env.cluster.projectID, ("secretmanager.googleapis.com",) if env.secret_backend == "gcpsm" else ())
     services = list(BASE_APIS)
     if env.secret_backend == "gcpsm":
         services.append("secretmanager.googleapis.com")

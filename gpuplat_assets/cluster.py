@@ -82,7 +82,7 @@ def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
         return ClusterObserved(None, observe_kube(run))
     state = run.conn.google.get_cluster(spec.location, spec.name)
     if state is None or state.status != "RUNNING":
-        return ClusterObserved(state, KubeFacts(error="cluster not running yet"))
+        return ClusterObserved(state, KubeFacts(error=NOT_RUNNING))
     path = run.conn.write_gke_kubeconfig(state)
     run.log.info(f"wrote the environment's kubeconfig {path}")
     return ClusterObserved(state, observe_kube(run))
@@ -139,7 +139,12 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
     return actions
 
 
+NOT_RUNNING = "cluster not running yet"
+
+
 def kube_remedy(kube: KubeFacts) -> str:
+    if kube.error == NOT_RUNNING:
+        return "materialize cluster: the GKE cluster does not exist or is still being created"
     if "not found" in kube.error:
         return (f"put the cluster's kubeconfig at {kube.kubeconfig} (or point CLUSTER_KUBECONFIG at it); gpuplat "
                 f"never reads ~/.kube/config or KUBECONFIG")

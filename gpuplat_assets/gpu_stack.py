@@ -38,6 +38,7 @@ class GpuStackObserved:
     pool_driver_version: str = ""
     device_plugin: bool = False
     gpu_nodes: tuple[str, ...] = ()
+    kernels: tuple[tuple[str, str], ...] = ()  # (node, running kernel): a new kernel needs a new preflight
     advertising: tuple[str, ...] = ()  # GPU nodes with nvidia.com/gpu allocatable
     reports: tuple[tuple[str, str], ...] = ()  # (node, report JSON), from the preflight ConfigMap
     app_values: str = ""  # the operator Application's chart and values as applied, "" when absent
@@ -101,7 +102,7 @@ def observe_gpu_stack(run: Run, spec: GpuStackSpec) -> GpuStackObserved:
             values = "edited by hand"
     policy = kube.get("nvidia.com/v1", "ClusterPolicy", "cluster-policy") if kube.has_kind("nvidia.com/v1", "ClusterPolicy") else None
     return GpuStackObserved(
-        spec.mode, gpu_nodes=tuple(sorted(n.name for n in nodes)),
+        spec.mode, gpu_nodes=tuple(sorted(n.name for n in nodes)), kernels=tuple(sorted((n.name, n.kernel) for n in nodes)),
         advertising=tuple(sorted(n.name for n in nodes if int(n.allocatable.get("nvidia.com/gpu", 0) or 0) > 0)),
         reports=tuple(sorted((n, json.dumps(r, sort_keys=True)) for n, r in reports.items() if n in {x.name for x in nodes})),
         app_values=values, policy_state=((policy or {}).get("status") or {}).get("state", ""))
@@ -117,12 +118,17 @@ def plan_gpu_stack(spec: GpuStackSpec, observed: GpuStackObserved) -> list[Actio
         return [Action("cannot-fix", "GPU nodes", observed="none found",
                        remedy="label your GPU nodes nvidia.com/gpu.present=true or set substrate.gpu_pool.node_selector")]
     reports = observed.report_map
-    missing = [n for n in observed.gpu_nodes if n not in reports]
-    actions = [Action("create", f"preflight on node {n}", desired="probe report", args={"node": n}) for n in missing]
+    failing = {node for node, _ in failures(reports)}
+    kernels = dict(observed.kernels)
+    # Probe again what was never probed, what failed (the user may have fixed it since) and what
+    # booted another kernel (headers present for the old one say nothing about the new one).
+    stale = [n for n in observed.gpu_nodes if n not in reports or n in failing
+             or (kernels.get(n) and (reports[n].get("facts") or {}).get("kernel_release") not in (None, kernels[n]))]
+    actions = [Action("create", f"preflight on node {n}", desired="probe report", args={"node": n}) for n in stale]
     for node, verdict in failures(reports):
         actions.append(Action("cannot-fix", f"GPU node {node}", verdict.get("id", ""), observed=verdict.get("message"),
                               remedy=verdict.get("remedy") or "see the preflight report"))
-    if missing or any(a.kind == "cannot-fix" for a in actions):
+    if stale or any(a.kind == "cannot-fix" for a in actions):
         if not observed.app_values:
             actions.append(Action("create", f"Application {OPERATOR_APP}", desired="after the preflight decides driver.enabled"))
         return actions
@@ -158,9 +164,9 @@ def _plan_gke(spec: GpuStackSpec, observed: GpuStackObserved) -> list[Action]:
 def apply_gpu_stack(run: Run, spec: GpuStackSpec, observed: GpuStackObserved, actions: list[Action]) -> None:
     if spec.mode != "operator":
         return  # gke-managed installs nothing: every difference is a cannot-fix with its remedy
-    missing = [a.args["node"] for a in actions if a.args.get("node")]
-    if missing:
-        run_preflight(run, missing, spec.probe_image)
+    stale = [a.args["node"] for a in actions if a.args.get("node")]
+    if stale:
+        run_preflight(run, stale, spec.probe_image)
         observed = observe_gpu_stack(run, spec)
         actions = plan_gpu_stack(spec, observed)
     blocked = [a for a in actions if a.kind == "cannot-fix"]

@@ -47,7 +47,7 @@ def desired_snapshot(env: EnvConfig) -> SnapshotSpec:
     name, driver = GKE_CLASS
     if not env.is_gke:
         driver = env.substrate.snapshot_driver
-        name = f"{driver.split('.')[0]}-snapshotclass" if driver else ""
+        name = f"{driver.replace('.', '-')}-snapshotclass" if driver else ""
     return SnapshotSpec(True, name, driver)
 
 

@@ -19,7 +19,6 @@ from google.auth.credentials import AnonymousCredentials
 
 from .models import ClusterSpec, ClusterState, NodePoolSpec, NodePoolState, OperationState, Quota, SkuPrice, Taint
 
-ERR_GET_POOL = "cannot get GKE node pool"
 ERR_OPERATION = "GKE operation failed"
 ERR_OPERATION_TIMEOUT = "GKE operation did not finish in time"
 ERR_SERVICE_USAGE_OFF = "the Service Usage API is disabled in project"

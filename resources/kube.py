@@ -120,7 +120,8 @@ class Kube:
                 taints=tuple(Taint(t.key, t.value or "", t.effect) for t in (n.spec.taints or [])),
                 allocatable=dict(n.status.allocatable or {}), unschedulable=bool(n.spec.unschedulable),
                 ready=conds.get("Ready") == "True",
-                created=n.metadata.creation_timestamp.isoformat() if n.metadata.creation_timestamp else ""))
+                created=n.metadata.creation_timestamp.isoformat() if n.metadata.creation_timestamp else "",
+                kernel=n.status.node_info.kernel_version if n.status.node_info else ""))
         return out
 
     def pods(self, field_selector: str = "") -> list[PodState]:

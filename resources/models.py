@@ -98,6 +98,7 @@ class NodeState:
     unschedulable: bool
     ready: bool
     created: str
+    kernel: str = ""
 
 
 @dataclass(frozen=True)

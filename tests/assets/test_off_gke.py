@@ -53,7 +53,8 @@ def test_bring_your_own_materializes_and_a_second_run_makes_zero_mutating_calls(
     checks = gp.checks(first)
     assert all(checks.values()), {k: v for k, v in checks.items() if not v}
     apis = first.asset_materializations_for_node("apis_enabled")[0].metadata["observed"].value
-    assert apis == {"applies": False, "enabled": [], "service_usage_disabled": False}
+    # Off GKE, only Secret Manager's API is Google's (this environment keeps its secrets there).
+    assert apis == {"applies": True, "enabled": ["secretmanager.googleapis.com"], "service_usage_disabled": False}
     # The H100 has a preinstalled driver: the operator runs with its driver component off.
     app = client.CustomObjectsApi(kube_api(gp, "byo")).get_namespaced_custom_object(
         "argoproj.io", "v1alpha1", "argocd", "applications", "nvidia-gpu-operator")
@@ -181,3 +182,15 @@ def test_a_load_balancer_without_an_address_fails_ingress_on_hetzner_naming_the_
                                          {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}})
     result = gp.materialize(select=["platform_installed"], env="hetzner", raise_on_error=False)
     assert next(e for e in result.get_asset_check_evaluations() if e.check_name == "ingress_addresses").passed
+
+
+def test_a_node_fixed_after_a_failed_preflight_is_probed_again(gp, fast_clock):
+    use_shipped(gp, "sandbox-hetzner", "hetzner")
+    gp.admin.call("PUT", "/sandbox/kube/hetzner-gpu/host-profile", {"node": "hz-gex44-1",
+                                                                    "profile": {"secureBoot": "enabled"}})
+    assert not gp.materialize(env="hetzner", raise_on_error=False).success
+    gp.admin.call("PUT", "/sandbox/kube/hetzner-gpu/host-profile", {"node": "hz-gex44-1",
+                                                                    "profile": {"secureBoot": "disabled"}})
+    result = gp.materialize(env="hetzner", raise_on_error=False)
+    assert result.success, failure_message(result)
+    assert gp.checks(result)[("gpu_stack", "gpu_node_preflight")]

@@ -63,8 +63,13 @@ def test_service_usage_off_names_the_exact_gcloud_line():
 
 
 def test_no_cloud_apis_apply_off_gke():
-    spec = apis.desired_apis(env(substrate={"kind": "byo"}, gpu_stack="none"))
+    spec = apis.desired_apis(env(substrate={"kind": "byo"}, gpu_stack="none", secret_backend="vault"))
     assert spec.services == () and apis.plan_apis(spec, apis.ApisObserved(False)) == []
+
+
+def test_secret_manager_off_gke_still_needs_its_api():
+    spec = apis.desired_apis(env(substrate={"kind": "hetzner"}, gpu_stack="operator"))
+    assert spec.services == ("secretmanager.googleapis.com",)
 
 
 # ---- cluster --------------------------------------------------------------------------------------------
