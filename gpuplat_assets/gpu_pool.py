@@ -69,8 +69,22 @@ def desired_gpu_pool(env: EnvConfig) -> GpuPoolSpec:
     return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, pool)
 
 
+# Compute's regional quota metric per accelerator type where the name does not follow the rule below
+# (https://cloud.google.com/compute/resource-usage#gpu_quota).
+QUOTA_METRICS = {"nvidia-h100-80gb": "NVIDIA_H100_GPUS", "nvidia-h100-mega-80gb": "NVIDIA_H100_MEGA_GPUS",
+                 "nvidia-tesla-a100": "NVIDIA_A100_GPUS", "nvidia-a100-80gb": "NVIDIA_A100_80GB_GPUS",
+                 "nvidia-h200-141gb": "NVIDIA_H200_GPUS"}
+# vCPUs of the accelerator-optimized machine types whose names do not end in their vCPU count.
+MACHINE_CPUS = {"a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96,
+                "a2-ultragpu-1g": 12, "a2-ultragpu-2g": 24, "a2-ultragpu-4g": 48, "a2-ultragpu-8g": 96,
+                "a3-highgpu-1g": 26, "a3-highgpu-2g": 52, "a3-highgpu-4g": 104, "a3-highgpu-8g": 208,
+                "a3-megagpu-8g": 208}
+
+
 def quota_metric(accelerator_type: str) -> str:
     """nvidia-l4 -> NVIDIA_L4_GPUS, nvidia-tesla-t4 -> NVIDIA_T4_GPUS (Compute's regional metric names)."""
+    if accelerator_type in QUOTA_METRICS:
+        return QUOTA_METRICS[accelerator_type]
     name = accelerator_type.upper().replace("NVIDIA-", "").replace("TESLA-", "").replace("-", "_")
     return f"NVIDIA_{name}_GPUS"
 
@@ -118,6 +132,8 @@ def quota_shortfalls(spec: GpuPoolSpec, quotas: tuple[Quota, ...]) -> list[dict]
 
 
 def machine_cpus(machine_type: str) -> int:
+    if machine_type in MACHINE_CPUS:
+        return MACHINE_CPUS[machine_type]
     try:
         return int(machine_type.rsplit("-", 1)[-1])
     except ValueError:
@@ -206,10 +222,11 @@ def check_autoscaling(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConf
     p = observed.pool
     if p is None:
         return Outcome(False, f"GPU pool {spec.pool.name} does not exist", {"remedy": "materialize gpu_pool"})
-    ok = p.autoscaling_enabled and p.min_nodes == 0 and p.max_nodes >= 1
+    want = spec.pool.min_nodes
+    ok = p.autoscaling_enabled and p.min_nodes == want and p.max_nodes >= 1
     return Outcome(ok, f"autoscaling enabled={p.autoscaling_enabled} min={p.min_nodes} max={p.max_nodes}",
-                   {"desired": "enabled, min 0, max >= 1",
-                    "remedy": "" if ok else "materialize gpu_pool: it re-asserts autoscaling with min 0"})
+                   {"desired": f"enabled, min {want}{' (scale to zero)' if want == 0 else ''}, max >= 1",
+                    "remedy": "" if ok else f"materialize gpu_pool: it re-asserts autoscaling with min {want}"})
 
 
 def check_quota(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:

@@ -138,7 +138,8 @@ def test_quota_shortfall_names_metric_region_needed_and_available():
 
 
 @pytest.mark.parametrize("acc, metric", [("nvidia-l4", "NVIDIA_L4_GPUS"), ("nvidia-tesla-t4", "NVIDIA_T4_GPUS"),
-                                         ("nvidia-h100-80gb", "NVIDIA_H100_80GB_GPUS")])
+                                         ("nvidia-h100-80gb", "NVIDIA_H100_GPUS"),
+                                         ("nvidia-a100-80gb", "NVIDIA_A100_80GB_GPUS")])
 def test_quota_metric_names(acc, metric):
     assert gpu_pool.quota_metric(acc) == metric
 
