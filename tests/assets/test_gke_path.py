@@ -182,3 +182,17 @@ def test_an_interrupted_materialization_waits_for_the_operation_in_flight_and_ad
     plan = result.asset_materializations_for_node("cluster")[0].metadata["plan"].value
     assert "| wait | GKE cluster ai-dev | status |" in plan
     assert gp.checks(result)[("cluster", "in_sync")]
+
+
+def test_a_broken_environment_fails_with_its_config_message_and_the_healthy_one_still_materializes(gp):
+    from tests.conftest import TEST_ENVIRONMENTS
+
+    (TEST_ENVIRONMENTS / "broken" / "config.yaml").write_text(
+        "cluster: {projectID: p}\nsubstrate: {kind: gke, sandbox: true, gpu_pool: {min: 3, max: 1}}\n")
+    broken = gp.materialize(select=["apis_enabled"], env="broken", raise_on_error=False)
+    assert not broken.success
+    failure = next(e for e in broken.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "broken/config.yaml: substrate.gpu_pool.min: 3 is not allowed; allowed: 0 <= min <= max (max is 1)" in message
+    assert gp.admin.calls()["_total"] == {"read": 0, "mutate": 0}  # bad config never reaches an API
+    assert gp.materialize(select=["apis_enabled"]).success
