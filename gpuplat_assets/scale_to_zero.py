@@ -243,7 +243,8 @@ def _catalog(run: Run, region: str) -> list[SkuPrice]:
 
 
 def accelerator_sku_name(accelerator: str) -> str:
-    """nvidia-l4 -> "Nvidia L4 GPU", nvidia-tesla-t4 -> "Nvidia Tesla T4 GPU", nvidia-h100-80gb -> "Nvidia H100 80GB GPU"."""
+    """The catalog's name of an accelerator type: nvidia-l4 -> "Nvidia L4 GPU", nvidia-tesla-t4 -> "Nvidia Tesla
+    T4 GPU", nvidia-h100-80gb -> "Nvidia H100 80GB GPU"."""
     words = accelerator.lower().removeprefix("nvidia-").split("-")
     return "Nvidia " + " ".join(w.capitalize() if w == "tesla" else w.upper() for w in words) + " GPU"
 

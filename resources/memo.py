@@ -1,11 +1,17 @@
-"""An opt-in memo of read calls for one `Connection`: a sensor tick asks each question once.
+"""An opt-in memo of read calls: within one sensor tick, each question goes out once.
 
 Within one environment's observation several pieces ask the same thing (`get_cluster` is read by
-cluster, gpu_pool and gpu_stack; `nodes()` by cluster, gpu_pool and the scale-to-zero check).
-`memoize(conn)` wraps the connection's Google and Kubernetes faces so that each read with the same
-arguments is answered from the first answer (or re-raises the first error) for the connection's
-lifetime. A sensor builds one connection per environment per tick, so nothing stale outlives the
-tick: the sensor stays level-based. Any other method (a write) goes through and empties the memo.
+cluster, gpu_pool and gpu_stack; `nodes()` by cluster, gpu_pool and the scale-to-zero check), and
+environments that share a GCP project ask the same project-wide questions (enabled services,
+secret ids). `memoize(conn, answers)` wraps a connection's Google and Kubernetes faces so that a
+read with the same arguments, in the same scope, is answered from the first answer (or re-raises
+the first error). The scope is the GCP project (Google) or the kubeconfig (Kubernetes), so two
+environments share an answer only when they ask the same cloud the same question.
+
+A sensor makes one `Answers` per tick, so nothing stale outlives the tick: the sensor stays
+level-based. Concurrent askers of one question wait for the first one's answer (single flight);
+each connection keeps its own clients, none is shared between threads. Any other method (a write)
+goes through and empties its scope's answers.
 
 Opt-in on purpose: an asset's apply step reads, writes and reads again, and must see its writes.
 
@@ -16,6 +22,7 @@ otherwise cost `request_timeout` per call, per piece).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 from .kube import KubeUnreachable
@@ -30,15 +37,57 @@ KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", 
 LOCAL = frozenset({"cluster_path"})
 
 
+class _Slot:
+    __slots__ = ("done", "ok", "value")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class Answers:
+    """The answers of one tick, per scope; thread-safe, one flight per question."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._scopes: dict[Any, dict[tuple, _Slot]] = {}
+
+    def ask(self, scope: Any, key: tuple, fn: Callable[[], Any]) -> tuple[bool, bool, Any]:
+        """(asked, ok, value): `asked` is False when the answer came from an earlier (or parallel) ask."""
+        with self._lock:
+            slots = self._scopes.setdefault(scope, {})
+            slot = slots.get(key)
+            asked = slot is None
+            if asked:
+                slot = slots[key] = _Slot()
+        if asked:
+            try:
+                slot.value, slot.ok = fn(), True
+            except Exception as exc:
+                slot.value, slot.ok = exc, False
+            finally:
+                slot.done.set()
+        else:
+            slot.done.wait()
+        return asked, slot.ok, slot.value
+
+    def forget(self, scope: Any) -> None:
+        with self._lock:
+            self._scopes.pop(scope, None)
+
+
 class Memo:
     """A read-through memo in front of one client object (`Google` or `Kube`), built lazily."""
 
-    def __init__(self, factory: Callable[[], Any], reads: frozenset[str], sticky: tuple[type, ...] = ()):
+    def __init__(self, factory: Callable[[], Any], reads: frozenset[str], scope: Any, answers: Answers,
+                 sticky: tuple[type, ...] = ()):
         self._factory = factory
         self._target: Any = None
         self._reads = reads
+        self._scope = scope
+        self._answers = answers
         self._sticky = sticky
-        self._answers: dict[tuple, tuple[bool, Any]] = {}
         self._broken: BaseException | None = None
         self.hits = 0
         self.misses = 0
@@ -64,42 +113,43 @@ class Memo:
             raise self._broken
         key = (name, args, tuple(sorted(kwargs.items())))
         try:
-            hit = self._answers.get(key)
+            hash(key)
         except TypeError:  # an unhashable argument: ask, do not remember
             return fn(*args, **kwargs)
-        if hit is not None:
+        asked, ok, answer = self._answers.ask(self._scope, key, lambda: fn(*args, **kwargs))
+        if asked:
+            self.misses += 1
+        else:
             self.hits += 1
-            ok, answer = hit
-            if ok:
-                return answer
-            raise answer
-        self.misses += 1
-        try:
-            answer = fn(*args, **kwargs)
-        except Exception as exc:
-            self._answers[key] = (False, exc)
-            if isinstance(exc, self._sticky):
-                self._broken = exc
-            raise
-        self._answers[key] = (True, answer)
-        return answer
+        if ok:
+            return answer
+        if isinstance(answer, self._sticky):
+            self._broken = answer
+        raise answer
 
     def _write(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         if self._broken is not None:
             raise self._broken
-        self._answers.clear()
+        self._answers.forget(self._scope)
         return fn(*args, **kwargs)
 
 
-def memoize(conn) -> Any:
-    """Make `conn.google` and `conn.kube` memoized for this connection's lifetime; returns `conn`.
+def memoize(conn, answers: Answers | None = None) -> Any:
+    """Make `conn.google` and `conn.kube` memoized; returns `conn` (a `resources.Connection`).
 
-    Both stay lazy: the client (and the sandbox it may start) is built on first use, as without
-    the memo. `conn` is a `resources.Connection`.
+    `answers` shared by several connections (one per environment of a tick) lets environments of
+    one GCP project, or one kubeconfig, share their answers; without it the memo is the
+    connection's own. Both faces stay lazy: the client (and the sandbox it may start) is built on
+    first use, as without the memo.
     """
+    answers = answers or Answers()
     cls = type(conn)
-    conn.__dict__["google"] = Memo(lambda: cls.google.func(conn), GOOGLE_READS)
-    conn.__dict__["kube"] = Memo(lambda: cls.kube.func(conn), KUBE_READS, sticky=(KubeUnreachable,))
+    t = conn.target
+    google_scope = ("google", t.project, t.sandbox, str(conn.sandbox_state) if t.sandbox else "")
+    kube_scope = ("kube", str(conn.kubeconfig_path))
+    conn.__dict__["google"] = Memo(lambda: cls.google.func(conn), GOOGLE_READS, google_scope, answers)
+    conn.__dict__["kube"] = Memo(lambda: cls.kube.func(conn), KUBE_READS, kube_scope, answers,
+                                 sticky=(KubeUnreachable,))
     return conn
 
 

@@ -36,6 +36,7 @@ class Sandbox:
         self.counters = Counters()
         self.controllers: list[Callable[["Sandbox"], None]] = list(controllers.CONTROLLERS)
         self.stopped = threading.Event()
+        self._reconciled: tuple[int, float] | None = None  # (state generation, simulated time) of the last pass
         ports = {**DEFAULT_PORTS, **(ports or {})}
         self.servers: dict[str, ApiServer] = {
             "container": ApiServer(self, "container", gke.ROUTES, google_error, ports["container"]),
@@ -77,7 +78,19 @@ class Sandbox:
         return now
 
     def reconcile(self) -> None:
-        """Run every simulated controller once; called under the state lock before each request."""
+        """Run every simulated controller once; called under the state lock before each request.
+
+        A pass is skipped when nothing changed since the last one and less than a simulated second
+        has passed (the time-driven simulations, such as scale-down windows, work in whole seconds):
+        otherwise every read would re-run every simulation over every cluster, and a sandbox holding
+        50 clusters would spend most of each request there. A pass that changed something is followed
+        by another on the next request, until the simulations settle.
+        """
+        now = self.clock.now()
+        generation = self.store.generation
+        if self._reconciled is not None and self._reconciled[0] == generation and now - self._reconciled[1] < 1.0:
+            return
+        self._reconciled = (generation, now)
         for controller in self.controllers:
             controller(self)
 

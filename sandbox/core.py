@@ -142,6 +142,8 @@ class StateStore:
         self.path = self.state_dir / "state.json"
         self.lock = threading.RLock()
         self.dirty = False
+        # Counts every change, so the simulated controllers can tell that nothing happened since.
+        self.generation = 0
         self.data: dict[str, Any] = {}
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
@@ -151,6 +153,7 @@ class StateStore:
 
     def mark(self) -> None:
         self.dirty = True
+        self.generation += 1
 
     def save_if_dirty(self) -> None:
         if not self.dirty:

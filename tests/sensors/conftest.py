@@ -7,17 +7,28 @@ only the environments its test configured, so placeholders are never observed.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from dagster import AssetCheckEvaluation, AssetObservation, RunRequest, SensorResult, build_sensor_context
 
-from tests.assets.conftest import SANDBOX_GKE, Admin, Gpuplat, gp  # noqa: F401 - gp is a fixture
+from tests.assets.conftest import Gpuplat, gp  # noqa: F401 - gp is a fixture, used by name
 from tests.conftest import TEST_ENVIRONMENTS
 
 GKE_CLUSTER = "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev"
 KUBE_CLUSTER = "gke_gpuplat-test_us-central1-a_ai-dev"
+
+
+@pytest.fixture(autouse=True)
+def own_discovery_cache(tmp_path, monkeypatch):
+    """The kubernetes DynamicClient's discovery cache is a file keyed by the API server URL
+    (resources/kube.py). Sandboxes of successive tests can get the same ephemeral port, and then
+    the same URL: a later test would read an earlier one's discovery (Argo CD's CRDs present
+    before they are installed) and get 404s. Each test keeps its cache in its own directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 class Envs:
@@ -50,9 +61,9 @@ def envs(tmp_path) -> Envs:
 class Ticker:
     """Ticks one sensor definition the way the daemon would, carrying the cursor between ticks."""
 
-    def __init__(self, sensor_def, gp: Gpuplat):
+    def __init__(self, sensor_def, gpuplat: Gpuplat):
         self.sensor_def = sensor_def
-        self.gp = gp
+        self.gp = gpuplat
         self.cursor: str | None = None
 
     def tick(self) -> SensorResult:
@@ -81,14 +92,3 @@ def skip_text(result: SensorResult) -> str:
     reason = result.skip_reason
     return (reason.skip_message if hasattr(reason, "skip_message") else str(reason)) if reason else ""
 
-
-def gke_config(**overrides) -> dict:
-    import json
-
-    cfg = json.loads(json.dumps(SANDBOX_GKE))
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg

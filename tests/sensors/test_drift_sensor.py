@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 import pytest
 from dagster import AssetKey, AssetMaterialization
@@ -16,7 +17,7 @@ from dagster import AssetKey, AssetMaterialization
 from gpuplat_assets.assets import PIECES, SENSOR_TAG
 from sensors.drift import PLAN_HASH_TAG, TRIGGER, build_drift_sensor
 
-from .conftest import GKE_CLUSTER, KUBE_CLUSTER, Envs, Ticker, evaluations, gke_config, observations, runs, skip_text
+from .conftest import GKE_CLUSTER, KUBE_CLUSTER, Envs, Ticker, evaluations, observations, runs, skip_text
 
 ALL = [p.name for p in PIECES]
 
@@ -78,7 +79,7 @@ def test_each_drift_requests_exactly_one_run_across_two_ticks_and_none_once_fixe
     assert rr.asset_selection == [AssetKey(asset)] and rr.partition_key == "sandbox"
     assert rr.tags[SENSOR_TAG] == TRIGGER
     assert rr.run_key.startswith(f"sandbox:{asset}:{rr.tags[PLAN_HASH_TAG]}:")
-    assert {k.check_name for k in rr.asset_check_keys} >= {"in_sync"}
+    assert {k.name for k in rr.asset_check_keys} >= {"in_sync"}
     obs = observations(seen)
     assert [o.asset_key for o in obs] == [AssetKey(asset)] and obs[0].partition == "sandbox"
     plan = obs[0].metadata["plan"].value
@@ -197,3 +198,42 @@ def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_enviro
     repeat = ticker.tick()
     assert not runs(repeat) and not repeat.asset_events
     assert "127.0.0.1:1" in skip_text(repeat) and "valid YAML" in skip_text(repeat)
+
+
+# ---- wiring ----------------------------------------------------------------------------------------
+def test_the_code_location_runs_both_sensors_and_the_checks_schedule_by_default():
+    from dagster import DefaultScheduleStatus, DefaultSensorStatus
+
+    from gpuplat_assets.definitions import defs
+
+    repo = defs.get_repository_def()
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert sensors["drift_sensor"].minimum_interval_seconds == 60
+    assert sensors["scale_to_zero_guard"].minimum_interval_seconds == 60
+    assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
+    [schedule] = repo.schedule_defs
+    assert (schedule.cron_schedule, schedule.job_name) == ("*/30 * * * *", "drift_checks")
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert "scales_to_zero" in {k.name for k in repo.asset_graph.asset_check_keys}
+
+
+def test_the_drift_interval_comes_from_the_environment(monkeypatch):
+    from sensors.drift import interval_from_env
+
+    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "5")
+    assert build_drift_sensor().minimum_interval_seconds == 5 == interval_from_env()
+    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "soon")
+    assert interval_from_env() == 60
+
+
+def test_the_schedule_runs_every_check_once_per_environment():
+    from dagster import build_schedule_context
+
+    from gpuplat_assets.assets import PARTITIONS
+    from sensors.schedules import drift_checks_schedule
+
+    when = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
+    requests = drift_checks_schedule(build_schedule_context(scheduled_execution_time=when))
+    assert sorted(r.partition_key for r in requests) == sorted(PARTITIONS.get_partition_keys())
+    assert len({r.run_key for r in requests}) == len(requests)
+    assert all(r.run_key.endswith("2026-01-01T12:30") for r in requests)

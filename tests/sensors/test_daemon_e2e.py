@@ -1,0 +1,156 @@
+"""End to end with the real Dagster daemon: drift made behind gpuplat's back is fixed by a sensor run.
+
+Everything is the production path: `python -m sandbox serve` as its own process on free ports, a
+temporary DAGSTER_HOME with the repository's dagster.yaml (SQLite, QueuedRunCoordinator), the
+`dagster asset materialize` CLI, `dagster-daemon run` over a workspace, and Google's own
+ClusterManagerClient to verify the result. The commands run in a scratch directory so the
+environment's kubeconfig (written under the relative `.gpuplat/kube`) never lands in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.scheduler.instigation import TickStatus
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import container_v1
+
+from gpuplat_assets.assets import SENSOR_TAG
+from sensors.drift import TRIGGER
+from tests.assets.conftest import Admin
+from tests.conftest import ROOT
+
+INTERVAL_S = 5
+POOL = "projects/gpuplat-sandbox/locations/us-central1-a/clusters/ai-dev/nodePools/gpu-l4"
+BIN = Path(sys.executable).parent
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5, on_timeout=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s. {on_timeout()}")
+
+
+@pytest.fixture
+def deployment(tmp_path, sandbox_process):
+    """A DAGSTER_HOME, an environments folder with the shipped sandbox config, a scratch cwd."""
+    urls = sandbox_process.start()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    storage = tmp_path / "storage"
+    config["storage"]["sqlite"]["base_dir"] = str(storage)
+    config["local_artifact_storage"]["config"]["base_dir"] = str(storage / "artifacts")
+    config["compute_logs"]["config"]["base_dir"] = str(storage / "compute_logs")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    envs = tmp_path / "environments"
+    shutil.copytree(ROOT / "environments" / "sandbox", envs / "sandbox")
+    work = tmp_path / "work"
+    work.mkdir()
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "gpuplat_assets.definitions", "working_directory": str(ROOT), "location_name": "gpuplat"}}]}))
+    # The processes' own temporary directory: their discovery caches stay theirs (see conftest), and
+    # the path stays short enough for the unix sockets Dagster puts there.
+    scratch = Path(tempfile.mkdtemp(prefix="gpuplat-e2e-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUPLAT_AUTO_APPROVE", "KUBECONFIG")}
+    env.update(DAGSTER_HOME=str(home), GPUPLAT_ENVIRONMENTS=str(envs),
+               GPUPLAT_SANDBOX_DIR=str(sandbox_process.state_dir), TMPDIR=str(scratch),
+               GPUPLAT_DRIFT_INTERVAL_S=str(INTERVAL_S), PYTHONPATH=str(ROOT))
+    yield {"urls": urls, "home": home, "env": env, "cwd": work, "workspace": workspace}
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_the_daemon_sees_injected_drift_and_its_run_fixes_it(deployment):
+    d = deployment
+    env, cwd = d["env"], d["cwd"]
+    repo_kube = ROOT / ".gpuplat" / "kube" / "sandbox.kubeconfig"
+    repo_kube_before = repo_kube.stat().st_mtime if repo_kube.exists() else None
+
+    started = time.monotonic()
+    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "gpuplat_assets.definitions",
+                           "--select", "*", "--partition", "sandbox"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    materialize_s = time.monotonic() - started
+
+    log = open(d["home"] / "daemon.log", "w")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(d["workspace"])], cwd=cwd, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(d["home"])))
+
+    def daemon_log() -> str:
+        log.flush()
+        return (d["home"] / "daemon.log").read_text()[-4000:]
+
+    try:
+        def ticked():
+            assert daemon.poll() is None, daemon_log()
+            states = [s for s in instance.all_instigator_state() if s.name == "drift_sensor"]
+            ticks = states and instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, limit=1)
+            return ticks and ticks[0].status in (TickStatus.SKIPPED, TickStatus.SUCCESS)  # finished, in sync
+
+        _wait(ticked, 120, "the drift sensor's first finished tick", on_timeout=daemon_log)
+
+        Admin(d["urls"]["admin"]).call("POST", "/sandbox/gke/drift/node-pool", {
+            "cluster": POOL.rsplit("/nodePools/", 1)[0], "nodePool": "gpu-l4",
+            "patch": {"autoscaling": {"minNodeCount": 1}}})
+        injected = time.monotonic()
+
+        def sensor_runs():
+            return instance.get_runs(RunsFilter(tags={SENSOR_TAG: TRIGGER}))
+
+        launched = _wait(sensor_runs, 2 * INTERVAL_S + 30, "a drift-sensor run", on_timeout=daemon_log)
+        launch_s = time.monotonic() - injected
+        assert len(launched) == 1
+        run = launched[0]
+        assert run.tags.get("dagster/partition") == "sandbox"
+        assert run.asset_selection == {AssetKey("gpu_pool")}
+
+        finished = _wait(lambda: (r := instance.get_run_by_id(run.run_id)) and r.is_finished and r, 120,
+                         "the drift-sensor run to finish", on_timeout=daemon_log)
+        fixed_s = time.monotonic() - injected
+        assert finished.status == DagsterRunStatus.SUCCESS, [
+            e.message for e in instance.all_logs(run.run_id) if e.is_dagster_event and e.dagster_event.is_failure]
+        assert fixed_s <= 120
+
+        gke = container_v1.ClusterManagerClient(transport="rest", credentials=AnonymousCredentials(),
+                                                client_options=ClientOptions(api_endpoint=d["urls"]["container"]))
+        pool = gke.get_node_pool(name=POOL)
+        assert (pool.autoscaling.enabled, pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (True, 0, 1)
+
+        # The daemon persisted the sensor's observation: the UI shows when the drift was seen.
+        seen = instance.fetch_observations(AssetKey("gpu_pool"), limit=5).records
+        assert any(r.partition_key == "sandbox" and "plan_hash" in r.asset_observation.metadata for r in seen)
+        # One drift, one run: later ticks (the drift is gone, or the same) requested nothing more.
+        time.sleep(2 * INTERVAL_S)
+        assert len(sensor_runs()) == 1
+        print(f"\nmaterialize (CLI): {materialize_s:.1f}s; drift -> run launched: {launch_s:.1f}s; "
+              f"drift -> fixed: {fixed_s:.1f}s (sensor interval {INTERVAL_S}s)")
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+    assert (cwd / ".gpuplat" / "kube" / "sandbox.kubeconfig").exists()
+    after = repo_kube.stat().st_mtime if repo_kube.exists() else None
+    assert after == repo_kube_before, "the test wrote the repository's own kubeconfig"

@@ -1,0 +1,299 @@
+"""The scale-to-zero guard and the `scales_to_zero` check, against the sandbox's simulated autoscaler.
+
+A GPU workload scales the pool up; deleting it leaves an idle GPU node that the simulated autoscaler
+removes after its 10-minute window unless a blocker holds it. The guard's clock is the sandbox's
+simulated clock, so the tests skip the 20-minute grace period without sleeping.
+"""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetKey
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import billing_v1
+
+from gpuplat_assets.assets import SENSOR_TAG
+from gpuplat_assets.config import parse_config
+from gpuplat_assets.piece import Run
+from gpuplat_assets.scale_to_zero import (
+    LOCAL_STORAGE,
+    MIN_SIZE,
+    NO_PLACE,
+    NOT_ENOUGH_PDB,
+    NOT_REPLICATED,
+    NOT_SAFE_TO_EVICT,
+    SAFE_TO_EVICT,
+    SAFE_TO_EVICT_LOCAL,
+    SCALE_DOWN_DISABLED_REASON,
+    UNMOVABLE_KUBE_SYSTEM,
+    accelerator_sku_name,
+    node_price,
+    pod_blockers,
+)
+from resources.models import NodeState, PdbState, PodState, Taint
+from sensors.scale_to_zero import TRIGGER, build_scale_to_zero_sensor
+
+from .conftest import GKE_CLUSTER, Ticker, evaluations, runs, skip_text
+
+GRACE_S = 20 * 60
+
+
+# ---- the rules, as a table ------------------------------------------------------------------------
+def pod(name="p", namespace="default", owners=("ReplicaSet",), annotations=None, volumes=(), selector=None,
+        priority=0, tolerations=({"key": None, "effect": None},), labels=None, requests=None) -> PodState:
+    return PodState(name=name, namespace=namespace, node="gpu-1", phase="Running", labels=labels or {"app": name},
+                    annotations=annotations or {}, owner_kinds=tuple(owners), priority=priority, gpu_request=0,
+                    requests=requests or {"cpu": 0.01}, volumes=tuple(volumes), node_selector=selector or {},
+                    has_affinity=False, tolerations=tuple(tolerations))
+
+
+CPU_NODE = NodeState(name="cpu-1", provider_id="gce://p/z/cpu-1", labels={"kubernetes.io/hostname": "cpu-1"},
+                     annotations={}, taints=(), allocatable={"cpu": "3920m", "memory": "13948519Ki"},
+                     unschedulable=False, ready=True, created="")
+GPU_TAINTED = NodeState(name="gpu-2", provider_id="gce://p/z/gpu-2", labels={"kubernetes.io/hostname": "gpu-2"},
+                        annotations={}, taints=(Taint("nvidia.com/gpu", "present", "NoSchedule"),),
+                        allocatable={"cpu": "3920m", "memory": "13948519Ki", "nvidia.com/gpu": "1"},
+                        unschedulable=False, ready=True, created="")
+ZERO_PDB = PdbState("guard", "default", {"app": "p"}, 0)
+ONE_PDB = PdbState("guard", "default", {"app": "p"}, 1)
+KS_ONE_PDB = PdbState("guard", "kube-system", {"app": "p"}, 1)
+
+CASES = {
+    "a Deployment's pod that fits elsewhere blocks nothing": (pod(), (), ()),
+    "a bare pod is not replicated": (pod(owners=()), (), (NOT_REPLICATED,)),
+    "a kube-system pod without a PodDisruptionBudget": (pod(namespace="kube-system"), (), (UNMOVABLE_KUBE_SYSTEM,)),
+    "a kube-system pod whose PDB allows a disruption is fine": (pod(namespace="kube-system"), (KS_ONE_PDB,), ()),
+    "an emptyDir on disk is local storage": (pod(volumes=[{"name": "scratch", "type": "emptyDir", "medium": ""}]), (),
+                                             (LOCAL_STORAGE,)),
+    "a hostPath is local storage": (pod(volumes=[{"name": "root", "type": "hostPath"}]), (), (LOCAL_STORAGE,)),
+    "an emptyDir in memory is not": (pod(volumes=[{"name": "shm", "type": "emptyDir", "medium": "Memory"}]), (), ()),
+    "local volumes listed in safe-to-evict-local-volumes are not": (
+        pod(volumes=[{"name": "a", "type": "emptyDir", "medium": ""}, {"name": "b", "type": "hostPath"}],
+            annotations={SAFE_TO_EVICT_LOCAL: "a, b"}), (), ()),
+    "a local volume missing from safe-to-evict-local-volumes still blocks": (
+        pod(volumes=[{"name": "a", "type": "emptyDir", "medium": ""}, {"name": "b", "type": "hostPath"}],
+            annotations={SAFE_TO_EVICT_LOCAL: "a"}), (), (LOCAL_STORAGE,)),
+    'safe-to-evict "false"': (pod(annotations={SAFE_TO_EVICT: "false"}), (), (NOT_SAFE_TO_EVICT,)),
+    "a PodDisruptionBudget allowing no disruption": (pod(), (ZERO_PDB,), (NOT_ENOUGH_PDB,)),
+    "a PodDisruptionBudget allowing one disruption is fine": (pod(), (ONE_PDB,), ()),
+    "a pod pinned to its node by hostname": (pod(selector={"kubernetes.io/hostname": "gpu-1"}), (), (NO_PLACE,)),
+    "a pod only the GPU taint's nodes would take, none tolerated": (
+        pod(selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}, tolerations=()), (), (NO_PLACE,)),
+    "a pod too big for any other node": (pod(requests={"cpu": 8.0}), (), (NO_PLACE,)),
+    'safe-to-evict "true" lifts the bare, kube-system and local-storage rules': (
+        pod(owners=(), namespace="kube-system", annotations={SAFE_TO_EVICT: "true"},
+            volumes=[{"name": "root", "type": "hostPath"}]), (), ()),
+    'safe-to-evict "true" does not lift a PodDisruptionBudget': (pod(annotations={SAFE_TO_EVICT: "true"}), (ZERO_PDB,),
+                                                                  (NOT_ENOUGH_PDB,)),
+    "a DaemonSet's pod never blocks": (pod(owners=("DaemonSet",), namespace="kube-system",
+                                           volumes=[{"name": "root", "type": "hostPath"}]), (), ()),
+    "a mirror pod never blocks": (
+        pod(owners=(), namespace="kube-system", annotations={"kubernetes.io/config.mirror": "x"}), (), ()),
+    "an expendable pod (priority below -10) never blocks": (pod(owners=(), priority=-11), (), ()),
+    "every reason of one pod is named, not only the first": (
+        pod(owners=(), annotations={SAFE_TO_EVICT: "false"}, volumes=[{"name": "s", "type": "emptyDir", "medium": ""}]),
+        (), (NOT_SAFE_TO_EVICT, NOT_REPLICATED, LOCAL_STORAGE)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_autoscalers_drain_rules(case):
+    p, pdbs, expected = CASES[case]
+    got = tuple(b.reason for b in pod_blockers(p, "gpu-1", pdbs, (CPU_NODE, GPU_TAINTED)))
+    assert got == expected
+
+
+@pytest.mark.parametrize("accelerator, name", [("nvidia-l4", "Nvidia L4 GPU"),
+                                               ("nvidia-tesla-t4", "Nvidia Tesla T4 GPU"),
+                                               ("nvidia-h100-80gb", "Nvidia H100 80GB GPU")])
+def test_accelerator_types_map_to_billing_catalog_names(accelerator, name):
+    assert accelerator_sku_name(accelerator) == name
+
+
+@pytest.mark.parametrize("price, expected", [(1.35, "1.35"), (None, "no price known")])
+def test_off_gke_the_price_comes_from_the_config_or_is_said_to_be_unknown(price, expected):
+    env = parse_config("rack", "/envs/rack/config.yaml", {
+        "gpu_stack": "none", "substrate": {"kind": "hetzner", "prices": {"gpu_node_per_hour": price}}})
+    got = node_price(Run(env, conn=None, log=None), GPU_TAINTED)  # off GKE nothing is asked of a cloud
+    assert (f"{got.per_hour:g}" if got.per_hour is not None else got.source).startswith(expected)
+    assert got.currency == "EUR"
+
+
+# ---- against the sandbox --------------------------------------------------------------------------
+class Pool:
+    """The sandbox environment with its GPU pool materialized, and the guard's view of it."""
+
+    def __init__(self, gp, envs):
+        self.gp = gp
+        envs.add("sandbox")
+        assert gp.materialize(select=["apis_enabled", "cluster", "gpu_pool"]).success
+        self.ticker = Ticker(build_scale_to_zero_sensor(environments_root=envs.root, clock=self.now), gp)
+
+    def now(self) -> float:
+        return self.gp.admin.call("GET", "/sandbox/clock")["now"]
+
+    def advance(self, minutes: float) -> None:
+        self.gp.admin.call("POST", "/sandbox/clock/advance", {"seconds": minutes * 60})
+
+    def idle_gpu_node(self) -> str:
+        """A GPU workload scales the pool to one node; deleting it leaves that node idle."""
+        placed = self.gp.admin.call("POST", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": "llm"})
+        node = placed["nodeName"]
+        for _ in range(5):  # scale-up adds the node, the scheduler binds the pod on a later pass
+            if node:
+                break
+            self.gp.admin.call("POST", "/sandbox/reconcile")
+            node = next((p.node for p in self.kube.pods() if p.name == placed["pod"] and p.phase == "Running"), "")
+        assert node, placed
+        self.gp.admin.call("DELETE", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": "llm"})
+        return node
+
+    @property
+    def kube(self):
+        from resources.kube import Kube
+        return Kube(str(self.gp.tmp_path / "kube" / "sandbox.kubeconfig"))
+
+    def block(self, node: str, kind: str, **extra) -> dict:
+        return self.gp.admin.call("POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": node, "kind": kind,
+                                                                **extra})
+
+    def gpu_nodes(self) -> list[str]:
+        return [n.name for n in self.kube.nodes() if n.labels.get("cloud.google.com/gke-nodepool") == "gpu-l4"]
+
+
+@pytest.fixture
+def pool(gp, envs) -> Pool:
+    return Pool(gp, envs)
+
+
+BLOCKERS = {
+    "bare-pod": NOT_REPLICATED,
+    "kube-system-no-pdb": UNMOVABLE_KUBE_SYSTEM,
+    "local-storage": LOCAL_STORAGE,
+    "safe-to-evict-false": NOT_SAFE_TO_EVICT,
+    "pdb-zero": NOT_ENOUGH_PDB,
+    "unmovable": NO_PLACE,
+    "node-scale-down-disabled": SCALE_DOWN_DISABLED_REASON,
+}
+
+
+def catalog_price(gp) -> float:
+    """What a g2-standard-4 with one L4 costs by the sandbox's catalog, read with Google's own client."""
+    client = billing_v1.CloudCatalogClient(transport="rest", credentials=AnonymousCredentials(),
+                                           client_options=ClientOptions(api_endpoint=gp.sandbox.urls()["billing"]))
+    compute = next(s for s in client.list_services() if s.display_name == "Compute Engine")
+    price = {}
+    for sku in client.list_skus(parent=compute.name):
+        rate = sku.pricing_info[0].pricing_expression.tiered_rates[-1].unit_price
+        price[sku.description] = rate.units + rate.nanos / 1e9
+    return (price["Nvidia L4 GPU running in Americas"] + 4 * price["G2 Instance Core running in Americas"]
+            + 16 * price["G2 Instance Ram running in Americas"])
+
+
+@pytest.mark.parametrize("kind", list(BLOCKERS))
+def test_a_node_held_past_the_grace_period_names_its_blocker_and_requests_gpu_pool(gp, pool, kind):
+    node = pool.idle_gpu_node()
+    made = pool.block(node, kind)
+    first = pool.ticker.tick()
+    assert not runs(first) and not first.asset_events, skip_text(first)
+    pool.advance(11)  # past the autoscaler's window: a node without a blocker would be gone now
+    assert node in pool.gpu_nodes()
+    within = pool.ticker.tick()
+    assert not runs(within) and not within.asset_events  # 11 minutes idle < 20 minutes of grace
+    pool.advance(10)
+    stuck = pool.ticker.tick()
+
+    [ev] = evaluations(stuck)
+    assert (ev.asset_key, ev.check_name, ev.partition, ev.passed) == (AssetKey("gpu_pool"), "scales_to_zero",
+                                                                      "sandbox", False)
+    reason = BLOCKERS[kind]
+    table = ev.metadata["blockers"].value
+    assert reason in ev.metadata["blocker_reasons"].value
+    if "pod" in made:
+        assert f"{made['namespace']}/{made['pod']} ({reason})" in ev.metadata["blocker_pods"].value
+        assert f"{made['namespace']}/{made['pod']}" in ev.description
+    else:
+        assert node in table and "(node)" in table
+    assert {r for r in ev.metadata["blocker_reasons"].value.split(", ")} == {reason}  # nothing else is blamed
+    assert ev.metadata["node_price_per_hour"].value == pytest.approx(catalog_price(gp), rel=1e-6)
+    assert "Cloud Billing Catalog" in ev.metadata["price_source"].value
+    assert "USD/h" in ev.metadata["idle_cost_per_hour"].value
+
+    [rr] = runs(stuck)
+    assert rr.asset_selection == [AssetKey("gpu_pool")] and rr.partition_key == "sandbox"
+    assert rr.tags[SENSOR_TAG] == TRIGGER and node in rr.run_key
+    assert "scales_to_zero" in {k.name for k in rr.asset_check_keys}
+    repeat = pool.ticker.tick()
+    assert not runs(repeat) and not repeat.asset_events  # one stuck episode, one run
+
+    # The requested run: gpu_pool's own scales_to_zero check names the same blocker.
+    result = gp.materialize(select=["gpu_pool"], tags=dict(rr.tags))
+    checks = gp.checks(result)
+    assert checks[("gpu_pool", "scales_to_zero")] is False
+    check_ev = next(e for e in result.get_asset_check_evaluations() if e.check_name == "scales_to_zero")
+    assert reason in check_ev.metadata["blocker_reasons"].value
+
+    # Removing the blocker lets the autoscaler remove the node: the failure clears.
+    gp.admin.call("DELETE", "/sandbox/blockers", {"cluster": GKE_CLUSTER})
+    pool.advance(11)
+    assert node not in pool.gpu_nodes()
+    cleared = pool.ticker.tick()
+    assert not runs(cleared)
+    assert [(e.check_name, e.passed) for e in evaluations(cleared)] == [("scales_to_zero", True)]
+    assert "at zero nodes" in evaluations(cleared)[0].description
+
+
+def test_min_count_drifted_above_zero_is_named_and_gpu_pool_rematerialized(gp, pool):
+    node = pool.idle_gpu_node()
+    gp.admin.call("POST", "/sandbox/gke/drift/node-pool",
+                  {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4", "patch": {"autoscaling": {"minNodeCount": 1}}})
+    pool.ticker.tick()
+    pool.advance(21)
+    stuck = pool.ticker.tick()
+    [ev] = evaluations(stuck)
+    assert not ev.passed and ev.metadata["blocker_reasons"].value == MIN_SIZE
+    assert "materialize gpu_pool" in ev.metadata["remedy"].value
+    [rr] = runs(stuck)
+    assert gp.materialize(select=["gpu_pool"], tags=dict(rr.tags)).success  # sets min back to 0
+    pool.advance(11)
+    assert node not in pool.gpu_nodes()
+    assert [(e.check_name, e.passed) for e in evaluations(pool.ticker.tick())] == [("scales_to_zero", True)]
+
+
+def test_safe_to_evict_true_lets_the_pool_reach_zero(gp, pool):
+    node = pool.idle_gpu_node()
+    pool.block(node, "bare-pod", annotations={SAFE_TO_EVICT: "true"})
+    pool.ticker.tick()
+    pool.advance(21)
+    assert node not in pool.gpu_nodes()
+    result = pool.ticker.tick()
+    assert not runs(result) and not result.asset_events, skip_text(result)
+
+
+def test_a_healthy_pool_that_reached_zero_passes(gp, pool):
+    node = pool.idle_gpu_node()
+    idle = pool.ticker.tick()
+    assert not idle.asset_events
+    checks = gp.checks(gp.materialize(select=["gpu_pool"]))
+    assert checks[("gpu_pool", "scales_to_zero")] is True  # idle, no blocker: the autoscaler will remove it
+    pool.advance(11)
+    assert pool.gpu_nodes() == []
+    zero = pool.ticker.tick()
+    assert not runs(zero) and not zero.asset_events
+    assert "at zero nodes" in skip_text(zero)
+    assert gp.checks(gp.materialize(select=["gpu_pool"]))[("gpu_pool", "scales_to_zero")] is True
+    assert node not in pool.gpu_nodes()
+
+
+def test_report_only_environments_get_the_failed_check_and_no_run(gp, envs):
+    gp.configure(substrate={"kind": "gke", "sandbox": True, "external_secrets": [], "remediation": "report"})
+    pool = Pool(gp, envs)
+    node = pool.idle_gpu_node()
+    pool.block(node, "bare-pod")
+    pool.ticker.tick()
+    pool.advance(25)
+    stuck = pool.ticker.tick()
+    assert not runs(stuck)
+    assert [(e.check_name, e.passed) for e in evaluations(stuck)] == [("scales_to_zero", False)]
+    assert "25 min" in evaluations(stuck)[0].description
