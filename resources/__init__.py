@@ -16,7 +16,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from .google import Google
-from .kube import Kube
+from .kube import Kube, write_private
 from .models import ClusterState
 from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_gitops_groups, sandbox_kubeconfig
 
@@ -39,10 +39,11 @@ class Target:
 class Connection:
     """One environment's clients, built lazily."""
 
-    def __init__(self, target: Target, kube_dir: Path, sandbox_state: Path):
+    def __init__(self, target: Target, kube_dir: Path, sandbox_state: Path, retry_deadline: float = 180.0):
         self.target = target
         self.kube_dir = kube_dir
         self.sandbox_state = sandbox_state
+        self.retry_deadline = retry_deadline
 
     @cached_property
     def sandbox_urls(self) -> dict[str, str] | None:
@@ -50,7 +51,7 @@ class Connection:
 
     @cached_property
     def google(self) -> Google:
-        return Google(self.target.project, endpoints=self.sandbox_urls)
+        return Google(self.target.project, endpoints=self.sandbox_urls, retry_deadline=self.retry_deadline)
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -77,10 +78,7 @@ class Connection:
                 "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
                 "provideClusterInfo": True, "interactiveMode": "Never"}}}],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(doc))
-        os.chmod(path, 0o600)
-        return path
+        return write_private(path, yaml.safe_dump(doc))
 
     def provide_sandbox_kubeconfig(self) -> None:
         """Off GKE in the sandbox: stand in for the user copying their cluster's kubeconfig."""
@@ -104,6 +102,7 @@ class GpuplatResource(ConfigurableResource):
     sandbox_state_dir: str = Field(default="", description="The sandbox's state directory; empty means "
                                    "GPUPLAT_SANDBOX_DIR or .gpuplat/sandbox.")
 
-    def connect(self, target: Target) -> Connection:
+    def connect(self, target: Target, retry_deadline: float = 180.0) -> Connection:
+        """`retry_deadline` bounds how long transient Google errors are retried (a sensor tick has 60 s)."""
         state = Path(self.sandbox_state_dir).resolve() if self.sandbox_state_dir else sandbox_dir()
-        return Connection(target, Path(self.kube_dir), state)
+        return Connection(target, Path(self.kube_dir), state, retry_deadline)

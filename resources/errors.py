@@ -10,8 +10,17 @@ from .kube import KubeconfigMissing, KubeUnreachable
 
 def describe(exc: BaseException) -> str | None:
     """A one-line description of a known permanent error, or None for a bug (let it surface)."""
+    import requests
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
     from kubernetes.client.exceptions import ApiException
 
+    if isinstance(exc, DefaultCredentialsError):
+        return ("no Google credentials: run `gcloud auth application-default login` (or set "
+                "GOOGLE_APPLICATION_CREDENTIALS) on the host that runs gpuplat")
+    if isinstance(exc, RefreshError):
+        return f"Google credentials could not be refreshed: {exc} (log in again)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"cannot reach the Google API endpoint: {exc.__class__.__name__} (network, proxy or firewall)"
     if isinstance(exc, ServiceUsageDisabled):
         return (f"{exc}: enable the bootstrap APIs first: gcloud services enable serviceusage.googleapis.com "
                 f"cloudresourcemanager.googleapis.com --project {exc.project}")

@@ -167,8 +167,8 @@ class Kube:
         res = self._resource(api_version, kind)
         if res is None and not self.has_kind(api_version, kind):
             return []
-        res = self._resource(api_version, kind)
-        out = self._call(res.get, namespace=namespace, label_selector=label_selector or None)
+        out = self._fresh(lambda: self._call(self._resource(api_version, kind).get, namespace=namespace,
+                                             label_selector=label_selector or None))
         return [i.to_dict() for i in out.items]
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -178,17 +178,33 @@ class Kube:
         res = self._resource(api_version, kind)
         try:
             return self._call(res.get, name=name, namespace=namespace).to_dict()
-        except NotFoundError:
+        except NotFoundError as exc:
+            if _kind_not_served(exc):  # the discovery cache predates this cluster: ask again
+                self._dynamic.resources.invalidate_cache()
+                if self._resource(api_version, kind) is not None:
+                    return self.get(api_version, kind, name, namespace)
             return None
 
     def apply(self, body: dict) -> dict:
         """Server-side apply as gpuplat's field manager; forced, since gpuplat owns these fields."""
         if not self.has_kind(body["apiVersion"], body["kind"]):
             raise LookupError(f"the cluster does not serve {body['kind']} ({body['apiVersion']}): its CRD is absent")
-        res = self._resource(body["apiVersion"], body["kind"])
         ns = body.get("metadata", {}).get("namespace")
-        return self._call(res.server_side_apply, body=body, name=body["metadata"]["name"], namespace=ns,
-                          field_manager=FIELD_MANAGER, force_conflicts=True).to_dict()
+        return self._fresh(lambda: self._call(
+            self._resource(body["apiVersion"], body["kind"]).server_side_apply, body=body,
+            name=body["metadata"]["name"], namespace=ns, field_manager=FIELD_MANAGER, force_conflicts=True)).to_dict()
+
+    def _fresh(self, call):
+        """Run `call`; when the server does not serve a type the discovery cache promised (a cluster
+        recreated at the same address), refresh discovery and run it once more."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+        try:
+            return call()
+        except NotFoundError as exc:
+            if not _kind_not_served(exc):
+                raise
+            self._dynamic.resources.invalidate_cache()
+            return call()
 
     def create(self, body: dict) -> dict:
         res = self._resource(body["apiVersion"], body["kind"])
@@ -207,6 +223,25 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _kind_not_served(exc) -> bool:
+    """A 404 for the whole resource type (the API server's wording), not for one object."""
+    return "could not find the requested resource" in str(getattr(exc, "body", "") or exc)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write a kubeconfig (credentials) atomically, mode 600, and only when it changed: a concurrent
+    reader never sees half a file, and an unchanged file keeps its mtime."""
+    if path.exists() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
 
 
 def _pod_state(p) -> PodState:

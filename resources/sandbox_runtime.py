@@ -63,13 +63,12 @@ def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict
 def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:
     """Ask the sandbox for a kubeconfig of one of its clusters and write it to `out` (mode 600)."""
     from urllib.parse import quote
+    from .kube import write_private
+
     with urllib.request.urlopen(f"{urls['admin']}/sandbox/kubeconfig?cluster={quote(cluster, safe='')}",
                                 timeout=10) as resp:
         text = resp.read().decode()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    os.chmod(out, 0o600)
-    return out
+    return write_private(out, text)
 
 
 def sandbox_gitops_groups(urls: dict[str, str], cluster: str, groups: list[dict]) -> None:

@@ -69,6 +69,7 @@ PLAN_HASH_TAG = "gpuplat/plan-hash"
 # Environments are observed side by side: each waits mostly on its APIs, not on this process.
 WORKERS = 8
 NOT_MATERIALIZED = "not yet materialized"
+TICK_RETRY_DEADLINE_S = 20.0
 
 _log = logging.getLogger("gpuplat.sensors.drift")
 
@@ -110,7 +111,8 @@ def env_run(resource: GpuplatResource, name: str, root: Path | None = None, log:
     `env`, when the tick already read the config, saves reading it again.
     """
     env = env or load_environment(name, root)
-    conn = memoize(resource.connect(target_of(env)), answers)
+    # Transient errors are retried for a while, but not past the tick: Dagster gives a sensor 60 s.
+    conn = memoize(resource.connect(target_of(env), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
     return Run(env, conn, log or QuietLog(_log, name), approved=False)
 
 
