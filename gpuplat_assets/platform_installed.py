@@ -44,6 +44,8 @@ class PlatformObserved:
     bootstrap_job: str = ""  # "", "running", "succeeded", "failed"
     drifted_roots: tuple[str, ...] = ()
     secret_store: str = "absent"  # absent | matches | differs | user-filled
+    # ESO's own verdict on the store (status condition Ready): whether it can reach the backend.
+    store_ready: tuple[str, str] = ("", "")  # (True/False/"", message)
     eso: bool = False
     apps: tuple[tuple[str, str, str], ...] = ()  # (name, sync, health)
     # LoadBalancer Services still waiting for an external address (only observed when a domain is set).
@@ -124,9 +126,12 @@ def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
             drifted.append(f"{obj['kind']}/{obj['metadata']['name']}")
     eso = kube.has_kind(ESO_API, "ClusterSecretStore")
     store = "absent"
+    store_ready = ("", "")
     if eso:
         live = kube.get(ESO_API, "ClusterSecretStore", "secret-store")
         if live is not None:
+            ready = next((c for c in (live.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+            store_ready = (ready.get("status", ""), ready.get("message", ""))
             live_provider = (live.get("spec") or {}).get("provider") or {}
             if spec.store_is_placeholder:
                 store = "user-filled" if live_provider else "matches"
@@ -136,7 +141,7 @@ def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
     apps = tuple(sorted((a["metadata"]["name"], ((a.get("status") or {}).get("sync") or {}).get("status", "Unknown"),
                          ((a.get("status") or {}).get("health") or {}).get("status", "Unknown"))
                         for a in kube.list(ARGO_API, "Application", "argocd")))
-    return PlatformObserved(True, job_state, tuple(drifted), store, eso, apps, lb_pending, lb_total)
+    return PlatformObserved(True, job_state, tuple(drifted), store, store_ready, eso, apps, lb_pending, lb_total)
 
 
 def observe_load_balancers(run: Run) -> tuple[tuple[str, ...], int]:
@@ -213,6 +218,25 @@ def check_apps(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -
                     "remedy": "" if ok else "argocd app get <name> / kubectl -n argocd describe application <name>"})
 
 
+def check_store_ready(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
+    status, message = observed.store_ready
+    if status == "True":
+        return Outcome(True, "ClusterSecretStore secret-store is Ready: ESO can read the backend")
+    if spec.store_is_placeholder:
+        remedy = (f"fill spec.provider of ClusterSecretStore secret-store for your {env.secret_backend} backend "
+                  f"(https://external-secrets.io/latest/provider/); gpuplat never overwrites it once filled")
+    elif env.secret_store_auth == "sa-key":
+        remedy = ("kubectl -n external-secrets create secret generic secret-store-key --from-file=sa-key.json=<key "
+                  "file of a service account with roles/secretmanager.secretAccessor>")
+    else:
+        remedy = (f"grant roles/secretmanager.secretAccessor in {env.cluster.projectID} to ESO's Kubernetes service "
+                  f"account through Workload Identity (principal://iam.googleapis.com/projects/<number>/locations/"
+                  f"global/workloadIdentityPools/{env.cluster.projectID}.svc.id.goog/subject/ns/external-secrets/sa/"
+                  f"external-secrets)")
+    return Outcome(False, f"ClusterSecretStore secret-store not Ready: {message or observed.secret_store}",
+                   {"remedy": remedy})
+
+
 def check_ingress(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
     if not env.domain:
         return Outcome(True, "no domain set: nothing is exposed publicly, no external address needed")
@@ -240,6 +264,8 @@ PIECE = Piece(
     desired=desired_platform, observe=observe_platform, plan=plan_platform, apply=apply_platform,
     checks=(Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_argocd),
             Check("applications_healthy", "Every platform Application is Synced and Healthy.", check_apps),
+            Check("secret_store_ready", "ESO reports the ClusterSecretStore secret-store Ready: it can read the "
+                  "secret backend.", check_store_ready),
             Check("ingress_addresses", "When a domain is set, every LoadBalancer Service has an external address.",
                   check_ingress)),
 )
