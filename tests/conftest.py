@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,8 +42,17 @@ def sandbox(tmp_path):
     sb.stop()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class SandboxProcess:
-    """`python -m sandbox serve` as a child process, the way gpuplat starts it."""
+    """`python -m sandbox serve` as a child process on free ports, the way gpuplat starts it.
+
+    Its output goes to a log file in the state dir (a pipe nobody reads would block it).
+    """
 
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
@@ -50,26 +61,38 @@ class SandboxProcess:
         self.urls: dict[str, str] = {}
 
     def start(self) -> dict[str, str]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir", str(self.state_dir),
-             "--port-file", str(self.port_file)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while not self.port_file.exists():
+        log_path = self.state_dir / "sandbox.log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir", str(self.state_dir),
+                 "--port-file", str(self.port_file)], cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited: {self.proc.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("sandbox did not write its port file within 30 s")
+                raise RuntimeError(f"sandbox exited: {log_path.read_text()[-3000:]}")
+            if self.port_file.exists():
+                try:
+                    self.urls = json.loads(self.port_file.read_text())
+                    with urllib.request.urlopen(self.urls["admin"] + "/sandbox/clock", timeout=2):
+                        return self.urls
+                except (OSError, ValueError, KeyError):
+                    pass
             time.sleep(0.05)
-        self.urls = json.loads(self.port_file.read_text())
-        return self.urls
+        raise RuntimeError("sandbox did not answer within 60 s")
+
+    def get(self, service: str, path: str):
+        """A plain GET on one of its APIs: JSON decoded, anything else (a kubeconfig) as text."""
+        with urllib.request.urlopen(self.urls[service] + path, timeout=10) as resp:
+            body = resp.read().decode()
+        return json.loads(body) if body.lstrip().startswith("{") else body
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

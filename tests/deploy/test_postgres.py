@@ -26,16 +26,16 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import SandboxProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_YAML = ROOT / "deploy" / "dagster.yaml"
@@ -74,12 +74,6 @@ def _pg_bindir() -> Path | None:
         if (d / "initdb").exists() and (d / "pg_ctl").exists():
             return d
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:
@@ -125,7 +119,7 @@ class Postgres:
         pwfile.unlink()
         last = ""
         for _ in range(3):  # a free port can be taken between probing and binding: try another
-            self.port = _free_port()
+            self.port = free_port()
             opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
             out = self._run(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
                             "-o", opts, "start", timeout=90)
@@ -182,51 +176,6 @@ def postgres():
 
 # ---- sandbox, environments, processes ------------------------------------------------------------
 
-class SandboxServer:
-    """`python -m sandbox serve` on free ports, its output in a log file (a full pipe would block it)."""
-
-    def __init__(self, state_dir: Path):
-        self.state_dir = state_dir
-        self.port_file = state_dir / "ports.json"
-        self.proc: subprocess.Popen | None = None
-        self.urls: dict[str, str] = {}
-
-    def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.state_dir / "sandbox.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir", str(self.state_dir),
-             "--port-file", str(self.port_file)], cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited: {(self.state_dir / 'sandbox.log').read_text()[-3000:]}")
-            if self.port_file.exists():
-                try:
-                    self.urls = json.loads(self.port_file.read_text())
-                    with urllib.request.urlopen(self.urls["admin"] + "/sandbox/clock", timeout=2):
-                        return
-                except (OSError, ValueError, KeyError):
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError("sandbox did not answer within 60 s")
-
-    def get(self, service: str, path: str):
-        with urllib.request.urlopen(self.urls[service] + path, timeout=10) as resp:
-            body = resp.read().decode()
-        return json.loads(body) if body.lstrip().startswith("{") else body
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("deploy")
@@ -234,7 +183,7 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sandbox(work):
-    sb = SandboxServer(work / "sandbox")
+    sb = SandboxProcess(work / "sandbox")
     try:
         sb.start()
         yield sb
@@ -256,7 +205,7 @@ def _tool(name: str) -> str:
     return str(path) if path.exists() else (shutil.which(name) or name)
 
 
-def _env(pg: Postgres, db: str, home: Path, sandbox: SandboxServer, environments: Path, **extra) -> dict:
+def _env(pg: Postgres, db: str, home: Path, sandbox: SandboxProcess, environments: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "GPUPLAT_", "KUBERNETES_"))}
     env.update(pg.env(db))
     env.update(DAGSTER_HOME=str(home), GPUPLAT_SANDBOX_DIR=str(sandbox.state_dir),
@@ -443,7 +392,7 @@ def test_daemon_heartbeats_into_postgres(local_home, postgres, work):
 
 # ---- (d) the K8sRunLauncher creates one Job per run, one run per environment at a time -----------
 
-def _jobs(sandbox: SandboxServer) -> list[dict]:
+def _jobs(sandbox: SandboxProcess) -> list[dict]:
     path = f"/clusters/byo-gpu/apis/batch/v1/namespaces/{K8S_ENV['DAGSTER_K8S_JOB_NAMESPACE']}/jobs"
     return sandbox.get("kubernetes", path)["items"]
 

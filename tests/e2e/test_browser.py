@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import SandboxProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,58 +56,14 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- processes -----------------------------------------------------------------------------------
-
-class SandboxServer:
-    """`python -m sandbox serve` on free ports, its output in a log file (a full pipe would block it)."""
-
-    def __init__(self, state_dir: Path):
-        self.state_dir = state_dir
-        self.port_file = state_dir / "ports.json"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "sandbox.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir", str(self.state_dir),
-                 "--port-file", str(self.port_file)], cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited: {(self.state_dir / 'sandbox.log').read_text()[-3000:]}")
-            if self.port_file.exists():
-                try:
-                    urls = json.loads(self.port_file.read_text())
-                    with urllib.request.urlopen(urls["admin"] + "/sandbox/clock", timeout=2):
-                        return
-                except (OSError, ValueError, KeyError):
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError("sandbox did not answer within 60 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 class DagsterDev:
     """`dagster dev` (webserver, daemon, code server, run workers) in its own process group."""
 
     def __init__(self, env: dict, log: Path):
         self.env, self.log = env, log
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -179,7 +136,7 @@ def stack(tmp_path_factory):
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     envs = work / "environments"
     shutil.copytree(ROOT / "environments" / "sandbox", envs / "sandbox")
-    sandbox = SandboxServer(work / "sandbox")
+    sandbox = SandboxProcess(work / "sandbox")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "GPUPLAT_"))}
     env.update(DAGSTER_HOME=str(home), GPUPLAT_SANDBOX_DIR=str(sandbox.state_dir), GPUPLAT_ENVIRONMENTS=str(envs),
                PYTHONUNBUFFERED="1")
