@@ -57,12 +57,19 @@ PARTITIONS = StaticPartitionsDefinition(ENVIRONMENTS.names or ["sandbox"])
 _OBSERVED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
-def approved(tags: dict, env) -> bool:
+def approval_source(tags: dict, env) -> str:
+    """Who approved paid or replacing changes for this run, or "" when nobody did."""
     if not env.needs_approval:
-        return True
+        return "not needed: the sandbox costs nothing"
     if tags.get(SENSOR_TAG):
-        return False  # a sensor never applies a paid or replacing change
-    return os.environ.get(APPROVE_VAR) == "1" or tags.get(APPROVE_TAG) == "true"
+        return ""  # a sensor never applies a paid or replacing change
+    if tags.get(APPROVE_TAG) == "true":
+        return f"run tag {APPROVE_TAG}=true"
+    return f"{APPROVE_VAR}=1" if os.environ.get(APPROVE_VAR) == "1" else ""
+
+
+def approved(tags: dict, env) -> bool:
+    return bool(approval_source(tags, env))
 
 
 def approval_message(piece: Piece, env, actions: list[Action], tags: dict) -> str:
@@ -130,6 +137,8 @@ def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeRe
         "actions_applied": len(mutating(actions)),
         "owned_fields": ", ".join(piece.owned_fields),
     }
+    if any(a.needs_approval for a in actions):
+        meta["approval"] = approval_source(tags, env)
     for key, url in piece.links(env, observed).items():
         meta[key] = MetadataValue.url(url)
     if piece.name != "apis_enabled":

@@ -68,6 +68,8 @@ def test_approval_by_run_tag_creates_the_cluster(gp):
     result = gp.materialize(select=["apis_enabled", "cluster"], tags={"gpuplat/approve": "true"})
     assert result.success
     assert gp.admin.calls()["container"]["methods"].get("CreateCluster") == 1
+    meta = result.asset_materializations_for_node("cluster")[0].metadata
+    assert meta["approval"].value == "run tag gpuplat/approve=true"
 
 
 def test_gpu_quota_too_small_fails_before_any_create(gp):
