@@ -29,13 +29,20 @@ def test_drift_injected_fails_in_sync_with_the_right_plan_and_materializing_fixe
     gp.admin.call("POST", "/sandbox/gke/drift/node-pool", {
         "cluster": "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev", "nodePool": "gpu-l4",
         "patch": {"autoscaling": {"minNodeCount": 1}}})
-    from gpuplat_assets.assets import PIECES  # noqa: F401 - imported for the selection names
-    checks_only = gp.materialize(select=["gpu_pool"], raise_on_error=False)
-    # materializing gpu_pool re-asserts min 0; the plan it executed names the drift
-    mats = checks_only.asset_materializations_for_node("gpu_pool")
-    plan = mats[0].metadata["plan"].value
-    assert "autoscaling" in plan and '"min": 1' in plan and '"min": 0' in plan
-    assert gp.checks(checks_only)[("gpu_pool", "in_sync")]
+    # The drift_checks job runs the checks alone: it changes nothing and names the drift.
+    gp.admin.reset()
+    checks_only = gp.drift_checks()
+    assert gp.admin.calls()["_total"]["mutate"] == 0
+    in_sync = next(e for e in checks_only.get_asset_check_evaluations()
+                   if (e.asset_key.path[-1], e.check_name) == ("gpu_pool", "in_sync"))
+    assert not in_sync.passed and in_sync.partition == "sandbox"
+    plan = in_sync.metadata["plan"].value
+    assert "| update | node pool gpu-l4 | autoscaling |" in plan and '"min": 1' in plan and '"min": 0' in plan
+    # Materializing gpu_pool re-asserts min 0; the plan it executed is the same one.
+    fixed = gp.materialize(select=["gpu_pool"])
+    assert fixed.asset_materializations_for_node("gpu_pool")[0].metadata["plan"].value == plan
+    assert gp.checks(fixed)[("gpu_pool", "in_sync")]
+    assert all(gp.checks(gp.drift_checks()).values())
 
 
 def test_fields_gke_and_the_autoscaler_own_are_never_drift(gp):

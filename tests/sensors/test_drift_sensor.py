@@ -234,6 +234,23 @@ def test_the_schedule_runs_every_check_once_per_environment():
 
     when = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
     requests = drift_checks_schedule(build_schedule_context(scheduled_execution_time=when))
-    assert sorted(r.partition_key for r in requests) == sorted(PARTITIONS.get_partition_keys())
+    assert sorted(r.tags["dagster/partition"] for r in requests) == sorted(PARTITIONS.get_partition_keys())
     assert len({r.run_key for r in requests}) == len(requests)
     assert all(r.run_key.endswith("2026-01-01T12:30") for r in requests)
+
+
+def test_changes_to_fields_gpuplat_does_not_own_start_nothing(gp, fleet):
+    fleet.tick()
+    # GKE auto-upgrades, labels its GPU pools, fills defaults; the autoscaler adds a GPU node.
+    gp.admin.call("POST", "/sandbox/gke/upgrade", {"cluster": GKE_CLUSTER, "version": "1.34.1-gke.1200"})
+    gp.admin.call("POST", "/sandbox/gke/drift/node-pool", {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4", "patch": {
+        "config": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}}})
+    gp.admin.call("POST", "/sandbox/workloads/gpu", {"cluster": KUBE_CLUSTER, "name": "llm", "gpus": 1})
+    gp.admin.call("POST", f"/sandbox/kube/{KUBE_CLUSTER}/drift", {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "standard-rwo", "action": "label",
+        "key": "addonmanager.kubernetes.io/mode", "value": "EnsureExists"})
+    for _ in range(2):
+        result = fleet.tick()
+        assert not runs(result) and not result.asset_events, skip_text(result)
+    checks = gp.checks(gp.materialize())
+    assert all(ok for (asset, check), ok in checks.items() if check == "in_sync"), checks
