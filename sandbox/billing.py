@@ -9,15 +9,13 @@ units + nanos) is the real API's, so the code reading it is the code that reads 
 
 from __future__ import annotations
 
-import base64
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from google.cloud import billing_v1
-from google.protobuf import json_format
 
 from .core import ApiError
-from .http import Request, Response, Route
+from .http import Request, Route, emit_google, google_page
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -93,30 +91,17 @@ def _sku(row) -> dict:
     }
 
 
-def _page(req: Request, items: list, default: int = 5000) -> tuple[list, str]:
-    try:
-        size = int(req.param("pageSize") or 0) or default
-        start = int(base64.urlsafe_b64decode(req.param("pageToken") + "==").decode()) if req.param("pageToken") else 0
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Invalid page_size or page_token.") from None
-    if size < 0 or size > 5000:
-        raise ApiError(400, "page_size must be between 0 and 5000.")
-    token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=") \
-        if start + size < len(items) else ""
-    return items[start:start + size], token
 
 
-def _emit(req: Request, msg_type, data: dict) -> Response:
-    pb = msg_type.pb()()
-    json_format.ParseDict(data, pb, ignore_unknown_fields=True)
-    return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
+
+
 
 
 def list_services(sb: "Sandbox", req: Request):
     services = [{"name": f"services/{s['serviceId']}", "serviceId": s["serviceId"], "displayName": s["displayName"],
                  "businessEntityName": "businessEntities/GCP"} for s in SERVICES]
-    chunk, token = _page(req, services)
-    return _emit(req, billing_v1.ListServicesResponse, {"services": chunk, "nextPageToken": token})
+    chunk, token = google_page(req, services, 5000, 5000)
+    return emit_google(req, billing_v1.ListServicesResponse, {"services": chunk, "nextPageToken": token})
 
 
 def list_skus(sb: "Sandbox", req: Request):
@@ -127,8 +112,8 @@ def list_skus(sb: "Sandbox", req: Request):
     if currency not in (None, "", "USD"):
         raise ApiError(400, f"The sandbox catalog is priced in USD only, not {currency}.")
     skus = [_sku(row) for row in SKUS if row[0] == service]
-    chunk, token = _page(req, skus)
-    return _emit(req, billing_v1.ListSkusResponse, {"skus": chunk, "nextPageToken": token})
+    chunk, token = google_page(req, skus, 5000, 5000)
+    return emit_google(req, billing_v1.ListSkusResponse, {"skus": chunk, "nextPageToken": token})
 
 
 ROUTES = [

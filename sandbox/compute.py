@@ -13,10 +13,9 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from google.cloud import compute_v1
-from google.protobuf import json_format
 
 from .core import ApiError
-from .http import Request, Response, Route
+from .http import Request, Route, emit_google
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -99,17 +98,14 @@ def _id(*parts: str) -> str:
     return str(int(hashlib.sha1("/".join(parts).encode()).hexdigest()[:15], 16))
 
 
-def _emit(req: Request, msg_type, data: dict) -> Response:
-    pb = msg_type.pb()()
-    json_format.ParseDict(data, pb, ignore_unknown_fields=True)
-    return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
+
 
 
 def get_region(sb: "Sandbox", req: Request):
     project, region = req.match["project"], req.match["region"]
     if region not in REGIONS:
         raise ApiError(404, f"The resource 'projects/{project}/regions/{region}' was not found")
-    return _emit(req, compute_v1.Region, {
+    return emit_google(req, compute_v1.Region, {
         "kind": "compute#region", "id": _id(region), "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
         "name": region, "description": region, "status": "UP",
         "zones": [f"{LINK}/projects/{project}/zones/{region}-{z}" for z in REGIONS[region]],
@@ -123,7 +119,7 @@ def get_project(sb: "Sandbox", req: Request):
     from . import serviceusage
 
     number = serviceusage.project_number(sb, project)
-    return _emit(req, compute_v1.Project, {
+    return emit_google(req, compute_v1.Project, {
         "kind": "compute#project", "id": number, "name": project,
         "creationTimestamp": "2024-01-01T00:00:00.000-08:00",
         "quotas": _quotas(sb, project, None),

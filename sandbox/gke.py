@@ -44,7 +44,7 @@ from google.protobuf import json_format
 
 from . import compute, serviceusage
 from .core import ApiError, kube_id_for_gke
-from .http import Request, Response, Route, fault_error, parse_google_body
+from .http import Request, Route, emit_google, fault_error, parse_google_body
 from .kubestore import BUILTIN_TYPES, KubeStore
 
 if TYPE_CHECKING:
@@ -128,27 +128,6 @@ def _hash(*parts: str, n: int = 8) -> str:
 def _region_of(location: str) -> str:
     m = ZONE_RE.match(location)
     return m.group(1) if m else location
-
-
-
-
-# Rendered answers by (message type, integer enums, stored JSON): protobuf's pure-Python JSON
-# conversion of a Cluster costs ~0.5 ms, a cache hit a json.dumps (~30 us). Pure function of its key.
-_EMIT_CACHE: dict[tuple[str, bool, str], str] = {}
-
-
-def _emit(req: Request, msg_type, data: dict) -> Response:
-    """Answer with `data` as the message type: names or integers for enums, zero values omitted."""
-    key = (msg_type.__name__, req.int_enums, json.dumps(data, separators=(",", ":")))
-    text = _EMIT_CACHE.get(key)
-    if text is None:
-        pb = msg_type.pb()()
-        json_format.ParseDict(data, pb, ignore_unknown_fields=True)
-        text = json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None)
-        if len(_EMIT_CACHE) >= 512:
-            _EMIT_CACHE.clear()
-        _EMIT_CACHE[key] = text
-    return Response(200, text)
 
 
 def _canonical(msg_type, data: dict) -> dict:
@@ -1267,13 +1246,13 @@ def create_cluster(sb: "Sandbox", req: Request):
     error = _fault_status(req, _take_fault(req), key, cl)
     gke["clusters"][key] = cl
     op = _new_op(sb, key, "CREATE_CLUSTER", key, {"kind": "create_cluster"}, error)
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def get_cluster(sb: "Sandbox", req: Request):
     reconcile(sb)
     _, cl, _ = _lookup(sb, *_req_loc(req), req.match["cluster"])
-    return _emit(req, container_v1.Cluster, cl)
+    return emit_google(req, container_v1.Cluster, cl)
 
 
 def list_clusters(sb: "Sandbox", req: Request):
@@ -1282,7 +1261,7 @@ def list_clusters(sb: "Sandbox", req: Request):
     prefix = f"projects/{project}/locations/"
     out = [cl for key, cl in sorted(_state(sb)["clusters"].items())
            if key.startswith(prefix) and (location == "-" or cl.get("location") == location)]
-    return _emit(req, container_v1.ListClustersResponse, {"clusters": out})
+    return emit_google(req, container_v1.ListClustersResponse, {"clusters": out})
 
 
 def update_cluster(sb: "Sandbox", req: Request):
@@ -1309,7 +1288,7 @@ def update_cluster(sb: "Sandbox", req: Request):
     _etag(cl)
     op = _new_op(sb, key, op_type, key, {"kind": "update_cluster", "update": update},
                  _fault_status(req, fault, key, cl))
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def _fault_status(req: Request, fault: str | None, key: str, cl: dict, pool: dict | None = None) -> dict | None:
@@ -1351,19 +1330,19 @@ def create_node_pool(sb: "Sandbox", req: Request):
     _etag(cl)
     op = _new_op(sb, key, "CREATE_NODE_POOL", f"{key}/nodePools/{pool['name']}",
                  {"kind": "create_pool", "pool": pool["name"]}, error)
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def get_node_pool(sb: "Sandbox", req: Request):
     reconcile(sb)
     _, _, pool = _lookup(sb, *_req_loc(req), req.match["cluster"], req.match["pool"])
-    return _emit(req, container_v1.NodePool, pool)
+    return emit_google(req, container_v1.NodePool, pool)
 
 
 def list_node_pools(sb: "Sandbox", req: Request):
     reconcile(sb)
     _, cl, _ = _lookup(sb, *_req_loc(req), req.match["cluster"])
-    return _emit(req, container_v1.ListNodePoolsResponse, {"nodePools": cl.get("nodePools", [])})
+    return emit_google(req, container_v1.ListNodePoolsResponse, {"nodePools": cl.get("nodePools", [])})
 
 
 # UpdateNodePoolRequest field -> (NodePool path, how the value is unwrapped). Wrapped messages
@@ -1437,7 +1416,7 @@ def update_node_pool(sb: "Sandbox", req: Request):
     op = _new_op(sb, key, op_type, f"{key}/nodePools/{pool['name']}",
                  {"kind": "pool_patch", "pool": pool["name"], "patch": {}, "replace": replace},
                  _fault_status(req, fault, key, cl, pool))
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def set_autoscaling(sb: "Sandbox", req: Request):
@@ -1454,7 +1433,7 @@ def set_autoscaling(sb: "Sandbox", req: Request):
     op = _new_op(sb, key, "UPDATE_CLUSTER", f"{key}/nodePools/{pool['name']}",
                  {"kind": "pool_patch", "pool": pool["name"], "patch": {}, "replace": {"autoscaling": auto}},
                  _fault_status(req, fault, key, cl, pool))
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def set_management(sb: "Sandbox", req: Request):
@@ -1471,7 +1450,7 @@ def set_management(sb: "Sandbox", req: Request):
                  {"kind": "pool_patch", "pool": pool["name"], "patch": {},
                   "replace": {"management": body.get("management", {})}},
                  _fault_status(req, fault, key, cl, pool))
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def set_size(sb: "Sandbox", req: Request):
@@ -1490,7 +1469,7 @@ def set_size(sb: "Sandbox", req: Request):
     op = _new_op(sb, key, "SET_NODE_POOL_SIZE", f"{key}/nodePools/{pool['name']}",
                  {"kind": "set_size", "pool": pool["name"], "count": count},
                  _fault_status(req, fault, key, cl, pool))
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def get_operation(sb: "Sandbox", req: Request):
@@ -1510,7 +1489,7 @@ def get_operation(sb: "Sandbox", req: Request):
         sb.store.mark()
     elif op["status"] == "RUNNING":
         _finish(sb, op_key)
-    return _emit(req, container_v1.Operation, op)
+    return emit_google(req, container_v1.Operation, op)
 
 
 def list_operations(sb: "Sandbox", req: Request):
@@ -1519,12 +1498,12 @@ def list_operations(sb: "Sandbox", req: Request):
     prefix = f"projects/{project}/locations/"
     ops = [rec["op"] for k, rec in _state(sb)["operations"].items()
            if k.startswith(prefix) and (location == "-" or rec["op"]["location"] == location)]
-    return _emit(req, container_v1.ListOperationsResponse, {"operations": ops})
+    return emit_google(req, container_v1.ListOperationsResponse, {"operations": ops})
 
 
 def get_server_config(sb: "Sandbox", req: Request):
     versions = list(VALID_VERSIONS)
-    return _emit(req, container_v1.ServerConfig, {
+    return emit_google(req, container_v1.ServerConfig, {
         "defaultClusterVersion": DEFAULT_VERSION, "validMasterVersions": versions, "validNodeVersions": versions,
         "defaultImageType": "COS_CONTAINERD", "validImageTypes": ["COS_CONTAINERD", "UBUNTU_CONTAINERD"],
         "channels": [{"channel": ch, "defaultVersion": DEFAULT_VERSION, "validVersions": versions}

@@ -18,11 +18,10 @@ import re
 from typing import TYPE_CHECKING
 
 from google.cloud import secretmanager_v1
-from google.protobuf import json_format
 
 from . import serviceusage
 from .core import ApiError
-from .http import Request, Response, Route, fault_error, parse_google_body
+from .http import Request, Route, emit_google, fault_error, google_page, parse_google_body
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -70,26 +69,12 @@ def _get(sb: "Sandbox", project: str, secret_id: str) -> tuple[str, dict]:
     return name, rec
 
 
-def _emit(req: Request, msg_type, data: dict) -> Response:
-    pb = msg_type.pb()()
-    json_format.ParseDict(data, pb, ignore_unknown_fields=True)
-    return Response(200, json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None))
 
 
 
 
-def _page(req: Request, items: list) -> tuple[list, str]:
-    try:
-        size = int(req.param("pageSize") or 0) or MAX_PAGE
-        start = int(base64.urlsafe_b64decode(req.param("pageToken") + "==").decode()) if req.param("pageToken") else 0
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Invalid page_size or page_token.") from None
-    if size < 0 or size > MAX_PAGE:
-        raise ApiError(400, f"page_size must be between 0 and {MAX_PAGE}.")
-    chunk = items[start:start + size]
-    token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=") \
-        if start + size < len(items) else ""
-    return chunk, token
+
+
 
 
 def _etag(sb: "Sandbox") -> str:
@@ -140,20 +125,20 @@ def create_secret(sb: "Sandbox", req: Request):
             meta[k] = body[k]
     secrets[name] = {"meta": meta, "versions": []}
     sb.store.mark()
-    return _emit(req, secretmanager_v1.Secret, meta)
+    return emit_google(req, secretmanager_v1.Secret, meta)
 
 
 def get_secret(sb: "Sandbox", req: Request):
     _, rec = _get(sb, req.match["project"], req.match["secret"])
-    return _emit(req, secretmanager_v1.Secret, rec["meta"])
+    return emit_google(req, secretmanager_v1.Secret, rec["meta"])
 
 
 def list_secrets(sb: "Sandbox", req: Request):
     prefix = f"projects/{serviceusage.project_number(sb, req.match['project'])}/secrets/"
     names = [n for n in _state(sb) if n.startswith(prefix)]
-    chunk, token = _page(req, names)
+    chunk, token = google_page(req, names, MAX_PAGE, MAX_PAGE)
     secrets = _state(sb)
-    return _emit(req, secretmanager_v1.ListSecretsResponse,
+    return emit_google(req, secretmanager_v1.ListSecretsResponse,
                  {"secrets": [secrets[n]["meta"] for n in chunk], "nextPageToken": token, "totalSize": len(names)})
 
 
@@ -180,12 +165,12 @@ def add_version(sb: "Sandbox", req: Request):
         meta["clientSpecifiedPayloadChecksum"] = True
     rec["versions"].append({"meta": meta, "data": base64.b64encode(data).decode(), "crc32c": str(checksum)})
     sb.store.mark()
-    return _emit(req, secretmanager_v1.SecretVersion, meta)
+    return emit_google(req, secretmanager_v1.SecretVersion, meta)
 
 
 def get_version(sb: "Sandbox", req: Request):
     name, rec = _get(sb, req.match["project"], req.match["secret"])
-    return _emit(req, secretmanager_v1.SecretVersion, _resolve_version(name, rec, req.match["version"])["meta"])
+    return emit_google(req, secretmanager_v1.SecretVersion, _resolve_version(name, rec, req.match["version"])["meta"])
 
 
 def access_version(sb: "Sandbox", req: Request):
@@ -198,15 +183,15 @@ def access_version(sb: "Sandbox", req: Request):
             raise ApiError(404, f"Secret [{name}] not found or has no versions.")
         raise ApiError(404, f"Secret Version [{name}/versions/{version}] not found.")
     v = _resolve_version(name, rec, version)
-    return _emit(req, secretmanager_v1.AccessSecretVersionResponse,
+    return emit_google(req, secretmanager_v1.AccessSecretVersionResponse,
                  {"name": v["meta"]["name"], "payload": {"data": v["data"], "dataCrc32c": v["crc32c"]}})
 
 
 def list_versions(sb: "Sandbox", req: Request):
     _, rec = _get(sb, req.match["project"], req.match["secret"])
     metas = [v["meta"] for v in reversed(rec["versions"])]  # newest first, as Secret Manager lists them
-    chunk, token = _page(req, metas)
-    return _emit(req, secretmanager_v1.ListSecretVersionsResponse,
+    chunk, token = google_page(req, metas, MAX_PAGE, MAX_PAGE)
+    return emit_google(req, secretmanager_v1.ListSecretVersionsResponse,
                  {"versions": chunk, "nextPageToken": token, "totalSize": len(metas)})
 
 

@@ -17,7 +17,6 @@ answers every call with Google's 403 SERVICE_DISABLED error, details included.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -29,7 +28,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, json_format
 
 from .core import ApiError
-from .http import Request, Response, Route, fault_error, parse_google_body
+from .http import Request, Response, Route, fault_error, google_page, parse_google_body
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -252,19 +251,7 @@ def get_service(sb: "Sandbox", req: Request, project: str, rec: dict):
     return Response(200, service_usage_v1.Service.to_json(msg, use_integers_for_enums=req.int_enums, indent=None))
 
 
-def _page(req: Request, items: list, default: int = 50, maximum: int = 200) -> tuple[list, str]:
-    try:
-        size = int(req.param("pageSize") or 0) or default
-        start = int(base64.urlsafe_b64decode((req.param("pageToken") or "") + "==").decode() or 0) \
-            if req.param("pageToken") else 0
-    except ValueError:
-        raise ApiError(400, "Invalid page_size or page_token.") from None
-    if size < 0 or size > maximum:
-        raise ApiError(400, f"Requested page size cannot exceed {maximum}.")
-    chunk = items[start:start + size]
-    token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=") \
-        if start + size < len(items) else ""
-    return chunk, token
+
 
 
 @_guard
@@ -279,7 +266,7 @@ def list_services(sb: "Sandbox", req: Request, project: str, rec: dict):
         names = [s for s in known if s not in rec["enabled"]]
     else:
         names = known
-    chunk, token = _page(req, names)
+    chunk, token = google_page(req, names, 50, 200)
     resp = service_usage_v1.ListServicesResponse(services=[_service_msg(rec, s) for s in chunk],
                                                  next_page_token=token)
     return Response(200, service_usage_v1.ListServicesResponse.to_json(
