@@ -42,6 +42,30 @@ def sandbox(tmp_path):
     sb.stop()
 
 
+def _urls(target) -> dict[str, str]:
+    return target if isinstance(target, dict) else target.urls()
+
+
+def admin(target, method: str, path: str, body=None):
+    """Call the sandbox's admin API (`target`: a Sandbox or its URL map); JSON decoded, else text."""
+    req = urllib.request.Request(_urls(target)["admin"] + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+        ctype = resp.headers.get("Content-Type", "")
+    return json.loads(raw) if "json" in ctype else raw.decode()
+
+
+def client_options(target, api: str) -> dict:
+    """Keyword arguments that point an official Google client at one of the sandbox's APIs."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return {"transport": "rest", "credentials": AnonymousCredentials(),
+            "client_options": ClientOptions(api_endpoint=_urls(target)[api])}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import TEST_ENVIRONMENTS
+from tests.conftest import TEST_ENVIRONMENTS, admin
 
 SANDBOX_GKE = {
     "cluster": {"name": "ai-dev", "projectID": "gpuplat-test", "location": "us-central1-a"},
@@ -21,16 +20,11 @@ SANDBOX_GKE = {
 
 
 class Admin:
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, urls: dict):
+        self.urls = urls
 
     def call(self, method: str, path: str, body=None):
-        req = urllib.request.Request(self.url + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw and resp.headers.get("Content-Type", "").startswith("application/json") else raw
+        return admin(self.urls, method, path, body)
 
     def calls(self) -> dict:
         return self.call("GET", "/sandbox/calls")
@@ -49,7 +43,7 @@ class Gpuplat:
         from resources import GpuplatResource
 
         self.sandbox = sandbox
-        self.admin = Admin(sandbox.urls()["admin"])
+        self.admin = Admin(sandbox.urls())
         self.instance = DagsterInstance.ephemeral()
         self.resource = GpuplatResource(kube_dir=str(tmp_path / "kube"), sandbox_state_dir=str(sandbox.state_dir))
         self.tmp_path = tmp_path

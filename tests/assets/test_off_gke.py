@@ -102,7 +102,7 @@ def test_hetzner_reduces_two_default_storage_classes_to_one_and_rematerializes_w
 
 def _hetzner_api(gp):
     path = gp.tmp_path / "hetzner-sb.kubeconfig"
-    path.write_text(gp.admin.call("GET", "/sandbox/kubeconfig?cluster=hetzner-gpu").decode())
+    path.write_text(gp.admin.call("GET", "/sandbox/kubeconfig?cluster=hetzner-gpu"))
     return config.new_client_from_config(config_file=str(path), persist_config=False)
 
 

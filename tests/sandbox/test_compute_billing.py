@@ -8,28 +8,20 @@ import urllib.request
 
 import pytest
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import billing_v1, compute_v1, container_v1
 
 from sandbox import compute
+from tests.conftest import admin, client_options as opts
 
 PROJECT = "gpuplat-test"
 REGION = "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 
 
-def opts(sandbox, api: str) -> dict:
-    return {"transport": "rest", "credentials": AnonymousCredentials(),
-            "client_options": ClientOptions(api_endpoint=sandbox.urls()[api])}
 
 
-def admin(sandbox, method: str, path: str, body=None):
-    req = urllib.request.Request(sandbox.urls()["admin"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+
+
 
 
 def quotas(msg) -> dict[str, tuple[float, float]]:

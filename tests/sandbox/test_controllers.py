@@ -15,6 +15,7 @@ import kubernetes
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from tests.conftest import admin
 
 BYO = "byo-gpu"
 HETZNER = "hetzner-gpu"
@@ -25,15 +26,7 @@ HOST_PROFILE = "sandbox.gpuplat.io/host-profile"
 
 
 # ---- helpers shared with test_autoscaler.py ------------------------------------------------------------
-def admin(sb, method: str, path: str, body=None):
-    """Call the sandbox admin API; returns the decoded JSON (or text)."""
-    req = urllib.request.Request(sb.urls()["admin"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-        ctype = resp.headers.get("Content-Type", "")
-    return json.loads(raw) if "json" in ctype else raw.decode()
+
 
 
 def admin_error(sb, method: str, path: str, body=None) -> tuple[int, dict]:

@@ -9,12 +9,11 @@ import urllib.request
 
 import pytest
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry, if_exception_type
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1, secretmanager_v1, service_usage_v1
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from tests.conftest import admin, client_options as opts
 
 PROJECT = "gpuplat-test"
 PARENT = f"projects/{PROJECT}/locations/us-central1"
@@ -22,18 +21,10 @@ CLUSTER = f"{PARENT}/clusters/c1"
 AUTOMATIC = secretmanager_v1.Replication(automatic=secretmanager_v1.Replication.Automatic())
 
 
-def opts(urls: dict, api: str) -> dict:
-    return {"transport": "rest", "credentials": AnonymousCredentials(),
-            "client_options": ClientOptions(api_endpoint=urls[api])}
 
 
-def admin(urls: dict, method: str, path: str, body=None):
-    req = urllib.request.Request(urls["admin"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-        return json.loads(raw) if "json" in resp.headers.get("Content-Type", "") else raw.decode()
+
+
 
 
 def fault(urls: dict, api: str, method: str, kind: str, count: int = 1) -> None:

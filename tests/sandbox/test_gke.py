@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from sandbox import gke
+from tests.conftest import admin
 
 PROJECT = "gpuplat-test"
 REGION = "us-central1"
@@ -30,13 +31,7 @@ def gke_client(sandbox) -> container_v1.ClusterManagerClient:
         client_options=ClientOptions(api_endpoint=sandbox.urls()["container"]))
 
 
-def admin(sandbox, method: str, path: str, body=None):
-    req = urllib.request.Request(sandbox.urls()["admin"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-        return json.loads(raw) if "json" in resp.headers.get("Content-Type", "") else raw.decode()
+
 
 
 def raw_get(url: str) -> tuple[int, dict]:

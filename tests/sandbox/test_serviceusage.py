@@ -13,6 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import service_usage_v1
 
 from sandbox import serviceusage
+from tests.conftest import admin
 
 PROJECT = "projects/gpuplat-test"
 State = service_usage_v1.State
@@ -24,12 +25,7 @@ def su_client(sandbox) -> service_usage_v1.ServiceUsageClient:
         client_options=ClientOptions(api_endpoint=sandbox.urls()["serviceusage"]))
 
 
-def admin(sandbox, method: str, path: str, body=None):
-    req = urllib.request.Request(sandbox.urls()["admin"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+
 
 
 def raw_get(url: str):

@@ -108,7 +108,7 @@ def test_the_daemon_sees_injected_drift_and_its_run_fixes_it(deployment):
 
         _wait(ticked, 120, "the drift sensor's first finished tick", on_timeout=daemon_log)
 
-        Admin(d["urls"]["admin"]).call("POST", "/sandbox/gke/drift/node-pool", {
+        Admin(d["urls"]).call("POST", "/sandbox/gke/drift/node-pool", {
             "cluster": POOL.rsplit("/nodePools/", 1)[0], "nodePool": "gpu-l4",
             "patch": {"autoscaling": {"minNodeCount": 1}}})
         injected = time.monotonic()
