@@ -880,14 +880,18 @@ def _validate_autoscaling(auto: dict) -> dict:
     return auto
 
 
+def _valid_name(name: str, message: str, noun: str) -> str:
+    if not name:
+        raise ApiError(400, f"{message}.name must be specified.")
+    if not NAME_RE.match(name):
+        raise ApiError(400, f"Invalid {noun} name \"{name}\": must match regex [a-z]([-a-z0-9]*[a-z0-9])? and be "
+                            f"at most 40 characters.")
+    return name
+
+
 def _build_pool(sb: "Sandbox", cluster_key: str, cluster: dict, spec: dict) -> dict:
     pool = copy.deepcopy(spec)
-    name = pool.get("name", "")
-    if not name:
-        raise ApiError(400, "NodePool.name must be specified.")
-    if not NAME_RE.match(name):
-        raise ApiError(400, f"Invalid node pool name \"{name}\": must match regex [a-z]([-a-z0-9]*[a-z0-9])? "
-                            f"and be at most 40 characters.")
+    name = _valid_name(pool.get("name", ""), "NodePool", "node pool")
     if int(pool.get("initialNodeCount", 0)) < 0:
         raise ApiError(400, "NodePool.initial_node_count must be >= 0.")
     cfg = pool.setdefault("config", {})
@@ -954,12 +958,7 @@ def _initial_size(pool: dict) -> int:
 
 def _build_cluster(sb: "Sandbox", project: str, location: str, spec: dict) -> dict:
     cl = copy.deepcopy(spec)
-    name = cl.get("name", "")
-    if not name:
-        raise ApiError(400, "Cluster.name must be specified.")
-    if not NAME_RE.match(name):
-        raise ApiError(400, f"Invalid cluster name \"{name}\": must match regex [a-z]([-a-z0-9]*[a-z0-9])? and "
-                            f"be at most 40 characters.")
+    name = _valid_name(cl.get("name", ""), "Cluster", "cluster")
     key = _cluster_key(project, location, name)
     pools = cl.pop("nodePools", [])
     initial = int(cl.pop("initialNodeCount", 0))
