@@ -7,7 +7,7 @@
 #   $OUT/preflight.json   the probe's report (one JSON object)
 #   $OUT/preflight.err    the probe's stderr (empty unless it broke)
 #   $OUT/raw.txt          `### <command>` / output / `### rc=N` blocks, the format of
-#                         shared/fixtures/gpu-hosts/*/host-facts.txt (parse_command_blocks reads it)
+#                         tests/fixtures/gpu-hosts/*/host-facts.txt (parse_command_blocks reads it)
 #   $OUT/nvidia-smi-q.xml `nvidia-smi -q -x`, as a file, to diff against the fixture's
 # A missing tool is recorded (rc 127) and never fails the script; only a probe that crashes does.
 set -u

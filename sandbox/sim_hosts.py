@@ -34,7 +34,7 @@ HETZNER_CLUSTER = "hetzner-gpu"
 DEFAULT_SC_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 SECURE_BOOT_STATES = ("enabled", "disabled", "unknown")
 
-# The real H100 host captured in shared/fixtures/gpu-hosts/h100-ubuntu2404: driver preinstalled
+# The real H100 host captured in tests/fixtures/gpu-hosts/h100-ubuntu2404: driver preinstalled
 # (open kernel module 580.159.04, CUDA 13.0), no headers for its kernel, no UEFI.
 H100_UBUNTU2404 = {
     "gpu": {"model": "NVIDIA H100 80GB HBM3", "count": 1, "computeCapability": "9.0", "architecture": "Hopper",

@@ -1,7 +1,7 @@
-"""gpuplat_probe parsers against the real H100 capture in shared/fixtures, then end to end.
+"""gpuplat_probe parsers against the real H100 capture in tests/fixtures, then end to end.
 
-The capture's README lists what a correct preflight concludes; each fact is asserted here.
-GPUPLAT_FIXTURES, if set, is the fixtures root (the folder holding gpu-hosts/).
+The capture (a measurement of a real H100 host, copied with its README) lists what a correct
+preflight concludes; each fact is asserted here.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ from gpuplat_probe.collect import collect
 from gpuplat_probe.verdict import preflight
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("GPUPLAT_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures")
-H100 = FIXTURES / "gpu-hosts" / "h100-ubuntu2404"
-
-if not (H100 / "README.md").is_file():
-    pytest.fail(f"real H100 capture not found at {H100} (set GPUPLAT_FIXTURES)", pytrace=False)
+H100 = REPO_ROOT / "tests" / "fixtures" / "gpu-hosts" / "h100-ubuntu2404"
 
 
 def capture(name: str) -> str:
