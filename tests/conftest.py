@@ -24,10 +24,42 @@ TEST_ENVIRONMENTS = Path(tempfile.mkdtemp(prefix="gpuplat-test-envs-"))
 ENV_NAMES = ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken")
 for _name in ENV_NAMES:
     (TEST_ENVIRONMENTS / _name).mkdir()
-    (TEST_ENVIRONMENTS / _name / "config.yaml").write_text("cluster: {projectID: placeholder}\n")
+    (TEST_ENVIRONMENTS / _name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
 os.environ["GPUPLAT_ENVIRONMENTS"] = str(TEST_ENVIRONMENTS)
 
 from sandbox.app import Sandbox  # noqa: E402
+
+# A user's platform fork (the seed platform's own files). Only the tests that check gpuplat against a
+# real fork read one; everything else a test needs lives in this project. Default: the seed platform
+# snapshot beside the project, where developers and CI have it.
+FORK_VAR = "GPUPLAT_PLATFORM_FORK"
+DEFAULT_FORK = ROOT.parent / "shared" / "fixtures" / "seed-platform"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--platform-fork", default=None,
+                     help=f"a checkout of the seed platform (or your fork) for the fork tests; also {FORK_VAR}; "
+                          f"default {DEFAULT_FORK} when it exists")
+
+
+def fork_path(config) -> Path | None:
+    given = config.getoption("--platform-fork") or os.environ.get(FORK_VAR)
+    if given:
+        return Path(given).resolve()
+    return DEFAULT_FORK if DEFAULT_FORK.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def platform_fork(request) -> Path:
+    """The platform fork the fork tests run against; they skip, saying how to run them, without one."""
+    path = fork_path(request.config)
+    if path is None:
+        pytest.skip(f"no platform fork: run with --platform-fork PATH (or {FORK_VAR}=PATH) pointing at a checkout "
+                    f"of the seed platform to run the fork tests")
+    if not (path / "clusters").is_dir() or not (path / "environments").is_dir():
+        pytest.fail(f"{path} is not a platform checkout: it has no clusters/ and environments/", pytrace=False)
+    return path
+
 
 EPHEMERAL = {name: 0 for name in ("container", "serviceusage", "secretmanager", "compute", "kubernetes", "admin",
                                   "billing")}
