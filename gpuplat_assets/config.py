@@ -9,6 +9,7 @@ pool `gpu-l4` on `g2-standard-4` with one `nvidia-l4`, 0..1, 100 GB.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,15 +22,44 @@ CONFIG_FILE = "config.yaml"
 ESO_PROVIDER_DOCS = "https://external-secrets.io/latest/provider/"
 
 
+class _KeyError(ValueError):
+    """A rule about one key: carries the key path and the bad value for the message."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
 class _Strict(BaseModel):
     # A typo'd key must fail loudly: the seed's users copy configs between forks.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# GKE's rule for cluster names: lowercase letters, digits and hyphens, a letter first, at most 40.
+CLUSTER_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
+# A GCP region (us-central1, northamerica-northeast1) or one of its zones (us-central1-a).
+GCP_LOCATION = re.compile(r"^[a-z]+-[a-z]+[0-9]+(?:-[a-z])?$")
+# ESO provider names as the seed spells them (`secret_backend`: gcpsm, or a placeholder store the user
+# fills for another provider, https://external-secrets.io/latest/provider/).
+SECRET_BACKENDS = ("gcpsm", "aws-sm", "aws-ps", "azure-kv", "vault", "openbao", "kubernetes", "akeyless",
+                   "onepassword", "bitwarden", "doppler", "infisical", "gitlab", "ibm", "oracle", "fake")
+
+
 class ClusterRef(_Strict):
-    name: str = "ai-dev"
+    # No default name: a default would let two environments silently share (adopt) one cluster.
+    name: str = ""
     projectID: str = ""
     location: str = "us-central1-a"
+
+    @model_validator(mode="after")
+    def _name_given(self):
+        if not self.name:
+            raise _KeyError("name", "", "the cluster's name (required: without it two environments could "
+                                        "adopt the same cluster)")
+        if not CLUSTER_NAME.match(self.name):
+            raise _KeyError("name", self.name, "lowercase letters, digits and hyphens, starting with a letter, "
+                                               "at most 40 characters (GKE's cluster name rule)")
+        return self
 
 
 class CpuPool(_Strict):
@@ -114,7 +144,7 @@ class SandboxSettings(_Strict):
 class EnvConfig(_Strict):
     name: str = Field("", exclude=True)
     path: str = Field("", exclude=True)
-    cluster: ClusterRef = ClusterRef()
+    cluster: ClusterRef
     repoURL: str = "https://github.com/example/gpu-inference-platform"
     repoBranch: str = "main"
     domain: str = ""
@@ -130,14 +160,18 @@ class EnvConfig(_Strict):
     @field_validator("secret_backend")
     @classmethod
     def _backend_name(cls, v: str) -> str:
-        if not v or not v.replace("-", "").replace("_", "").isalnum():
-            raise ValueError("allowed: gcpsm or another ESO backend name such as vault, aws-sm, azure-kv, kubernetes")
+        if v not in SECRET_BACKENDS:
+            raise ValueError(f"one of {', '.join(SECRET_BACKENDS)} (gcpsm is seeded by gpuplat; any other is a "
+                             f"store whose provider block you fill yourself)")
         return v
 
     @model_validator(mode="after")
     def _substrate_rules(self):
         sub = self.substrate
         if sub.kind == "gke":
+            if not GCP_LOCATION.match(self.cluster.location):
+                raise _KeyError("cluster.location", self.cluster.location,
+                                "a GCP zone such as us-central1-a or a region such as us-central1")
             if not self.cluster.projectID:
                 raise _KeyError("cluster.projectID", "", "a GCP project id (required when substrate.kind is gke)")
             if self.gpu_stack == "operator":
@@ -186,21 +220,14 @@ class EnvConfig(_Strict):
         return bool(v)
 
 
-class _KeyError(ValueError):
-    """A rule about one key: carries the key path and the bad value for the message."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(allowed)
-        self.key, self.value, self.allowed = key, value, allowed
-
-
 class ConfigError(Exception):
-    """One clear message: file, key path, bad value, what is allowed."""
+    """One clear message: file, key path (or line), bad value, what is allowed."""
 
-    def __init__(self, path: str, key: str, value: Any, allowed: str):
+    def __init__(self, path: str, key: str, value: Any, allowed: str, problem: str = ""):
         self.path, self.key, self.value, self.allowed = path, key, value, allowed
         shown = "(missing)" if value == "" or value is None else repr(value)
-        super().__init__(f"{path}: {key}: {shown} is not allowed; allowed: {allowed}")
+        # `problem` replaces "<value> is not allowed" where the file itself is the problem.
+        super().__init__(f"{path}: {key}: {problem or f'{shown} is not allowed'}; allowed: {allowed}")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
@@ -227,6 +254,9 @@ def _error_from_validation(path: str, exc: ValidationError) -> ConfigError:
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         return ConfigError(path, key, err.get("input"), f"one of the known keys: {_allowed_keys(EnvConfig, loc)}")
+    if err["type"] == "missing":
+        needed = "a mapping with name, projectID and location" if key == "cluster" else "a value"
+        return ConfigError(path, key, None, f"{needed} (required)")
     if err["type"] == "literal_error":
         return ConfigError(path, key, err.get("input"), (err.get("ctx") or {}).get("expected", err["msg"]))
     return ConfigError(path, key, err.get("input"), err["msg"].removeprefix("Value error, "))
@@ -243,15 +273,77 @@ def parse_config(name: str, path: str, raw: Any) -> EnvConfig:
         raise _error_from_validation(path, exc) from None
 
 
-def load_config(path: Path) -> EnvConfig:
-    text = path.read_text()
+def _read_text(path: Path) -> str:
+    where = str(path)
+    if path.is_dir():
+        raise ConfigError(where, "(file)", None, f"a YAML file named {CONFIG_FILE}",
+                          problem="is a directory, not a file")
     try:
-        raw = yaml.safe_load(text)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(where, "(file)", None, "a readable file", problem=f"cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(where, f"line {line}", None, "UTF-8 text (save the file as UTF-8)",
+                          problem=f"byte 0x{data[exc.start]:02x} is not UTF-8") from None
+    if not text.strip():
+        raise ConfigError(where, "(file)", None, "a YAML mapping with at least cluster.name and cluster.projectID",
+                          problem="the file is empty")
+    return text
+
+
+def _yaml_error(where: str, exc: yaml.YAMLError) -> ConfigError:
+    # An unclosed bracket or quote is noticed lines later (often at the end of the file): the line
+    # to fix is where it was opened, which YAML calls the context.
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = context_mark or problem_mark
+    line = f"line {mark.line + 1}" if mark else "(unknown line)"
+    text = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if context_mark and problem_mark and context_mark.line != problem_mark.line:
+        text = f"{getattr(exc, 'context', '')}: {text} on line {problem_mark.line + 1}"
+    return ConfigError(where, line, None, "valid YAML", problem=text)
+
+
+def _reject_duplicate_keys(where: str, node: yaml.Node, path: tuple[str, ...] = ()) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a config must say one thing once."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dotted = ".".join((*path, key))
+                raise ConfigError(where, dotted, None, "each key once per mapping",
+                                  problem=f"defined twice (line {seen[key] + 1} and line {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line
+            _reject_duplicate_keys(where, value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(where, item, (*path, str(i)))
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file as data, every problem of the file (not UTF-8, empty, a directory, invalid YAML,
+    a key defined twice) as one `ConfigError` naming the file and the line."""
+    where = str(path)
+    text = _read_text(path)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _reject_duplicate_keys(where, node)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(unknown line)"
-        raise ConfigError(str(path), where, getattr(exc, "problem", str(exc)), "valid YAML") from None
-    return parse_config(path.parent.name, str(path), raw)
+        raise _yaml_error(where, exc) from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: Path) -> EnvConfig:
+    return parse_config(path.parent.name, str(path), load_yaml(path))
 
 
 def environments_dir() -> Path:
@@ -289,5 +381,8 @@ def load_environment(name: str, root: Path | None = None) -> EnvConfig:
     root = root or environments_dir()
     path = root / name / CONFIG_FILE
     if not path.exists():
-        raise ConfigError(str(path), "(file)", name, f"an environment folder under {root} with a {CONFIG_FILE}")
+        found = sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")) if root.is_dir() else []
+        raise ConfigError(str(path), "(file)", None,
+                          f"one of the environments under {root.resolve()} ({ENVIRONMENTS_VAR}): "
+                          f"{', '.join(found) or 'none found'}", problem=f"no environment named {name!r}")
     return load_config(path)

@@ -197,7 +197,7 @@ def test_a_broken_environment_fails_with_its_config_message_and_the_healthy_one_
     from tests.conftest import TEST_ENVIRONMENTS
 
     (TEST_ENVIRONMENTS / "broken" / "config.yaml").write_text(
-        "cluster: {projectID: p}\nsubstrate: {kind: gke, sandbox: true, gpu_pool: {min: 3, max: 1}}\n")
+        "cluster: {name: ai-dev, projectID: p}\nsubstrate: {kind: gke, sandbox: true, gpu_pool: {min: 3, max: 1}}\n")
     broken = gp.materialize(select=["apis_enabled"], env="broken", raise_on_error=False)
     assert not broken.success
     failure = next(e for e in broken.all_events if e.event_type_value == "STEP_FAILURE")

@@ -12,7 +12,7 @@ from resources.models import ClusterState, NodePoolState, Quota, Taint
 
 
 def env(**over):
-    raw = {"cluster": {"projectID": "proj"}}
+    raw = {"cluster": {"name": "ai-dev", "projectID": "proj"}}
     for k, v in over.items():
         raw[k] = v
     return parse_config("e", "environments/e/config.yaml", raw)
@@ -145,20 +145,46 @@ def test_quota_metric_names(acc, metric):
 
 
 # ---- secrets_seeded ----------------------------------------------------------------------------------------
-def test_every_internal_secret_is_created_once_and_dex_admin_as_a_pair():
+def test_the_seed_secret_set_is_created_once_whatever_the_features_and_dex_admin_as_a_pair():
+    """The set of the seed's scripts/seed-secrets.sh: its HEX_KEYS, the cookie secret, Dex's admin pair."""
+    for features in ({}, {"n8n": True}, {"n8n": False, "identity": False}):
+        spec = secrets_seeded.desired_secrets(env(features=features))
+        actions = secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, ()))
+        targets = [a.target for a in actions]
+        assert "secret n8n-encryption-key" in targets and "secret dex-tabby-client-secret" in targets
+        assert "secret dex-n8n-client-secret" not in targets
+        assert sum("client-secret" in t for t in targets) == 6
+        assert targets[-1] == "secrets dex-admin-password + dex-admin-hash"
+        assert len(targets) == 14
+        present = tuple(spec.all_names)
+        assert secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, present, (), "matches")) == []
+
+
+@pytest.mark.parametrize("present, versionless, dex_hash, expected", [
+    pytest.param(("litellm-salt-key", "dex-admin-password", "dex-admin-hash"), ("litellm-master-key",), "matches",
+                 ("update", "secret litellm-master-key", "version"),
+                 id="a secret without an enabled version gets one"),
+    pytest.param(("dex-admin-password",), (), "", ("create", "secret dex-admin-hash", ""),
+                 id="a password without its hash gets the hash derived from it"),
+    pytest.param(("dex-admin-password", "dex-admin-hash"), (), "differs", ("update", "secret dex-admin-hash", "version"),
+                 id="a hash that does not verify the password is derived again"),
+    pytest.param(("dex-admin-hash",), ("dex-admin-password",), "", ("cannot-fix", "secret dex-admin-password", ""),
+                 id="a hash without its password needs a human: bcrypt is one-way"),
+])
+def test_secrets_that_are_not_whole_are_repaired(present, versionless, dex_hash, expected):
     spec = secrets_seeded.desired_secrets(env())
-    actions = secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, ()))
-    targets = [a.target for a in actions]
-    assert "secret litellm-master-key" in targets and "secret oauth2-proxy-cookie-secret" in targets
-    assert sum("client-secret" in t for t in targets) == 6
-    assert targets[-1] == "secrets dex-admin-password + dex-admin-hash"
-    assert "secret n8n-encryption-key" not in targets
-    present = tuple(spec.all_names)
-    assert secrets_seeded.plan_secrets(spec, secrets_seeded.SecretsObserved(True, present)) == []
+    others = tuple(n for n in spec.internal_names if n not in (*present, *versionless, *secrets_seeded.DEX_ADMIN))
+    observed = secrets_seeded.SecretsObserved(True, (*others, *present), versionless, dex_hash)
+    (action,) = secrets_seeded.plan_secrets(spec, observed)
+    assert (action.kind, action.target, action.field) == expected
 
 
-def test_n8n_adds_its_encryption_key():
-    assert ("n8n-encryption-key", "hex32") in secrets_seeded.desired_secrets(env(features={"n8n": True})).internal
+def test_the_dex_hash_is_the_seeds_form():
+    hashed = secrets_seeded.dex_hash_of(b"0123456789abcdef0123456789abcdef")
+    assert hashed.startswith(b"$2a$10$") and len(hashed) == 60
+    assert secrets_seeded.hash_verifies(b"0123456789abcdef0123456789abcdef\n", hashed)
+    assert not secrets_seeded.hash_verifies(b"other", hashed) and not secrets_seeded.hash_verifies(b"x", b"plain")
+    assert len(secrets_seeded.generate("hex32")) == 64 and len(secrets_seeded.generate("hex16")) == 32
 
 
 def test_other_backends_are_reported_never_written():
