@@ -1,7 +1,16 @@
-"""secrets_seeded: the platform's internal random secrets created once, the external ones reported.
+"""secrets_seeded: the platform's internal random secrets, the seed's set in the seed's formats; external ones reported.
 
-Create-if-absent, never overwrite, one list call to observe. Values are generated in memory at apply
-time and sent straight to the backend: they never reach a log, an event, metadata or stdout.
+The set is what the seed's `scripts/seed-secrets.sh` creates, whatever the feature flags: hex32
+values (64 hex characters), the oauth2-proxy cookie secret as hex16 (32 characters: oauth2-proxy
+needs a 16/24/32-byte secret), and Dex's admin password (hex16) with its bcrypt `$2a$` hash (cost
+10). Running the seed's script after gpuplat, or gpuplat after it, creates nothing.
+
+Create-if-absent, never overwrite, never delete. A secret counts as present only with an enabled
+version: a secret left without one (a run killed between create and add-version) reads as absent
+to External Secrets, so the next run adds a version. Dex's hash is always derived from the stored
+password, read back from the backend, so two runs racing on a blank project cannot leave a hash of
+a password nobody stored. Values are generated or compared in memory and never reach a log, an
+event, metadata or stdout.
 """
 
 from __future__ import annotations
@@ -12,13 +21,25 @@ from dataclasses import dataclass
 import bcrypt
 
 from .config import ESO_PROVIDER_DOCS, EnvConfig
-from .piece import Check, Outcome, Piece, Run
+from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
 
-DEX_CLIENTS = ("grafana", "argocd", "open-webui", "litellm", "n8n", "oauth2-proxy")
-HEX32 = "hex32"  # 32 random bytes as 64 hex chars
-HEX16 = "hex16"  # 16 random bytes as 32 hex chars (oauth2-proxy needs a 16/24/32-byte cookie secret)
-DEX_ADMIN = ("dex-admin-password", "dex-admin-hash")
+HEX32 = "hex32"  # openssl rand -hex 32: 64 hex characters
+HEX16 = "hex16"  # openssl rand -hex 16: 32 hex characters
+# The seed's HEX_KEYS and COOKIE_KEY (scripts/seed-secrets.sh), in its order.
+SEED_HEX_KEYS = ("litellm-master-key", "litellm-salt-key", "vllm-api-key", "litellm-db-password",
+                 "litellm-grafana-ro-password", "dex-oauth2-proxy-client-secret", "dex-argocd-client-secret",
+                 "dex-litellm-client-secret", "dex-grafana-client-secret", "dex-open-webui-client-secret",
+                 "dex-tabby-client-secret", "n8n-encryption-key")
+COOKIE_KEY = "oauth2-proxy-cookie-secret"
+DEX_PASSWORD = "dex-admin-password"
+DEX_HASH = "dex-admin-hash"
+DEX_ADMIN = (DEX_PASSWORD, DEX_HASH)
+# htpasswd -bnBC 10, as the seed hashes it; Dex (Go) reads the $2a$ prefix.
+BCRYPT_COST = 10
+# Concurrent first runs may each add a password version; each run ends by re-deriving the hash from
+# the latest one, so the last run to finish leaves them in agreement.
+DEX_DERIVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -29,28 +50,31 @@ class SecretsSpec:
     external: tuple[str, ...]
 
     @property
+    def internal_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.internal) + DEX_ADMIN
+
+    @property
     def all_names(self) -> tuple[str, ...]:
-        return tuple(n for n, _ in self.internal) + DEX_ADMIN + self.external
+        return self.internal_names + self.external
 
 
 @dataclass(frozen=True)
 class SecretsObserved:
     writable: bool
-    present: tuple[str, ...]  # names only, never values
+    present: tuple[str, ...]  # names with an enabled version; never values
+    versionless: tuple[str, ...] = ()  # created, but no enabled version (reads as absent)
+    # Whether the stored hash verifies the stored password: "matches", "differs", or "" when either is absent.
+    dex_hash: str = ""
 
     def owned(self) -> dict:
-        return {"writable": self.writable, "present": sorted(self.present)}
+        return {"writable": self.writable, "present": sorted(self.present), "versionless": sorted(self.versionless),
+                "dex_hash": self.dex_hash}
 
 
 # ---- desired ------------------------------------------------------------------------------------
 def desired_secrets(env: EnvConfig) -> SecretsSpec:
-    internal = [(n, HEX32) for n in ("litellm-master-key", "litellm-salt-key", "vllm-api-key", "litellm-db-password",
-                                     "litellm-grafana-ro-password")]
-    internal += [(f"dex-{c}-client-secret", HEX32) for c in DEX_CLIENTS]
-    if env.feature("n8n"):
-        internal.append(("n8n-encryption-key", HEX32))
-    internal.append(("oauth2-proxy-cookie-secret", HEX16))
-    return SecretsSpec(env.cluster.projectID, env.secret_backend, tuple(internal), tuple(env.substrate.external_secrets))
+    internal = tuple((n, HEX32) for n in SEED_HEX_KEYS) + ((COOKIE_KEY, HEX16),)
+    return SecretsSpec(env.cluster.projectID, env.secret_backend, internal, tuple(env.substrate.external_secrets))
 
 
 # ---- observe ------------------------------------------------------------------------------------
@@ -59,62 +83,137 @@ def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
         # gpuplat cannot write other backends: what counts is what ESO materialized in the cluster.
         names = {name for _, name in run.conn.kube.secret_names()}
         return SecretsObserved(False, tuple(n for n in spec.all_names if n in names))
-    ids = run.conn.google.secret_ids()
-    return SecretsObserved(True, tuple(n for n in spec.all_names if n in ids))
+    g = run.conn.google
+    ids = g.secret_ids()
+    existing = [n for n in spec.all_names if n in ids]
+    enabled = {n for n in existing if g.has_enabled_version(n)}
+    dex = ""
+    if set(DEX_ADMIN) <= enabled:
+        dex = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD), g.access_secret(DEX_HASH)) else "differs"
+    return SecretsObserved(True, tuple(n for n in existing if n in enabled),
+                           tuple(n for n in existing if n not in enabled), dex)
+
+
+def hash_verifies(password: bytes | None, hashed: bytes | None) -> bool:
+    if not password or not hashed:
+        return False
+    try:
+        return bcrypt.checkpw(password.strip(), hashed.strip())
+    except ValueError:  # not a bcrypt hash at all
+        return False
 
 
 # ---- plan ---------------------------------------------------------------------------------------
 def plan_secrets(spec: SecretsSpec, observed: SecretsObserved) -> list[Action]:
     if not observed.writable:
         return []
-    present = set(observed.present)
-    actions = [Action("create", f"secret {name}", desired=f"random ({gen})", args={"generator": gen})
-               for name, gen in spec.internal if name not in present]
-    dex = [n for n in DEX_ADMIN if n in present]
-    if not dex:
-        actions.append(Action("create", "secrets dex-admin-password + dex-admin-hash", desired="random + bcrypt $2a$",
-                              args={"generator": "dex-admin"}))
-    elif len(dex) == 1:
-        missing = next(n for n in DEX_ADMIN if n not in present)
-        actions.append(Action("cannot-fix", f"secret {missing}", observed="absent while its pair exists",
-                              remedy="the password and its hash are created together; delete the remaining one in "
-                                     "Secret Manager to let gpuplat create both"))
+    present, versionless = set(observed.present), set(observed.versionless)
+    actions = []
+    for name, gen in spec.internal:
+        if name in versionless:
+            actions.append(Action("update", f"secret {name}", "version", desired="an enabled version",
+                                  observed="none (reads as absent)", args={"generator": gen, "name": name}))
+        elif name not in present:
+            actions.append(Action("create", f"secret {name}", desired=f"random ({gen})",
+                                  args={"generator": gen, "name": name}))
+    has_pw, has_hash = DEX_PASSWORD in present, DEX_HASH in present
+    if has_hash and not has_pw:
+        actions.append(Action("cannot-fix", f"secret {DEX_PASSWORD}", observed="absent while its hash exists",
+                              remedy="bcrypt is one-way, so the password cannot be recovered from the hash: rotate "
+                                     f"the admin (the seed's make reset-dex-admin), or disable every version of "
+                                     f"{DEX_HASH} to let gpuplat create a new pair"))
+    elif not has_pw:
+        actions.append(Action("create", f"secrets {DEX_PASSWORD} + {DEX_HASH}",
+                              desired="random (hex16) + its bcrypt $2a$ hash", args={"dex": True}))
+    elif not has_hash:
+        actions.append(Action("create", f"secret {DEX_HASH}", desired=f"bcrypt $2a$ of the stored {DEX_PASSWORD}",
+                              args={"dex": True}))
+    elif observed.dex_hash == "differs":
+        actions.append(Action("update", f"secret {DEX_HASH}", "version", desired=f"verifies {DEX_PASSWORD}",
+                              observed="does not verify it", args={"dex": True}))
     return actions
 
 
 # ---- apply --------------------------------------------------------------------------------------
-def _generate(generator: str) -> bytes:
+def generate(generator: str) -> bytes:
     return pysecrets.token_hex(32 if generator == HEX32 else 16).encode()
+
+
+def dex_hash_of(password: bytes) -> bytes:
+    # bcrypt writes $2b$; Dex (Go's bcrypt) wants $2a$, the same algorithm under the older prefix.
+    return b"$2a$" + bcrypt.hashpw(password, bcrypt.gensalt(rounds=BCRYPT_COST))[4:]
+
+
+def ensure_version(g, name: str, value) -> bool:
+    """Create the secret if absent and give it a version if it has none; True when a version was added.
+    `value` is called only when a version is needed, so no value is generated for nothing."""
+    g.create_secret(name)
+    if g.has_enabled_version(name):  # another run (or the seed's script) got there first
+        return False
+    g.add_secret_version(name, value())
+    return True
+
+
+def ensure_dex_admin(g) -> int:
+    """The password once, then a hash derived from the password as stored (not as generated here)."""
+    added = int(ensure_version(g, DEX_PASSWORD, lambda: generate(HEX16)))
+    for _ in range(DEX_DERIVE_ATTEMPTS):
+        password = g.access_secret(DEX_PASSWORD)
+        if password is None:
+            raise PieceError(f"{DEX_PASSWORD} has no readable version right after it was written")
+        if hash_verifies(password, g.access_secret(DEX_HASH)):
+            return added
+        g.create_secret(DEX_HASH)
+        g.add_secret_version(DEX_HASH, dex_hash_of(password.strip()))
+        added += 1
+    raise PieceError(f"{DEX_HASH} still does not verify {DEX_PASSWORD} after {DEX_DERIVE_ATTEMPTS} attempts: "
+                     f"another writer keeps changing the password")
 
 
 def apply_secrets(run: Run, spec: SecretsSpec, observed: SecretsObserved, actions: list[Action]) -> None:
     g = run.conn.google
-    created = 0
+    added = 0
     for a in actions:
-        if a.kind != "create":
+        if a.kind not in ("create", "update"):
             continue
-        if a.args["generator"] == "dex-admin":
-            password = pysecrets.token_urlsafe(24).encode()
-            # Dex reads the $2a$ form; bcrypt's $2b$ hashes are the same algorithm.
-            hashed = b"$2a$" + bcrypt.hashpw(password, bcrypt.gensalt(rounds=10))[4:]
-            created += g.create_secret("dex-admin-password", password)
-            created += g.create_secret("dex-admin-hash", hashed)
+        if a.args.get("dex"):
+            added += ensure_dex_admin(g)
         else:
-            created += g.create_secret(a.target.removeprefix("secret "), _generate(a.args["generator"]))
-    run.log.info(f"created {created} secret(s) in Secret Manager of {spec.project} (names in the plan; values never logged)")
+            added += ensure_version(g, a.args["name"], lambda gen=a.args["generator"]: generate(gen))
+    run.log.info(f"added {added} secret version(s) in Secret Manager of {spec.project} (names in the plan; values "
+                 f"never logged)")
 
 
 # ---- checks -------------------------------------------------------------------------------------
 def check_internal(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
-    wanted = [n for n, _ in spec.internal] + list(DEX_ADMIN)
+    wanted = list(spec.internal_names)
     if not observed.writable:
         # gpuplat cannot write this backend: eso_secrets_materialized says whether the keys reached the cluster.
         return Outcome(True, f"backend {spec.backend}: gpuplat does not write it; the {len(wanted)} keys it needs "
                              f"are listed by eso_secrets_materialized", {"keys": ", ".join(wanted)})
     missing = [n for n in wanted if n not in observed.present]
-    return Outcome(not missing, f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets present in Secret Manager",
+    versionless = [n for n in missing if n in observed.versionless]
+    return Outcome(not missing, f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets present in Secret "
+                                f"Manager with an enabled version",
                    {"expected": len(wanted), "missing": ", ".join(missing),
-                    "remedy": "materialize secrets_seeded" if missing else ""})
+                    "without_enabled_version": ", ".join(versionless),
+                    "remedy": "materialize secrets_seeded (it adds the missing versions)" if missing else ""})
+
+
+def check_dex_hash(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
+    if not observed.writable:
+        return Outcome(True, f"backend {spec.backend}: gpuplat neither writes nor reads it; the seed's script tells "
+                             f"you to store {DEX_HASH} as the bcrypt of {DEX_PASSWORD}")
+    if observed.dex_hash == "matches":
+        return Outcome(True, f"{DEX_HASH} verifies {DEX_PASSWORD} (bcrypt, checked in this process; neither value "
+                             f"shown)")
+    if observed.dex_hash == "differs":
+        return Outcome(False, f"{DEX_HASH} does not verify {DEX_PASSWORD}: Dex would refuse the stored password",
+                       {"remedy": f"materialize secrets_seeded: it adds a {DEX_HASH} version derived from the stored "
+                                  f"password"})
+    absent = [n for n in DEX_ADMIN if n not in observed.present]
+    return Outcome(False, f"cannot verify: {', '.join(absent)} absent or without an enabled version",
+                   {"remedy": "materialize secrets_seeded"})
 
 
 def check_materialized(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
@@ -146,12 +245,16 @@ def check_external(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig)
 
 PIECE = Piece(
     name="secrets_seeded",
-    description="The platform's internal random secrets exist (created once, never overwritten); external ones are reported.",
+    description="The platform's internal random secrets exist with an enabled version (created once, never "
+                "overwritten); external ones are reported.",
     group="secrets", kinds=frozenset({"gcp", "secretmanager"}), deps=("apis_enabled",),
-    owned_fields=("existence of each internal secret (never its value)",),
+    owned_fields=("existence of each internal secret with an enabled version (never its value)",
+                  "dex-admin-hash verifying dex-admin-password"),
     desired=desired_secrets, observe=observe_secrets, plan=plan_secrets, apply=apply_secrets,
-    checks=(Check("internal_secrets_present", "Every internal random secret exists in the backend.", check_internal,
-                  blocking=True),
+    checks=(Check("internal_secrets_present", "Every internal random secret exists in the backend with an enabled "
+                  "version.", check_internal, blocking=True),
+            Check("dex_admin_hash_matches", "dex-admin-hash is the bcrypt of dex-admin-password (verified in process, "
+                  "neither value shown).", check_dex_hash),
             Check("external_secrets_present", "Every external secret the config needs exists.", check_external),
             Check("eso_secrets_materialized", "Off gcpsm: ESO has materialized every Kubernetes Secret the platform "
                   "reads.", check_materialized)),

@@ -222,8 +222,18 @@ class Google:
                                            retry=self.retry)
         return {s.name.rsplit("/", 1)[-1] for s in pager}
 
-    def create_secret(self, secret_id: str, value: bytes) -> bool:
-        """Create the secret and its first version; an existing secret is left untouched (False)."""
+    def has_enabled_version(self, secret_id: str) -> bool:
+        """Whether the secret has a version that can be read (a secret without one reads as absent to ESO)."""
+        try:
+            pager = self._secrets.list_secret_versions(
+                request={"parent": f"projects/{self.project}/secrets/{secret_id}", "filter": "state:ENABLED",
+                         "page_size": 1}, retry=self.retry)
+            return next(iter(pager), None) is not None
+        except gexc.NotFound:
+            return False
+
+    def create_secret(self, secret_id: str) -> bool:
+        """Create the secret (no version yet); an existing secret is left untouched (False)."""
         from google.cloud import secretmanager_v1 as sm
         try:
             self._secrets.create_secret(
@@ -232,10 +242,22 @@ class Google:
                 retry=self.retry)
         except gexc.Conflict:
             return False
+        return True
+
+    def add_secret_version(self, secret_id: str, value: bytes) -> None:
         self._secrets.add_secret_version(
             request={"parent": f"projects/{self.project}/secrets/{secret_id}", "payload": {"data": value}},
             retry=self.retry)
-        return True
+
+    def access_secret(self, secret_id: str) -> bytes | None:
+        """The latest enabled version's value, or None: for comparisons made in this process only,
+        never to be logged or returned beyond the caller."""
+        try:
+            resp = self._secrets.access_secret_version(
+                name=f"projects/{self.project}/secrets/{secret_id}/versions/latest", retry=self.retry)
+        except gexc.NotFound:
+            return None
+        return resp.payload.data
 
     # ---- Compute quotas -------------------------------------------------------------------------------
     def region_quotas(self, region: str) -> dict[str, Quota]:

@@ -29,9 +29,9 @@ from .kube import KubeUnreachable
 
 # The read methods of `Google` and `Kube` (resources/google.py, resources/kube.py) whose answer is
 # a state to observe. Not here on purpose: what is polled until it changes (get_operation,
-# running_operations, pod_log) and everything that writes.
-GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "region_quotas", "project_quotas",
-                          "compute_sku_prices"})
+# running_operations, pod_log), secret values (access_secret: never kept) and everything that writes.
+GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "has_enabled_version", "region_quotas",
+                          "project_quotas", "compute_sku_prices"})
 KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get"})
 # Helpers that call nothing: they neither use nor empty the memo.
 LOCAL = frozenset({"cluster_path"})

@@ -5,7 +5,8 @@ base64-encoded beside their metadata; there is no encryption, IAM, replication o
 use the project number, as Google's do (`projects/123456789012/secrets/x`), whichever of id or
 number the caller used (`serviceusage.project_number`). Replication is accepted as given (automatic
 or user-managed) and required. `dataCrc32c`, when sent, is verified (400 on mismatch), and access
-always returns it. Nothing here deletes, disables or destroys: gpuplat never does.
+always returns it. Versions can be disabled, enabled and destroyed (as a user does by hand, which
+gpuplat must notice); list versions takes the `state:` filter. Nothing deletes a secret.
 
 Never log or print a payload: tests and callers read it through `access_secret_version` or
 `access_latest` only.
@@ -67,14 +68,6 @@ def _get(sb: "Sandbox", project: str, secret_id: str) -> tuple[str, dict]:
     if rec is None:
         raise ApiError(404, f"Secret [{name}] not found.")
     return name, rec
-
-
-
-
-
-
-
-
 
 
 def _etag(sb: "Sandbox") -> str:
@@ -187,12 +180,45 @@ def access_version(sb: "Sandbox", req: Request):
                  {"name": v["meta"]["name"], "payload": {"data": v["data"], "dataCrc32c": v["crc32c"]}})
 
 
+VERSION_STATES = ("ENABLED", "DISABLED", "DESTROYED")
+
+
+def _version_filter(req: Request) -> str | None:
+    """The one filter form gpuplat and the seed use, `state:ENABLED` (https://cloud.google.com/secret-manager/docs/filtering)."""
+    text = (req.param("filter") or "").strip()
+    if not text:
+        return None
+    m = re.fullmatch(r"state\s*[:=]\s*(\w+)", text)
+    if m is None or m.group(1).upper() not in VERSION_STATES:
+        raise ApiError(400, f"Invalid filter: {text!r} (the sandbox supports state:ENABLED|DISABLED|DESTROYED).")
+    return m.group(1).upper()
+
+
 def list_versions(sb: "Sandbox", req: Request):
     _, rec = _get(sb, req.match["project"], req.match["secret"])
-    metas = [v["meta"] for v in reversed(rec["versions"])]  # newest first, as Secret Manager lists them
+    state = _version_filter(req)
+    # Newest first, as Secret Manager lists them.
+    metas = [v["meta"] for v in reversed(rec["versions"]) if state is None or v["meta"].get("state") == state]
     chunk, token = google_page(req, metas, MAX_PAGE, MAX_PAGE)
     return emit_google(req, secretmanager_v1.ListSecretVersionsResponse,
                  {"versions": chunk, "nextPageToken": token, "totalSize": len(metas)})
+
+
+def _set_state(state: str):
+    def handler(sb: "Sandbox", req: Request):
+        name, rec = _get(sb, req.match["project"], req.match["secret"])
+        v = _resolve_version(name, rec, req.match["version"])
+        if v["meta"].get("state") == "DESTROYED":
+            raise ApiError(400, f"Secret Version [{v['meta']['name']}] is in DESTROYED state.",
+                           status="FAILED_PRECONDITION")
+        v["meta"]["state"] = state
+        v["meta"]["etag"] = _etag(sb)
+        if state == "DESTROYED":
+            v["meta"]["destroyTime"] = sb.clock.rfc3339()
+            v["data"], v["crc32c"] = "", "0"
+        sb.store.mark()
+        return emit_google(req, secretmanager_v1.SecretVersion, v["meta"])
+    return handler
 
 
 _S = r"/v1/projects/(?P<project>[^/]+)/secrets"
@@ -205,6 +231,9 @@ ROUTES = [
     Route("POST", _SID + r":addVersion", add_version, "AddSecretVersion", True),
     Route("GET", _SID + r"/versions", list_versions, "ListSecretVersions"),
     Route("GET", _V + r":access", access_version, "AccessSecretVersion"),
+    Route("POST", _V + r":disable", _set_state("DISABLED"), "DisableSecretVersion", True),
+    Route("POST", _V + r":enable", _set_state("ENABLED"), "EnableSecretVersion", True),
+    Route("POST", _V + r":destroy", _set_state("DESTROYED"), "DestroySecretVersion", True),
     Route("GET", _V, get_version, "GetSecretVersion"),
 ]
 

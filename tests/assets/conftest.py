@@ -68,7 +68,7 @@ class Gpuplat:
         return materialize([*ASSETS, *CHECKS], selection=selection, partition_key=env, instance=self.instance,
                            resources={"gpuplat": self.resource}, tags=tags or {}, raise_on_error=raise_on_error)
 
-    def drift_checks(self, env: str = "sandbox"):
+    def drift_checks(self, env: str = "sandbox", raise_on_error: bool = True):
         """The code location's checks-only job, run with the tags the schedule gives it."""
         from gpuplat_assets.definitions import defs
         from sensors.schedules import drift_checks_schedule
@@ -81,7 +81,8 @@ class Gpuplat:
         request = next(r for r in drift_checks_schedule(context)
                        if r.tags["dagster/partition"] == env)
         return defs.resolve_job_def("drift_checks").execute_in_process(
-            tags=request.tags, instance=self.instance, resources={"gpuplat": self.resource})
+            tags=request.tags, instance=self.instance, resources={"gpuplat": self.resource},
+            raise_on_error=raise_on_error)
 
     def checks(self, result) -> dict[tuple[str, str], bool]:
         return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
