@@ -29,12 +29,13 @@ from .kube import KubeUnreachable
 
 # The read methods of `Google` and `Kube` (resources/google.py, resources/kube.py) whose answer is
 # a state to observe. Not here on purpose: what is polled until it changes (get_operation,
-# running_operations, pod_log), secret values (access_secret: never kept) and everything that writes.
+# running_operations, pod_log), secret values (PASS_THROUGH) and everything that writes.
 GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "has_enabled_version", "region_quotas",
                           "project_quotas", "compute_sku_prices"})
 KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get"})
-# Helpers that call nothing: they neither use nor empty the memo.
-LOCAL = frozenset({"cluster_path"})
+# Neither remembered nor emptying the memo: helpers that call nothing, and reads whose answer must
+# not be kept (secret values).
+PASS_THROUGH = frozenset({"cluster_path", "access_secret"})
 
 
 class _Slot:
@@ -102,7 +103,7 @@ class Memo:
         if name.startswith("__"):
             raise AttributeError(name)
         value = getattr(self.wrapped, name)
-        if not callable(value) or name.startswith("_") or name in LOCAL:
+        if not callable(value) or name.startswith("_") or name in PASS_THROUGH:
             return value
         if name in self._reads:
             return lambda *args, **kwargs: self._read(name, value, args, kwargs)

@@ -55,7 +55,7 @@ class Envs:
 def envs(tmp_path) -> Envs:
     yield Envs(tmp_path / "sensor-envs")
     for name in ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken"):  # back to placeholders
-        (TEST_ENVIRONMENTS / name / "config.yaml").write_text("cluster: {projectID: placeholder}\n")
+        (TEST_ENVIRONMENTS / name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
 
 
 class Ticker:

@@ -114,7 +114,7 @@ def test_accelerator_types_map_to_billing_catalog_names(accelerator, name):
 @pytest.mark.parametrize("price, expected", [(1.35, "1.35"), (None, "no price known")])
 def test_off_gke_the_price_comes_from_the_config_or_is_said_to_be_unknown(price, expected):
     env = parse_config("rack", "/envs/rack/config.yaml", {
-        "gpu_stack": "none", "substrate": {"kind": "hetzner", "prices": {"gpu_node_per_hour": price}}})
+        "cluster": {"name": "rack"}, "gpu_stack": "none", "substrate": {"kind": "hetzner", "prices": {"gpu_node_per_hour": price}}})
     got = node_price(Run(env, conn=None, log=None), GPU_TAINTED)  # off GKE nothing is asked of a cloud
     assert (f"{got.per_hour:g}" if got.per_hour is not None else got.source).startswith(expected)
     assert got.currency == "EUR"
