@@ -8,10 +8,14 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from . import admin, billing, compute, controllers, gke, kube, secretmanager, serviceusage
+from . import admin
+from .apis import billing, compute, gke, kube_objects, secretmanager, serviceusage
 from .core import Clock, Counters, Faults, StateStore
-from .http import ApiServer, google_error
-from .kubestore import KubeStore
+from .sims import controllers
+from .stores.kube import KubeStore
+from .wire.google import google_error
+from .wire.http import ApiServer
+from .wire.kube import render_error, resolve_cluster_path
 
 # Fixed default ports, so the Dagster webserver, daemon and run workers of one project find the
 # same sandbox; tests pass ephemeral ports instead.
@@ -45,8 +49,8 @@ class Sandbox:
                                        ports["secretmanager"]),
             "compute": ApiServer(self, "compute", compute.ROUTES, google_error, ports["compute"]),
             "billing": ApiServer(self, "billing", billing.ROUTES, google_error, ports["billing"]),
-            "kubernetes": ApiServer(self, "kubernetes", kube.ROUTES, kube.render_error, ports["kubernetes"],
-                                    resolve=kube.resolve_cluster_path),
+            "kubernetes": ApiServer(self, "kubernetes", kube_objects.ROUTES, render_error, ports["kubernetes"],
+                                    resolve=resolve_cluster_path),
             "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
         }
         with self.store.lock:

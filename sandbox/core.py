@@ -1,4 +1,9 @@
-"""Shared machinery of the sandbox: simulated clock, faults, call counters, persisted state."""
+"""The sandbox's bottom layer: errors, simulated clock, faults, call counters, persisted state.
+
+Nothing here imports another sandbox module. `SandboxContext` is what every layer above sees of
+the running sandbox (its state, clock and per-cluster Kubernetes stores): the handlers of the APIs
+are typed against it, so they never import the app that wires them together.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # Google's canonical error codes, as the REST transport reports them in `error.status`.
 GOOGLE_STATUS = {
@@ -162,3 +167,27 @@ class StateStore:
         tmp.write_text(json.dumps(self.data, separators=(",", ":")))
         os.replace(tmp, self.path)
         self.dirty = False
+
+
+class SandboxContext(Protocol):
+    """The running sandbox as the layers above `core` see it (implemented by `app.Sandbox`)."""
+
+    store: StateStore
+    clock: Clock
+    faults: Faults
+    counters: Counters
+    stopped: threading.Event
+
+    def kube(self, cluster_id: str) -> Any:
+        """The `stores.kube.KubeStore` of one cluster."""
+
+    def kube_cluster_ids(self) -> list[str]: ...
+
+    def kube_server_url(self, cluster_id: str) -> str: ...
+
+    def reconcile(self) -> None:
+        """Run the simulated controllers once (a handler that made something due asks for it)."""
+
+    def advance_clock(self, seconds: float) -> float: ...
+
+    def urls(self) -> dict[str, str]: ...

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import controllers, gke, kube
-from .core import ApiError
-from .http import Request, Response, Route
-from .sim_util import resolve_cluster
+from ..core import ApiError
+from ..sims import controllers
+from ..sims.util import resolve_cluster
+from ..wire.http import Request, Response, Route
+from . import gke, google, kube
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 
 def calls(sb: "Sandbox", req: Request):
@@ -96,6 +97,7 @@ ROUTES = [
     Route("POST", r"/sandbox/reconcile", reconcile, "reconcile"),
     Route("POST", r"/sandbox/shutdown", shutdown, "shutdown"),
     *gke.ADMIN_ROUTES,
+    *google.ADMIN_ROUTES,
     *kube.ADMIN_ROUTES,
     *controllers.ADMIN_ROUTES,
 ]

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from google.cloud import billing_v1
 
-from .core import ApiError
-from .http import Request, Route, emit_google, google_page
+from ..core import ApiError
+from ..wire.google import emit_google, google_page
+from ..wire.http import Request, Route
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 COMPUTE_SERVICE = "6F81-5844-456A"
 GKE_SERVICE = "CCD8-9BF1-090E"
@@ -89,12 +90,6 @@ def _sku(row) -> dict:
         "serviceProviderName": "Google",
         "geoTaxonomy": {"type": "MULTI_REGIONAL", "regions": list(regions)},
     }
-
-
-
-
-
-
 
 
 def list_services(sb: "Sandbox", req: Request):

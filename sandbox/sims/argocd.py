@@ -12,16 +12,15 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from .core import ApiError
-from .http import Request, Route
-from .kubestore import KubeStore
-from .sim_util import (RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT, RT_JOB, RT_POD, RT_STATEFULSET, condition,
-                       crd, ensure, ensure_crd, ensure_namespace, fits_node, has_crd, image_id, kube_clusters,
-                       match_selector, owner_ref, resolve_cluster, scan, short_hash, sim_meta, write_fields,
-                       write_meta, write_status)
+from ..core import ApiError
+from ..wire.http import Request, Route
+from ..stores.kube import KubeStore, RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT, RT_JOB, RT_POD, RT_STATEFULSET
+from .util import (condition, crd, ensure, ensure_crd, ensure_namespace, fits_node, has_crd, image_id, kube_clusters,
+                   match_selector, owner_ref, resolve_cluster, scan, short_hash, sim_meta, write_fields, write_meta,
+                   write_status)
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 ARGOCD_NS = "argocd"
 BOOTSTRAP_LABEL = ("app.kubernetes.io/name", "argocd-bootstrap")

@@ -5,9 +5,9 @@
   `nvidia.com/gpu` it asks for; the simulated kubelet then reports it Running. A pod that fits
   nowhere gets one `FailedScheduling` event (and the `PodScheduled=False` condition).
 - **Cluster autoscaler, scale-up**: a pod requesting `nvidia.com/gpu` that fits no node makes the
-  autoscaler look for an autoscaled GPU pool whose template node would take it (`gke.
-  pool_node_template`), ask `gke.gpu_nodes_allowed` (max size, quota, injected stockouts) and grow
-  the pool by one node (`gke.resize_pool`). A refusal is reported once per pod and reason as the
+  autoscaler look for an autoscaled GPU pool whose template node would take it (`gke_nodes.
+  pool_node_template`), ask `gke_nodes.gpu_nodes_allowed` (max size, quota, injected stockouts) and grow
+  the pool by one node (`gke_nodes.resize_pool`). A refusal is reported once per pod and reason as the
   real autoscaler does: `NotTriggerScaleUp` (no pool could take it, max reached) or `FailedScaleUp`
   (quota, stockout). A successful one posts `TriggeredScaleUp`.
 - **Cluster autoscaler, scale-down**: a node of an autoscaled GPU pool with no pod requesting
@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .kubestore import KubeStore
-from .sim_util import (GPU, GKE_POOL_LABEL, RT_NODE, RT_POD, fits_node, gke_cluster_kube_id, gpu_request,
-                       kube_clusters, match_selector, node_gpus, pod_active, record_event, running_status, scan,
-                       sim_meta, write_fields, write_status)
+from ..stores import gke as gke_store
+from ..stores.kube import KubeStore, RT_NODE, RT_POD
+from . import gke_nodes
+from .util import (GPU, GKE_POOL_LABEL, fits_node, gke_cluster_kube_id, gpu_request, kube_clusters, match_selector,
+                   node_gpus, pod_active, record_event, running_status, scan, sim_meta, write_fields, write_status)
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 DEFAULT_SCALE_DOWN_WINDOW_S = 600
 MAX_NODE_PROVISION_TIME_S = 900  # the autoscaler's --max-node-provision-time default (15 min)
@@ -68,11 +69,10 @@ def _told(sb: "Sandbox", kube: KubeStore, pod: dict, reason: str, message: str, 
 # ---- scheduling ------------------------------------------------------------------------------------
 def _gke_pools(sb: "Sandbox", kube: KubeStore, cache: dict) -> tuple[str | None, list[dict]]:
     """(GKE cluster name, its pools) behind a kube cluster; (None, []) off GKE. Read once per tick."""
-    from . import gke
 
     if "pools" not in cache:
         by_kube: dict[str, tuple[str, list[dict]]] = {}
-        for cluster_name, pool in gke.node_pools(sb):
+        for cluster_name, pool in gke_nodes.node_pools(sb):
             kid = gke_cluster_kube_id(cluster_name)
             if kid:
                 by_kube.setdefault(kid, (cluster_name, []))[1].append(pool)
@@ -163,7 +163,6 @@ def _forget_gone_pods(sb: "Sandbox", kube: KubeStore, pods: list[dict]) -> None:
 
 # ---- scale-up ------------------------------------------------------------------------------------------
 def _scale_up(sb: "Sandbox", kube: KubeStore, pod: dict, want: int, cache: dict) -> None:
-    from . import gke
 
     cluster_name, pools = _gke_pools(sb, kube, cache)
     if cluster_name is None:
@@ -177,33 +176,33 @@ def _scale_up(sb: "Sandbox", kube: KubeStore, pod: dict, want: int, cache: dict)
         name = pool["name"]
         if not (pool.get("config") or {}).get("accelerators"):
             continue
-        if spare.get(name, 0) >= want and fits_node(pod, gke.pool_node_template(sb, cluster_name, name))[0]:
+        if spare.get(name, 0) >= want and fits_node(pod, gke_nodes.pool_node_template(sb, cluster_name, name))[0]:
             spare[name] -= want
             return
         if not (pool.get("autoscaling") or {}).get("enabled"):
             refusals.append(("NotTriggerScaleUp", f"node pool {name}: autoscaling disabled"))
             continue
-        template = gke.pool_node_template(sb, cluster_name, name)
+        template = gke_nodes.pool_node_template(sb, cluster_name, name)
         ok, why = fits_node(pod, template)
         if ok and node_gpus(template) < want:
             ok, why = False, f"Insufficient {GPU}"
         if not ok:
             refusals.append(("NotTriggerScaleUp", f"node pool {name}: 1 node(s) {why}"))
             continue
-        size = gke.pool_size(sb, cluster_name, name)
+        size = gke_nodes.pool_size(sb, cluster_name, name)
         flight = in_flight.get(name)
         if flight and size < flight["target"] and now - flight["at"] < MAX_NODE_PROVISION_TIME_S:
             return  # a node for it is on its way
         if flight:
             del in_flight[name]
             sb.store.mark()
-        allowed, reason = gke.gpu_nodes_allowed(sb, cluster_name, name, 1)
+        allowed, reason = gke_nodes.gpu_nodes_allowed(sb, cluster_name, name, 1)
         if not allowed:
             kind = "NotTriggerScaleUp" if reason.startswith(("max node group size", "autoscaling is disabled")) \
                 else "FailedScaleUp"
             refusals.append((kind, f"node pool {name}: {reason}"))
             continue
-        gke.resize_pool(sb, cluster_name, name, size + 1)
+        gke_nodes.resize_pool(sb, cluster_name, name, size + 1)
         spare[name] = spare.get(name, 0) + node_gpus(template) - want
         in_flight[name] = {"target": size + 1, "at": now}
         sb.store.mark()
@@ -223,7 +222,6 @@ def _scale_up(sb: "Sandbox", kube: KubeStore, pod: dict, want: int, cache: dict)
 
 # ---- scale-down ------------------------------------------------------------------------------------------
 def _scale_down(sb: "Sandbox", kube: KubeStore, nodes: list[dict], pods: list[dict]) -> None:
-    from . import gke
 
     gpu_nodes = [n for n in nodes if (n["metadata"].get("labels") or {}).get(GKE_POOL_LABEL)
                  and (n["metadata"].get("labels") or {}).get(ACCEL_LABEL)]
@@ -231,7 +229,7 @@ def _scale_down(sb: "Sandbox", kube: KubeStore, nodes: list[dict], pods: list[di
     idle_since: dict = state.get("idleSince") or {}
     if not gpu_nodes and not idle_since:
         return
-    cluster_name = gke.cluster_for_kube(sb, kube.cluster_id)
+    cluster_name = gke_store.cluster_for_kube(sb, kube.cluster_id)
     if cluster_name is None:
         return
     pods_by_node: dict[str, list[dict]] = {}
@@ -278,14 +276,13 @@ def _scale_down(sb: "Sandbox", kube: KubeStore, nodes: list[dict], pods: list[di
 
 def _node_blocker(sb: "Sandbox", kube: KubeStore, cluster_name: str, node: dict, pods: list[dict]) -> dict | None:
     """Why the autoscaler keeps this idle node: {reason, pod?, message}, or None to remove it."""
-    from . import gke
 
     name = node["metadata"]["name"]
     if (node["metadata"].get("annotations") or {}).get(SCALE_DOWN_DISABLED) == "true":
         return {"reason": "ScaleDownDisabledAnnotation",
                 "message": f'node {name} is annotated {SCALE_DOWN_DISABLED}: "true"'}
     pool = (node["metadata"].get("labels") or {}).get(GKE_POOL_LABEL, "")
-    allowed, why = gke.gpu_nodes_allowed(sb, cluster_name, pool, -1)
+    allowed, why = gke_nodes.gpu_nodes_allowed(sb, cluster_name, pool, -1)
     if not allowed:
         reason = "MinSizeReached" if why.startswith("min node group size") else "NotAutoscaled"
         return {"reason": reason, "message": why}
@@ -344,7 +341,6 @@ def pod_blocking_reason(pod: dict, pdbs: list[dict], other_nodes: list[dict]) ->
 
 def _remove(sb: "Sandbox", kube: KubeStore, cluster_name: str, node: dict, pods: list[dict]) -> None:
     """Drain (evict the pods) and delete the node through its pool, as the autoscaler does."""
-    from . import gke
 
     name = node["metadata"]["name"]
     pool = (node["metadata"].get("labels") or {}).get(GKE_POOL_LABEL, "")
@@ -354,8 +350,8 @@ def _remove(sb: "Sandbox", kube: KubeStore, cluster_name: str, node: dict, pods:
         meta = pod["metadata"]
         kube.delete(RT_POD, meta.get("namespace"), meta["name"])
         kube.data["logs"].pop(f"{meta.get('namespace')}/{meta['name']}", None)
-    size = gke.pool_size(sb, cluster_name, pool)
-    gke.resize_pool(sb, cluster_name, pool, max(size - 1, 0), prefer_remove=[name])
+    size = gke_nodes.pool_size(sb, cluster_name, pool)
+    gke_nodes.resize_pool(sb, cluster_name, pool, max(size - 1, 0), prefer_remove=[name])
     # The real autoscaler taints the node ToBeDeletedByClusterAutoscaler first; the node is gone
     # at once here, so nothing observes that intermediate state.
     if kube.get_object("", "nodes", None, name) is not None:  # should not happen; keep the store honest

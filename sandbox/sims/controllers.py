@@ -2,17 +2,17 @@
 
 Every one of them is a simulation and says what real component it stands in for:
 
-- `sim_hosts`: the pre-provisioned bring-your-own and Hetzner clusters, and the simulated GPU
+- `hosts`: the pre-provisioned bring-your-own and Hetzner clusters, and the simulated GPU
   hosts (host profiles) behind their GPU nodes (`bootstrap`).
-- `sim_argocd`: the Argo CD bootstrap Job (helm run from a container), Argo CD's application
+- `argocd`: the Argo CD bootstrap Job (helm run from a container), Argo CD's application
   controller (Synced/Healthy) and ApplicationSet controller (git files generator, groups from the
   sandbox instead of git); the platform layer's External Secrets Operator appears with its group.
-- `sim_eso`: External Secrets Operator (stores validated, ExternalSecrets synced from the fake
+- `eso`: External Secrets Operator (stores validated, ExternalSecrets synced from the fake
   Secret Manager or a fake external backend).
-- `sim_gpu`: the NVIDIA GPU Operator off GKE, and the kubelet running gpuplat's preflight probe
+- `gpu`: the NVIDIA GPU Operator off GKE, and the kubelet running gpuplat's preflight probe
   against a simulated host.
-- `sim_autoscaler`: kube-scheduler, kubelet start-up and the GKE cluster autoscaler for GPU pools.
-- `sim_workloads`: admin verbs that add GPU workloads and scale-down blockers.
+- `autoscaler`: kube-scheduler, kubelet start-up and the GKE cluster autoscaler for GPU pools.
+- `workloads`: admin verbs that add GPU workloads and scale-down blockers.
 
 `CONTROLLERS` run in order under the state lock before every request (`Sandbox.reconcile`): each is
 O(objects), copies nothing and writes nothing when nothing changed, so an idle sandbox stays clean.
@@ -22,30 +22,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import gke, sim_argocd, sim_eso, sim_hosts, sim_workloads
-from .sim_argocd import (argocd_applications, argocd_applicationsets, argocd_bootstrap_job, DEFAULT_GROUPS,
-                         groups_for)
-from .sim_autoscaler import pod_blocking_reason, scheduler_and_autoscaler
-from .sim_eso import external_secrets_operator
-from .sim_gpu import gpu_operator, helm_values, node_problem, preflight_pods
-from .sim_hosts import (BYO_CLUSTER, H100_UBUNTU2404, HETZNER_CLUSTER, RTX4000_SFF_ADA_UBUNTU2404, bootstrap,
-                        host_profile, write_host_root)
+from . import argocd, eso, gke_control, hosts, workloads
+from .argocd import argocd_applications, argocd_applicationsets, argocd_bootstrap_job
+from .autoscaler import scheduler_and_autoscaler
+from .eso import external_secrets_operator
+from .gpu import gpu_operator, preflight_pods
+from .hosts import bootstrap
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
-__all__ = [
-    "ADMIN_ROUTES", "BYO_CLUSTER", "CONTROLLERS", "DEFAULT_GROUPS", "H100_UBUNTU2404", "HETZNER_CLUSTER",
-    "RTX4000_SFF_ADA_UBUNTU2404", "argocd_applications", "argocd_applicationsets", "argocd_bootstrap_job",
-    "bootstrap", "external_secrets_operator", "gpu_operator", "groups_for", "helm_values", "host_profile",
-    "node_problem", "pod_blocking_reason", "preflight_pods", "scheduler_and_autoscaler", "write_host_root",
-]
+__all__ = ["ADMIN_ROUTES", "CONTROLLERS", "bootstrap"]
 
 
 def gke_operations(sb: "Sandbox") -> None:
     """Simulation of GKE's control plane finishing long-running operations once their simulated time
-    is up (see `gke.reconcile`)."""
-    gke.reconcile(sb)
+    is up, or once a client polled them (see `gke_control.reconcile`)."""
+    gke_control.reconcile(sb)
 
 
 # Order matters only within one pass: a Job's CRDs before the ApplicationSets that need them,
@@ -63,9 +56,8 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
 ]
 
 ADMIN_ROUTES = [
-    *sim_hosts.ADMIN_ROUTES,
-    *sim_argocd.ADMIN_ROUTES,
-    *sim_eso.ADMIN_ROUTES,
-    *sim_workloads.ADMIN_ROUTES,
+    *hosts.ADMIN_ROUTES,
+    *argocd.ADMIN_ROUTES,
+    *eso.ADMIN_ROUTES,
+    *workloads.ADMIN_ROUTES,
 ]
-

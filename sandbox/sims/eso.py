@@ -15,15 +15,15 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from .core import ApiError
-from .http import Request, Route
-from .kubestore import KubeStore
-from .sim_util import (RT_CLUSTERSECRETSTORE, RT_EXTERNALSECRET, RT_SECRET, RT_SECRETSTORE, condition, has_crd,
-                       kube_clusters, owner_ref, record_event, resolve_cluster, write_fields, write_meta,
-                       write_status)
+from ..core import ApiError
+from ..wire.http import Request, Route
+from ..stores import secrets
+from ..stores.kube import KubeStore, RT_CLUSTERSECRETSTORE, RT_EXTERNALSECRET, RT_SECRET, RT_SECRETSTORE
+from .util import (condition, has_crd, kube_clusters, owner_ref, record_event, resolve_cluster, write_fields,
+                   write_meta, write_status)
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 ES_CRD = "externalsecrets.external-secrets.io"
 MANAGED_LABEL = "reconcile.external-secrets.io/managed"
@@ -66,11 +66,10 @@ def _store_state(kube: KubeStore, store: dict) -> tuple[bool, str, str]:
 
 
 def _fetch(sb: "Sandbox", kube: KubeStore, store: dict, key: str) -> bytes:
-    from . import secretmanager
 
     name, block = _provider(store)
     if name == "gcpsm":
-        value = secretmanager.access_latest(sb, block["projectID"], key)
+        value = secrets.access_latest(sb, block["projectID"], key)
     else:
         raw = _backend_values(sb, kube.cluster_id).get(key)
         value = None if raw is None else (raw.encode() if isinstance(raw, str) else json.dumps(raw).encode())
@@ -105,7 +104,6 @@ def _extract(value: bytes, key: str) -> dict[str, bytes]:
 
 def _find(sb: "Sandbox", kube: KubeStore, store: dict, spec: dict) -> dict[str, bytes]:
     """dataFrom.find by name regexp (tags and paths are not simulated)."""
-    from . import secretmanager
 
     name, block = _provider(store)
     pattern = ((spec.get("name") or {}).get("regexp")) or ".*"
@@ -113,7 +111,7 @@ def _find(sb: "Sandbox", kube: KubeStore, store: dict, spec: dict) -> dict[str, 
         rx = re.compile(pattern)
     except re.error:
         raise _Missing(f"find: invalid name regexp {pattern!r}") from None
-    keys = (secretmanager.secret_ids(sb, block["projectID"]) if name == "gcpsm"
+    keys = (secrets.secret_ids(sb, block["projectID"]) if name == "gcpsm"
             else sorted(_backend_values(sb, kube.cluster_id)))
     out = {}
     for k in keys:

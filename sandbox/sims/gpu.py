@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .kubestore import KubeStore
-from .sim_hosts import host_profile, profile_gpu_count, write_host_root
-from .sim_util import (GPU, RT_CLUSTERPOLICY, RT_DAEMONSET, RT_NODE, RT_POD, condition, crd, ensure, ensure_crd,
-                       ensure_namespace, image_id, kube_clusters, sim_meta, write_fields, write_meta, write_status)
+from ..stores.kube import KubeStore, RT_CLUSTERPOLICY, RT_DAEMONSET, RT_NODE, RT_POD
+from .hosts import host_profile, profile_gpu_count, write_host_root
+from .util import (GPU, condition, crd, ensure, ensure_crd, ensure_namespace, image_id, kube_clusters, sim_meta,
+                   write_fields, write_meta, write_status)
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 OPERATOR_APP = "nvidia-gpu-operator"
 OPERATOR_NS = "gpu-operator"

@@ -20,14 +20,13 @@ import os
 import uuid
 from typing import TYPE_CHECKING
 
-from .core import ApiError
-from .http import Request, Route
-from .kubestore import KubeStore
-from .sim_util import (GPU, HOST_PROFILE, RT_CRD, RT_CSIDRIVER, RT_NODE, RT_STORAGECLASS, crd, ensure_namespace,
-                       resolve_cluster, short_hash, write_meta)
+from ..core import ApiError
+from ..wire.http import Request, Route
+from ..stores.kube import KubeStore, RT_CRD, RT_CSIDRIVER, RT_NODE, RT_STORAGECLASS
+from .util import GPU, HOST_PROFILE, crd, ensure_namespace, resolve_cluster, short_hash, write_meta
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 BYO_CLUSTER = "byo-gpu"
 HETZNER_CLUSTER = "hetzner-gpu"

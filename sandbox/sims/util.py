@@ -13,37 +13,17 @@ import uuid
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import unquote
 
-from .core import ApiError, kube_id_for_gke
-from .kubestore import KubeStore, ResourceType
+from ..core import ApiError, kube_id_for_gke
+from ..stores.kube import KubeStore, RT_CRD, RT_EVENT, RT_NAMESPACE
+from ..wire.kube import ResourceType
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 GPU = "nvidia.com/gpu"
 HOST_PROFILE = "sandbox.gpuplat.io/host-profile"
 GKE_POOL_LABEL = "cloud.google.com/gke-nodepool"
 
-# The types the simulations write, spelled out so that a write needs no discovery walk.
-RT_NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", False)
-RT_NODE = ResourceType("", "v1", "nodes", "Node", False)
-RT_POD = ResourceType("", "v1", "pods", "Pod", True)
-RT_EVENT = ResourceType("", "v1", "events", "Event", True)
-RT_SECRET = ResourceType("", "v1", "secrets", "Secret", True)
-RT_DEPLOYMENT = ResourceType("apps", "v1", "deployments", "Deployment", True)
-RT_STATEFULSET = ResourceType("apps", "v1", "statefulsets", "StatefulSet", True)
-RT_DAEMONSET = ResourceType("apps", "v1", "daemonsets", "DaemonSet", True)
-RT_REPLICASET = ResourceType("apps", "v1", "replicasets", "ReplicaSet", True)
-RT_JOB = ResourceType("batch", "v1", "jobs", "Job", True)
-RT_PDB = ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True)
-RT_CRD = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
-RT_STORAGECLASS = ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False)
-RT_CSIDRIVER = ResourceType("storage.k8s.io", "v1", "csidrivers", "CSIDriver", False)
-RT_APPLICATION = ResourceType("argoproj.io", "v1alpha1", "applications", "Application", True)
-RT_APPLICATIONSET = ResourceType("argoproj.io", "v1alpha1", "applicationsets", "ApplicationSet", True)
-RT_EXTERNALSECRET = ResourceType("external-secrets.io", "v1", "externalsecrets", "ExternalSecret", True)
-RT_CLUSTERSECRETSTORE = ResourceType("external-secrets.io", "v1", "clustersecretstores", "ClusterSecretStore", False)
-RT_SECRETSTORE = ResourceType("external-secrets.io", "v1", "secretstores", "SecretStore", True)
-RT_CLUSTERPOLICY = ResourceType("nvidia.com", "v1", "clusterpolicies", "ClusterPolicy", False)
 
 
 # ---- state ----------------------------------------------------------------------------------------

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .core import ApiError
-from .http import Request, Route
-from .kubestore import KubeStore
-from .sim_autoscaler import DEFAULT_SCALE_DOWN_WINDOW_S, SAFE_TO_EVICT, SCALE_DOWN_DISABLED, _state
-from .sim_util import (GPU, RT_NODE, RT_PDB, RT_POD, RT_REPLICASET, ensure_namespace, owner_ref, resolve_cluster,
-                       running_status, short_hash, write_meta)
+from ..core import ApiError
+from ..wire.http import Request, Route
+from ..stores.kube import KubeStore, RT_NODE, RT_PDB, RT_POD, RT_REPLICASET
+from .autoscaler import DEFAULT_SCALE_DOWN_WINDOW_S, SAFE_TO_EVICT, SCALE_DOWN_DISABLED, _state
+from .util import GPU, ensure_namespace, owner_ref, resolve_cluster, running_status, short_hash, write_meta
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 WORKLOAD_LABEL = "sandbox.gpuplat.io/workload"
 BLOCKER_LABEL = "sandbox.gpuplat.io/blocker"

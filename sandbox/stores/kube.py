@@ -9,32 +9,13 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from .core import ApiError
+from ..core import ApiError
+from ..wire.kube import ResourceType
 
 if TYPE_CHECKING:
-    from .app import Sandbox
-
-
-@dataclass(frozen=True)
-class ResourceType:
-    group: str  # "" for the core group
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
+    from ..core import SandboxContext as Sandbox
 
 
 def _rt(group, version, plural, kind, namespaced, short=(), sub=()):
@@ -78,6 +59,29 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
 )
+
+# The types the simulations and APIs write, spelled out so that a write needs no discovery walk.
+RT_NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", False)
+RT_NODE = ResourceType("", "v1", "nodes", "Node", False)
+RT_POD = ResourceType("", "v1", "pods", "Pod", True)
+RT_EVENT = ResourceType("", "v1", "events", "Event", True)
+RT_SECRET = ResourceType("", "v1", "secrets", "Secret", True)
+RT_DEPLOYMENT = ResourceType("apps", "v1", "deployments", "Deployment", True)
+RT_STATEFULSET = ResourceType("apps", "v1", "statefulsets", "StatefulSet", True)
+RT_DAEMONSET = ResourceType("apps", "v1", "daemonsets", "DaemonSet", True)
+RT_REPLICASET = ResourceType("apps", "v1", "replicasets", "ReplicaSet", True)
+RT_JOB = ResourceType("batch", "v1", "jobs", "Job", True)
+RT_PDB = ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True)
+RT_CRD = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+RT_STORAGECLASS = ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False)
+RT_CSIDRIVER = ResourceType("storage.k8s.io", "v1", "csidrivers", "CSIDriver", False)
+RT_APPLICATION = ResourceType("argoproj.io", "v1alpha1", "applications", "Application", True)
+RT_APPLICATIONSET = ResourceType("argoproj.io", "v1alpha1", "applicationsets", "ApplicationSet", True)
+RT_EXTERNALSECRET = ResourceType("external-secrets.io", "v1", "externalsecrets", "ExternalSecret", True)
+RT_CLUSTERSECRETSTORE = ResourceType("external-secrets.io", "v1", "clustersecretstores", "ClusterSecretStore", False)
+RT_SECRETSTORE = ResourceType("external-secrets.io", "v1", "secretstores", "SecretStore", True)
+RT_CLUSTERPOLICY = ResourceType("nvidia.com", "v1", "clusterpolicies", "ClusterPolicy", False)
+
 
 # Lookups by URL path and by apiVersion/kind: built-ins never need the CRD scan.
 _BUILTIN_BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in BUILTIN_TYPES}

@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .core import ApiError
+from ..core import ApiError
 
 if TYPE_CHECKING:
-    from .app import Sandbox
+    from ..core import SandboxContext as Sandbox
 
 
 @dataclass
@@ -80,62 +80,6 @@ class Route:
 
 
 ErrorRenderer = Callable[[ApiError], Response]
-
-
-def parse_google_body(req: Request, msg_type) -> dict:
-    """Parse a request body the way Google's front end does, into the canonical JSON form."""
-    from google.protobuf import json_format
-
-    pb = msg_type.pb()()
-    if req.body:
-        try:
-            json_format.Parse(req.body, pb)
-        except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid JSON payload received. {exc}") from None
-    return json_format.MessageToDict(pb)
-
-
-# Rendering a message through protobuf's pure-Python JSON costs about 0.5 ms; the same stored JSON
-# is asked for again and again (polls, drift ticks), so recent answers are kept.
-_EMIT_CACHE: dict[tuple[str, bool, str], str] = {}
-
-
-def emit_google(req: Request, msg_type, data: dict) -> Response:
-    """Answer with `data` as the message type, as Google does: enums as names or integers (whichever
-    the client asked for), zero values omitted."""
-    from google.protobuf import json_format
-
-    key = (msg_type.__name__, req.int_enums, json.dumps(data, separators=(",", ":")))
-    text = _EMIT_CACHE.get(key)
-    if text is None:
-        pb = msg_type.pb()()
-        json_format.ParseDict(data, pb, ignore_unknown_fields=True)
-        text = json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None)
-        if len(_EMIT_CACHE) >= 512:
-            _EMIT_CACHE.clear()
-        _EMIT_CACHE[key] = text
-    return Response(200, text)
-
-
-def google_page(req: Request, items: list, default: int, maximum: int) -> tuple[list, str]:
-    """One page of a Google list call (`pageSize`, opaque `pageToken`) and the next page's token."""
-    import base64
-
-    try:
-        size = int(req.param("pageSize") or 0) or default
-        token = req.param("pageToken")
-        start = int(base64.urlsafe_b64decode(token + "==").decode() or 0) if token else 0
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Invalid page_size or page_token.") from None
-    if size < 0 or size > maximum:
-        raise ApiError(400, f"page_size must be between 0 and {maximum}.")
-    end = start + size
-    next_token = base64.urlsafe_b64encode(str(end).encode()).decode().rstrip("=") if end < len(items) else ""
-    return items[start:end], next_token
-
-
-def google_error(err: ApiError) -> Response:
-    return Response(err.code, {"error": {"code": err.code, "message": err.message, "status": err.status}})
 
 
 def fault_error(kind: str, op: str) -> ApiError:

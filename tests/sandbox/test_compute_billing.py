@@ -10,7 +10,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import billing_v1, compute_v1, container_v1
 
-from sandbox import compute
+from sandbox.stores import compute
 from tests.conftest import admin, client_options as opts
 
 PROJECT = "gpuplat-test"

@@ -14,7 +14,8 @@ from google.cloud import container_v1
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from sandbox import gke
+from sandbox.sims import gke_nodes
+from sandbox.stores import gke
 from tests.conftest import admin
 
 PROJECT = "gpuplat-test"
@@ -418,32 +419,32 @@ def test_a_simulated_auto_upgrade_moves_master_pool_and_kubelet_versions(sandbox
 def test_gpu_nodes_allowed_respects_pool_max_quota_and_stockouts(sandbox, running):
     wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool(max_nodes=2)))
     with sandbox.store.lock:
-        assert gke.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 2)[0]
-        ok, why = gke.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 3)
+        assert gke_nodes.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 2)[0]
+        ok, why = gke_nodes.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 3)
         assert not ok and why.startswith("max node group size reached")
-        ok, why = gke.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", -1)
+        ok, why = gke_nodes.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", -1)
         assert not ok and why.startswith("min node group size reached")
-        assert not gke.gpu_nodes_allowed(sandbox, CLUSTER, "system", 1)[0]  # no autoscaling
+        assert not gke_nodes.gpu_nodes_allowed(sandbox, CLUSTER, "system", 1)[0]  # no autoscaling
     admin(sandbox, "PUT", "/sandbox/quotas", {"project": PROJECT, "metric": "GPUS_ALL_REGIONS", "limit": 1})
     with sandbox.store.lock:
-        gke.resize_pool(sandbox, CLUSTER, "gpu", 1)
-        ok, why = gke.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 1)
+        gke_nodes.resize_pool(sandbox, CLUSTER, "gpu", 1)
+        ok, why = gke_nodes.gpu_nodes_allowed(sandbox, CLUSTER, "gpu", 1)
         assert not ok and '"GPUS_ALL_REGIONS"' in why
     admin(sandbox, "PUT", "/sandbox/quotas", {"project": PROJECT, "metric": "GPUS_ALL_REGIONS", "limit": 8})
     admin(sandbox, "POST", "/sandbox/gke/stockouts", {"zone": f"{REGION}-a", "acceleratorType": "nvidia-l4"})
     with sandbox.store.lock:
-        ok, why = gke.gpu_nodes_allowed(sandbox, "c1", "gpu", 1)
+        ok, why = gke_nodes.gpu_nodes_allowed(sandbox, "c1", "gpu", 1)
         assert not ok and "ZONE_RESOURCE_POOL_EXHAUSTED" in why
-        assert gke.gpu_nodes_allowed(sandbox, "gke_gpuplat-test_us-central1_c1", "gpu", -1)[0]
+        assert gke_nodes.gpu_nodes_allowed(sandbox, "gke_gpuplat-test_us-central1_c1", "gpu", -1)[0]
 
 
 def test_node_pools_lists_only_running_pools(sandbox, running):
     op = running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool())
     with sandbox.store.lock:
-        assert [(cl, p["name"]) for cl, p in gke.node_pools(sandbox)] == [(CLUSTER, "system")]
+        assert [(cl, p["name"]) for cl, p in gke_nodes.node_pools(sandbox)] == [(CLUSTER, "system")]
     wait(running, op)
     with sandbox.store.lock:
-        pools = dict((p["name"], (cl, p)) for cl, p in gke.node_pools(sandbox))
+        pools = dict((p["name"], (cl, p)) for cl, p in gke_nodes.node_pools(sandbox))
         assert pools["gpu"][0] == CLUSTER
         assert pools["gpu"][1]["autoscaling"]["maxNodeCount"] == 2
         assert gke.cluster_for_kube(sandbox, "gke_gpuplat-test_us-central1_c1") == CLUSTER
@@ -452,11 +453,11 @@ def test_node_pools_lists_only_running_pools(sandbox, running):
 def test_scaling_down_removes_the_named_node_first(sandbox, running):
     wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool(max_nodes=3)))
     with sandbox.store.lock:
-        names = gke.resize_pool(sandbox, CLUSTER, "gpu", 3)
-        assert len(names) == 3 and gke.pool_size(sandbox, CLUSTER, "gpu") == 3
-        left = gke.resize_pool(sandbox, CLUSTER, "gpu", 2, prefer_remove=[names[1]])
+        names = gke_nodes.resize_pool(sandbox, CLUSTER, "gpu", 3)
+        assert len(names) == 3 and gke_nodes.pool_size(sandbox, CLUSTER, "gpu") == 3
+        left = gke_nodes.resize_pool(sandbox, CLUSTER, "gpu", 2, prefer_remove=[names[1]])
         assert names[1] not in left and len(left) == 2
-        template = gke.pool_node_template(sandbox, CLUSTER, "gpu")
+        template = gke_nodes.pool_node_template(sandbox, CLUSTER, "gpu")
         assert template["status"]["allocatable"]["nvidia.com/gpu"] == "1"
 
 

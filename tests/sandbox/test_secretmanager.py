@@ -11,7 +11,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import secretmanager_v1
 
-from sandbox import secretmanager
+from sandbox.apis.secretmanager import crc32c
+from sandbox.stores import secrets as secretmanager
 
 PROJECT = "projects/gpuplat-test"
 AUTOMATIC = secretmanager_v1.Replication(automatic=secretmanager_v1.Replication.Automatic())
@@ -72,7 +73,7 @@ def test_a_secret_needs_a_valid_id_and_a_replication_policy(sm):
 
 def test_versions_are_added_and_accessed_latest_and_by_number(sm):
     secret = create(sm, "token")
-    v1 = add(sm, secret.name, b"first", crc=secretmanager.crc32c(b"first"))
+    v1 = add(sm, secret.name, b"first", crc=crc32c(b"first"))
     assert v1.name == f"{secret.name}/versions/1"
     assert v1.state == secretmanager_v1.SecretVersion.State.ENABLED
     assert v1.client_specified_payload_checksum
@@ -80,7 +81,7 @@ def test_versions_are_added_and_accessed_latest_and_by_number(sm):
     latest = sm.access_secret_version(name=f"{PROJECT}/secrets/token/versions/latest")
     assert latest.name == f"{secret.name}/versions/2"
     assert latest.payload.data == b"second"
-    assert latest.payload.data_crc32c == secretmanager.crc32c(b"second")
+    assert latest.payload.data_crc32c == crc32c(b"second")
     assert sm.access_secret_version(name=f"{secret.name}/versions/1").payload.data == b"first"
     with pytest.raises(exceptions.NotFound):
         sm.access_secret_version(name=f"{secret.name}/versions/9")
@@ -89,7 +90,7 @@ def test_versions_are_added_and_accessed_latest_and_by_number(sm):
 def test_a_payload_whose_checksum_does_not_match_is_a_bad_request(sm):
     secret = create(sm, "crc")
     with pytest.raises(exceptions.BadRequest, match="Checksum mismatch"):
-        add(sm, secret.name, b"payload", crc=secretmanager.crc32c(b"payload") ^ 1)
+        add(sm, secret.name, b"payload", crc=crc32c(b"payload") ^ 1)
     assert list(sm.list_secret_versions(parent=secret.name)) == []
 
 
@@ -143,4 +144,4 @@ def test_access_latest_gives_the_simulated_eso_the_payload(sandbox, sm):
 
 
 def test_crc32c_matches_the_published_check_value():
-    assert secretmanager.crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"123456789") == 0xE3069283

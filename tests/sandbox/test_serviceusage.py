@@ -12,7 +12,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import service_usage_v1
 
-from sandbox import serviceusage
+from sandbox.stores import projects as serviceusage
 from tests.conftest import admin
 
 PROJECT = "projects/gpuplat-test"
