@@ -139,11 +139,10 @@ def sandbox_controllers(state_dir: Path, copy: Path, n: int, calls: float, passe
     The sandbox runs such a pass before a request only when its state changed or a simulated second
     went by since the last one, so a tick of reads pays it about once per second, not per request.
     """
-    from sandbox.app import Sandbox
+    from sandbox.app import EPHEMERAL_PORTS, Sandbox
 
     shutil.copytree(state_dir, copy)
-    sb = Sandbox(copy, ports={k: 0 for k in ("container", "serviceusage", "secretmanager", "compute", "kubernetes",
-                                              "admin", "billing")})
+    sb = Sandbox(copy, ports=EPHEMERAL_PORTS)
     try:
         timings = {c.__name__: 0.0 for c in sb.controllers}
         for _ in range(passes):

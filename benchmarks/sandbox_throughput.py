@@ -35,14 +35,13 @@ from google.cloud import container_v1, secretmanager_v1  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 
-from sandbox.app import Sandbox  # noqa: E402
+from sandbox.app import EPHEMERAL_PORTS, Sandbox  # noqa: E402
 
 PROJECT = "bench"
 PARENT = f"projects/{PROJECT}/locations/us-central1"
 CLUSTER = f"{PARENT}/clusters/bench"
 TARGET = 300.0
-PORTS = {name: 0 for name in ("container", "serviceusage", "secretmanager", "compute", "kubernetes", "admin",
-                              "billing")}
+PORTS = EPHEMERAL_PORTS
 
 
 def opts(url: str) -> dict:

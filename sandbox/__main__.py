@@ -43,12 +43,11 @@ def _admin(args, method: str, path: str, body: dict | None = None):
 
 
 def cmd_serve(args) -> int:
-    from .app import Sandbox
+    from .app import EPHEMERAL_PORTS, Sandbox
 
     ports = None
     if args.ephemeral_ports:
-        ports = {name: 0 for name in ("container", "serviceusage", "secretmanager", "compute",
-                                      "kubernetes", "admin", "billing")}
+        ports = EPHEMERAL_PORTS
     sb = Sandbox(args.state_dir, ports=ports)
     signal.signal(signal.SIGTERM, lambda *_: sb.stopped.set())
     sb.start(_port_file(args.state_dir, args.port_file))

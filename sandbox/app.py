@@ -1,33 +1,49 @@
-"""The sandbox process: one state, one clock, one server per API on loopback."""
+"""The sandbox process: one state, one clock, one server per Google API, one endpoint per Kubernetes cluster.
+
+Google's APIs listen on fixed loopback ports (so the Dagster webserver, daemon and run workers of a
+project find the same sandbox) or, for tests, on free ones. Each Kubernetes cluster has its own
+endpoint, as real clusters do: its own port (chosen once and kept in the state, so kubeconfigs stay
+valid across restarts), the API at the root path, HTTPS with the cluster's own CA, and a bearer
+token (a Google access token from the fake OAuth server, or the cluster's static admin token).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from pathlib import Path
 from typing import Callable
 
 from . import admin
-from .apis import billing, compute, gke, kube_objects, secretmanager, serviceusage
-from .core import Clock, Counters, Faults, StateStore
+from .admin import gcloud
+from .apis import billing, compute, gke, kube_objects, oauth, secretmanager, serviceusage
+from .core import ApiError, Clock, Counters, Faults, StateStore
 from .sims import controllers
+from .stores import auth
 from .stores.kube import KubeStore
 from .wire.google import google_error
-from .wire.http import ApiServer
-from .wire.kube import render_error, resolve_cluster_path
+from .wire.http import ApiServer, PortInUse, Request
+from .wire.kube import render_error
+from .wire.tls import ClusterTls
 
-# Fixed default ports, so the Dagster webserver, daemon and run workers of one project find the
-# same sandbox; tests pass ephemeral ports instead.
+# Fixed default ports of the Google-side APIs and the admin API.
 DEFAULT_PORTS = {
     "container": 18461,
     "serviceusage": 18462,
     "secretmanager": 18463,
     "compute": 18464,
-    "kubernetes": 18465,
+    "oauth2": 18465,
     "admin": 18466,
     "billing": 18467,
 }
+# What tests and `serve --ephemeral-ports` ask for: every API on a free port.
+EPHEMERAL_PORTS = {name: 0 for name in DEFAULT_PORTS}
+GOOGLE_APIS = {"container": gke.ROUTES, "serviceusage": serviceusage.ROUTES, "secretmanager": secretmanager.ROUTES,
+               "compute": compute.ROUTES, "billing": billing.ROUTES}
+SANDBOX_PROJECT = "gpuplat-sandbox"
+SERVICE_ACCOUNT = f"gpuplat-sandbox@{SANDBOX_PROJECT}.iam.gserviceaccount.com"
 
 
 class Sandbox:
@@ -40,20 +56,21 @@ class Sandbox:
         self.counters = Counters()
         self.controllers: list[Callable[["Sandbox"], None]] = list(controllers.CONTROLLERS)
         self.stopped = threading.Event()
+        self.started = False
         self._reconciled: tuple[int, float] | None = None  # (state generation, simulated time) of the last pass
+        self._key: dict | None = None
         ports = {**DEFAULT_PORTS, **(ports or {})}
+        # Tests ask for free ports (0); clusters created in such a sandbox get free ports too.
+        self.ephemeral = all(p == 0 for p in ports.values())
         self.servers: dict[str, ApiServer] = {
-            "container": ApiServer(self, "container", gke.ROUTES, google_error, ports["container"]),
-            "serviceusage": ApiServer(self, "serviceusage", serviceusage.ROUTES, google_error, ports["serviceusage"]),
-            "secretmanager": ApiServer(self, "secretmanager", secretmanager.ROUTES, google_error,
-                                       ports["secretmanager"]),
-            "compute": ApiServer(self, "compute", compute.ROUTES, google_error, ports["compute"]),
-            "billing": ApiServer(self, "billing", billing.ROUTES, google_error, ports["billing"]),
-            "kubernetes": ApiServer(self, "kubernetes", kube_objects.ROUTES, render_error, ports["kubernetes"],
-                                    resolve=resolve_cluster_path),
+            **{api: ApiServer(self, api, routes, google_error, ports[api]) for api, routes in GOOGLE_APIS.items()},
+            "oauth2": ApiServer(self, "oauth2", oauth.ROUTES, oauth.oauth_error, ports["oauth2"]),
             "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
         }
+        self.kube_servers: dict[str, ApiServer] = {}
         with self.store.lock:
+            for cid in self.kube_cluster_ids():
+                self.serve_kube(cid)
             controllers.bootstrap(self)
             self.store.save_if_dirty()
 
@@ -66,13 +83,82 @@ class Sandbox:
         if cluster_id not in clusters:
             clusters[cluster_id] = {}
             self.store.mark()
+        self.serve_kube(cluster_id)
         return KubeStore(self, cluster_id, clusters[cluster_id])
 
     def kube_cluster_ids(self) -> list[str]:
         return list(self.store.section("kube").keys())
 
     def kube_server_url(self, cluster_id: str) -> str:
-        return f"{self.servers['kubernetes'].base_url}/clusters/{cluster_id}"
+        return self.serve_kube(cluster_id).base_url
+
+    def kube_endpoint(self, cluster_id: str) -> str:
+        """`host:port` of a cluster's API, as GKE's `Cluster.endpoint` holds it."""
+        return f"127.0.0.1:{self.serve_kube(cluster_id).port}"
+
+    def kube_ca(self, cluster_id: str) -> str:
+        """A cluster's CA certificate, base64 PEM (`masterAuth.clusterCaCertificate`)."""
+        return self._tls(cluster_id).ca_base64
+
+    def _tls(self, cluster_id: str) -> ClusterTls:
+        return ClusterTls(self.state_dir / "tls" / cluster_id, cluster_id)
+
+    def serve_kube(self, cluster_id: str) -> ApiServer:
+        """The cluster's own HTTPS endpoint, started on first use on the port kept in the state."""
+        srv = self.kube_servers.get(cluster_id)
+        if srv is not None:
+            return srv
+        kept = self.store.section("kube_ports")
+        context = self._tls(cluster_id).server_context()
+
+        def make(port: int) -> ApiServer:
+            return ApiServer(self, "kubernetes", kube_objects.ROUTES, render_error, port, match={"cluster": cluster_id},
+                             ssl_context=context, authenticate=self._authenticate(cluster_id))
+        try:
+            srv = make(kept.get(cluster_id, 0))
+        except PortInUse:  # taken since the last run: the cluster moves, as a real endpoint can
+            srv = make(0)
+        if kept.get(cluster_id) != srv.port:
+            kept[cluster_id] = srv.port
+            self.store.mark()
+        self.kube_servers[cluster_id] = srv
+        if self.started:
+            srv.start()
+        return srv
+
+    def _authenticate(self, cluster_id: str) -> Callable[[Request], None]:
+        def check(req: Request) -> None:
+            header = req.headers.get("Authorization") or ""
+            token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+            with self.store.lock:
+                who = auth.principal(self, cluster_id, token)
+            if who is None:
+                raise ApiError(401, "Unauthorized", reason="Unauthorized")
+            req.match["user"] = who
+        return check
+
+    def service_account_key(self) -> dict:
+        """The sandbox's service-account key (what GOOGLE_APPLICATION_CREDENTIALS would name)."""
+        if self._key is None:
+            path = self.state_dir / "credentials.json"
+            if path.exists():
+                self._key = json.loads(path.read_text())
+            else:
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import rsa
+
+                pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                self._key = {"type": "service_account", "project_id": SANDBOX_PROJECT,
+                             "private_key_id": secrets.token_hex(20), "private_key": pem.decode(),
+                             "client_email": SERVICE_ACCOUNT, "client_id": str(10 ** 20 + secrets.randbelow(10 ** 20)),
+                             "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": ""}
+        return self._key
+
+    def _write_credentials(self) -> None:
+        key = self.service_account_key()
+        key["token_uri"] = self.urls()["oauth2"] + "/token"
+        _write_private(self.state_dir / "credentials.json", json.dumps(key, indent=2))
 
     def advance_clock(self, seconds: float) -> float:
         now = self.clock.advance(seconds)
@@ -100,8 +186,13 @@ class Sandbox:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, port_file: str | os.PathLike | None = None) -> None:
-        for srv in self.servers.values():
+        self.started = True
+        for srv in (*self.servers.values(), *self.kube_servers.values()):
             srv.start()
+        with self.store.lock:
+            self._write_credentials()
+            gcloud.write_config(self, self.state_dir / "gcloud")
+            self.store.save_if_dirty()
         (self.state_dir / "pid").write_text(str(os.getpid()))
         if port_file:
             path = Path(port_file)
@@ -111,8 +202,15 @@ class Sandbox:
             os.replace(tmp, path)
 
     def stop(self) -> None:
-        for srv in self.servers.values():
+        for srv in (*self.servers.values(), *self.kube_servers.values()):
             srv.stop()
         with self.store.lock:
             self.store.save_if_dirty()
         self.stopped.set()
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)

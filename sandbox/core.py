@@ -185,6 +185,15 @@ class SandboxContext(Protocol):
 
     def kube_server_url(self, cluster_id: str) -> str: ...
 
+    def kube_endpoint(self, cluster_id: str) -> str:
+        """`host:port` of the cluster's own API endpoint (started on first use)."""
+
+    def kube_ca(self, cluster_id: str) -> str:
+        """The cluster's CA certificate, base64 PEM."""
+
+    def service_account_key(self) -> dict:
+        """The sandbox's service-account key, as a credentials.json holds it."""
+
     def reconcile(self) -> None:
         """Run the simulated controllers once (a handler that made something due asks for it)."""
 

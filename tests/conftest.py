@@ -61,8 +61,7 @@ def platform_fork(request) -> Path:
     return path
 
 
-EPHEMERAL = {name: 0 for name in ("container", "serviceusage", "secretmanager", "compute", "kubernetes", "admin",
-                                  "billing")}
+from sandbox.app import EPHEMERAL_PORTS as EPHEMERAL  # noqa: E402
 
 
 @pytest.fixture

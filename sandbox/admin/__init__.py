@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..core import ApiError
 from ..sims import controllers
 from ..sims.util import resolve_cluster
+from ..stores import auth
 from ..wire.http import Request, Response, Route
 from . import gke, google, kube
 
@@ -58,13 +59,17 @@ def clock(sb: "Sandbox", req: Request):
 
 
 def kubeconfig(sb: "Sandbox", req: Request):
+    """A cluster's administrator kubeconfig: its endpoint, its CA, its static admin token (what a
+    bring-your-own cluster's owner hands over; for GKE clusters `gcloud container clusters
+    get-credentials` writes the Google-token one)."""
     cid = resolve_cluster(sb, req.param("cluster"))
-    server = sb.kube_server_url(cid)
+    user = f"{cid}-admin"
     text = (
         "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: {cid}\n  cluster:\n    server: {server}\n"
-        f"users:\n- name: sandbox\n  user:\n    token: sandbox-anonymous\n"
-        f"contexts:\n- name: {cid}\n  context:\n    cluster: {cid}\n    user: sandbox\n"
+        f"clusters:\n- name: {cid}\n  cluster:\n    server: {sb.kube_server_url(cid)}\n"
+        f"    certificate-authority-data: {sb.kube_ca(cid)}\n"
+        f"users:\n- name: {user}\n  user:\n    token: {auth.cluster_token(sb, cid)}\n"
+        f"contexts:\n- name: {cid}\n  context:\n    cluster: {cid}\n    user: {user}\n"
         f"current-context: {cid}\n"
     )
     return Response(200, text, "application/yaml")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from google.cloud import container_v1
 
 from ..core import ApiError
-from ..stores.gke import ACCEL_FAMILIES, COMPUTE_LINK, DEFAULT_OAUTH_SCOPES, DEFAULT_VERSION, FAKE_CA, G2_GPUS, LINK, NAME_RE, canonical, cluster_key, deep_merge, etag, name_hash, region_of, resolve_version, split_cluster_key, validate_autoscaling
+from ..stores.gke import ACCEL_FAMILIES, COMPUTE_LINK, DEFAULT_OAUTH_SCOPES, DEFAULT_VERSION, G2_GPUS, LINK, NAME_RE, canonical, cluster_key, deep_merge, etag, name_hash, region_of, resolve_version, split_cluster_key, validate_autoscaling
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -123,7 +123,8 @@ def build_cluster(sb: "Sandbox", project: str, location: str, spec: dict) -> dic
     cl["networkConfig"] = {"network": f"projects/{project}/global/networks/{cl['network']}",
                            "subnetwork": f"projects/{project}/regions/{region}/subnetworks/{cl['subnetwork']}",
                            "defaultSnatStatus": {}, **cl.get("networkConfig", {})}
-    cl["masterAuth"] = {"clusterCaCertificate": FAKE_CA}
+    # masterAuth and endpoint arrive when the control plane is up (sims.gke_control).
+    cl.pop("masterAuth", None)
     if cl.get("resourceLabels"):
         cl["labelFingerprint"] = name_hash(json.dumps(cl["resourceLabels"], sort_keys=True), n=8)
     cl["selfLink"] = f"{LINK}/{key}"

@@ -16,7 +16,7 @@ from typing import Any, TYPE_CHECKING
 
 from google.cloud import container_v1
 
-from ..core import ApiError
+from ..core import ApiError, kube_id_for_gke
 from ..stores.compute import capacity_problem
 from ..stores.gke import ACCEL_LABEL, DEVICE_PLUGIN, OP_DONE_AFTER_S, canonical, deep_merge, etag, find_pool, initial_size, resolve_version, split_cluster_key, state, validate_autoscaling
 from ..stores.kube import KubeStore
@@ -182,7 +182,9 @@ def apply_effect(sb: "Sandbox", rec: dict) -> dict | None:
             if problem:
                 return {"code": 8, "message": problem}
         cl["status"] = "RUNNING"
-        cl["endpoint"] = "127.0.0.1"
+        kube_id = kube_id_for_gke(*split_cluster_key(key))
+        cl["endpoint"] = sb.kube_endpoint(kube_id)
+        cl["masterAuth"] = {"clusterCaCertificate": sb.kube_ca(kube_id)}
         seed_kubernetes(kube_of(sb, key))
         for pool in cl["nodePools"]:
             pool["status"] = "RUNNING"

@@ -43,8 +43,6 @@ DEVICE_PLUGIN = "nvidia-gpu-device-plugin"
 
 RUNNING_STATES = ("RUNNING", "RECONCILING")
 
-# base64 of a PEM-shaped placeholder: the sandbox's Kubernetes API is plain HTTP (use its kubeconfig).
-FAKE_CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnNhbmRib3gKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 

@@ -7,12 +7,14 @@ API's real server does (Google JSON error bodies, or Kubernetes `Status`).
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from ..core import ApiError
@@ -93,21 +95,48 @@ def fault_error(kind: str, op: str) -> ApiError:
                          f"available to fulfil the request (injected stockout on {op}).")
 
 
+MAX_BODY = 16 * 1024 * 1024
+# Streams (watches) are served outside the state lock; a response body that is an iterator of
+# bytes is sent chunk by chunk, flushed after each.
+Stream = Iterator[bytes]
+
+
+class BadRequestBody(Exception):
+    """A request whose framing cannot be read: answered 400 by the server itself."""
+
+
+class PortInUse(OSError):
+    """The port an API should listen on is taken (by another sandbox, most likely)."""
+
+    def __init__(self, api: str, port: int):
+        super().__init__(f"port {port} for the sandbox's {api} API is already in use")
+        self.api, self.port = api, port
+
+
 class ApiServer:
-    """One API on one loopback port."""
+    """One API on one loopback port, plain HTTP or HTTPS.
+
+    `match` adds values every request of this server routes with (the cluster a Kubernetes endpoint
+    serves); `authenticate`, when given, runs before routing and raises `ApiError(401)` for a
+    request without valid credentials.
+    """
 
     def __init__(self, sandbox: "Sandbox", api: str, routes: list[Route], render_error: ErrorRenderer,
-                 port: int, resolve: Callable[[str], tuple[str, dict]] | None = None):
+                 port: int, match: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None,
+                 authenticate: Callable[[Request], None] | None = None):
         self.sandbox = sandbox
         self.api = api
         self.routes = routes
         self.render_error = render_error
-        # `resolve` lets an API serve several tenants under a path prefix (one per kube cluster):
-        # it returns the path to route and extra match values.
-        self.resolve = resolve
-        handler = self._handler_class()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.httpd.daemon_threads = True
+        self.match = dict(match or {})
+        self.ssl_context = ssl_context
+        self.authenticate = authenticate
+        try:
+            self.httpd = _Server(("127.0.0.1", port), self._handler_class(), ssl_context)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(api, port) from None
+            raise
         self.port = self.httpd.server_address[1]
         # A short poll interval: `stop()` waits up to one interval per server (7 servers x the default
         # 0.5 s made every test's teardown take ~3 s); the idle cost is negligible.
@@ -116,7 +145,7 @@ class ApiServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.thread.start()
@@ -129,13 +158,15 @@ class ApiServer:
         url = urlsplit(raw_path)
         params = parse_qs(url.query, keep_blank_values=True)
         path = url.path
-        extra: dict[str, str] = {}
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
         try:
-            if self.resolve is not None:
-                path, extra = self.resolve(path)
+            req = Request(method, path, params, body, headers, dict(self.match))
+            if self.authenticate is not None:
+                self.authenticate(req)
             route, match = self._route(method, path)
             op = route.op_for(match)
-            req = Request(method, path, params, body, headers, {**extra, **match})
+            req.match.update(match)
             sb = self.sandbox
             with sb.store.lock:
                 kind = None
@@ -156,6 +187,9 @@ class ApiServer:
             return result if isinstance(result, Response) else Response(200, result)
         except ApiError as err:
             return self.render_error(err)
+        except RecursionError:  # a body nested deeper than the parsers go
+            return self.render_error(ApiError(400, "the request body is nested too deeply to be parsed",
+                                              reason="BadRequest"))
         except Exception as exc:  # a bug in a simulation must not take the server down
             return self.render_error(ApiError(500, f"sandbox internal error: {type(exc).__name__}: {exc}"))
 
@@ -184,10 +218,51 @@ class ApiServer:
             def log_message(self, fmt, *args):  # keep the sandbox's stdout quiet
                 return
 
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
+            def _read_body(self) -> bytes:
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    return self._read_chunked()
+                raw = self.headers.get("Content-Length")
+                if raw is None:
+                    return b""
+                if not raw.strip().isdigit():
+                    raise BadRequestBody(f"Content-Length {raw!r} is not a non-negative integer")
+                length = int(raw)
+                if length > MAX_BODY:
+                    raise BadRequestBody(f"Content-Length {length} is over the sandbox's {MAX_BODY} bytes")
                 body = self.rfile.read(length) if length else b""
-                resp = server.dispatch(self.command, self.path, body, self.headers)
+                if len(body) != length:
+                    raise BadRequestBody(f"the body ended after {len(body)} of {length} bytes")
+                return body
+
+            def _read_chunked(self) -> bytes:
+                out = bytearray()
+                while True:
+                    line = self.rfile.readline(1024).strip()
+                    try:
+                        size = int(line.split(b";")[0], 16)
+                    except ValueError:
+                        raise BadRequestBody("a malformed chunk size") from None
+                    if size == 0:
+                        while self.rfile.readline(1024).strip():
+                            pass
+                        return bytes(out)
+                    if len(out) + size > MAX_BODY:
+                        raise BadRequestBody(f"a chunked body over the sandbox's {MAX_BODY} bytes")
+                    out += self.rfile.read(size)
+                    self.rfile.readline(8)
+
+            def _serve(self):
+                try:
+                    body = self._read_body()
+                except BadRequestBody as exc:
+                    resp = server.render_error(ApiError(400, str(exc), reason="BadRequest"))
+                    self.close_connection = True  # the rest of the stream cannot be framed
+                    return self._send(resp)
+                self._send(server.dispatch(self.command, self.path, body, self.headers))
+
+            def _send(self, resp: Response) -> None:
+                if not isinstance(resp.body, (dict, list, str, bytes, type(None))):
+                    return self._stream(resp)
                 if isinstance(resp.body, (dict, list)):
                     payload = json.dumps(resp.body).encode()
                 elif isinstance(resp.body, str):
@@ -197,9 +272,57 @@ class ApiServer:
                 self.send_response(resp.status)
                 self.send_header("Content-Type", resp.content_type)
                 self.send_header("Content-Length", str(len(payload)))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _stream(self, resp: Response) -> None:
+                self.send_response(resp.status)
+                self.send_header("Content-Type", resp.content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in resp.body:
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                    self.close_connection = True
+                finally:
+                    close = getattr(resp.body, "close", None)
+                    if close is not None:
+                        close()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server whose TLS handshake happens in each connection's own thread, so a
+    slow (or plain-HTTP) client never stalls the accept loop."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, ssl_context: ssl.SSLContext | None):
+        self.ssl_context = ssl_context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        if self.ssl_context is None:
+            return super().finish_request(request, client_address)
+        try:
+            request.settimeout(30)
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+            tls.settimeout(None)
+        except (ssl.SSLError, OSError):
+            return  # not TLS, or the client went away: nothing to answer
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hangs up mid-request is not the sandbox's error

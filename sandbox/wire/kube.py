@@ -8,7 +8,6 @@ common query parameters (`dryRun`, `fieldManager`) and JSON answers serialised u
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,17 +152,3 @@ def body_object(req: Request) -> dict:
     if not isinstance(body.setdefault("metadata", {}), dict):
         raise bad_request("metadata must be an object")
     return body
-
-
-_CLUSTER_PATH = re.compile(r"^/clusters/([^/]+)(/.*)?$")
-
-def resolve_cluster_path(path: str) -> tuple[str, dict[str, str]]:
-    """`/clusters/<id>/api/v1/pods` -> (`/api/v1/pods`, {"cluster": id}); else 404."""
-    m = _CLUSTER_PATH.match(path)
-    if m is None:
-        raise ApiError(404, f"the sandbox serves Kubernetes clusters under /clusters/<cluster id>, not {path}",
-                       reason="NotFound")
-    rest = m.group(2) or "/"
-    if len(rest) > 1 and rest.endswith("/"):
-        rest = rest.rstrip("/") or "/"
-    return rest, {"cluster": m.group(1)}

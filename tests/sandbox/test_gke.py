@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
+import ssl
 import urllib.error
 import urllib.request
 
@@ -116,7 +119,16 @@ def test_creating_a_cluster_returns_a_pending_operation_that_each_poll_advances_
 def test_a_running_cluster_has_the_fields_gke_fills_in(running):
     cl = running.get_cluster(name=CLUSTER)
     assert cl.status == container_v1.Cluster.Status.RUNNING
-    assert cl.endpoint == "127.0.0.1"
+    # Each cluster its own endpoint, its own CA (https://cloud.google.com/kubernetes-engine/docs/concepts/cluster-trust):
+    # the API answers HTTPS there, verified against masterAuth.clusterCaCertificate.
+    host, port = cl.endpoint.split(":")
+    assert host == "127.0.0.1" and int(port) > 0
+    ca = base64.b64decode(cl.master_auth.cluster_ca_certificate)
+    assert ca.startswith(b"-----BEGIN CERTIFICATE-----")
+    context = ssl.create_default_context(cadata=ca.decode())
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            assert tls.version().startswith("TLS")
     assert cl.current_master_version == gke.DEFAULT_VERSION
     assert cl.current_node_version == gke.DEFAULT_VERSION
     assert cl.self_link == f"https://container.googleapis.com/v1/{CLUSTER}"

@@ -4,8 +4,11 @@ custom resources: test_kube_crds.py (both reuse the `kube` fixture defined here)
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import shutil
+import ssl
 import subprocess
 import threading
 import urllib.error
@@ -14,6 +17,7 @@ from types import SimpleNamespace
 
 import kubernetes
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -42,11 +46,18 @@ def new_client(kube):
     return kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig), persist_config=False)
 
 
-def raw(kube, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
-    """A request with urllib, for what the official client would never send; returns (code, body)."""
-    req = urllib.request.Request(kube.server + path, data=body, method=method, headers={"Content-Type": content_type})
+def raw(kube, method: str, path: str, body: bytes | None = None, content_type: str = "application/json",
+        token: str | None = None):
+    """A request with urllib, for what the official client would never send; returns (code, body).
+
+    It trusts the cluster's CA and sends the kubeconfig's token (or `token`, "" for none)."""
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+    token = cfg["users"][0]["user"]["token"] if token is None else token
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(kube.server + path, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cadata=ca)) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -112,10 +123,23 @@ def test_discovery_of_an_unknown_group_is_not_found(kube):
     assert raw(kube, "GET", "/apis/apps/v2")[0] == 404
 
 
-def test_an_unknown_cluster_is_not_found(kube):
-    code, body = raw(SimpleNamespace(server=kube.server.replace(CLUSTER, "no-such-cluster")), "GET", "/api/v1/nodes")
-    assert code == 404
-    assert json.loads(body)["reason"] == "NotFound"
+@pytest.mark.parametrize("token", ["", "not-a-token", "ya29.expired-or-forged"])
+def test_a_request_without_a_valid_token_is_unauthorized(kube, token):
+    """kube-apiserver answers 401 with a Status (reason Unauthorized) to a missing or invalid bearer token
+    (https://kubernetes.io/docs/reference/access-authn-authz/authentication/)."""
+    code, body = raw(kube, "GET", "/api/v1/nodes", token=token)
+    assert code == 401
+    assert json.loads(body)["reason"] == "Unauthorized"
+
+
+def test_each_cluster_answers_on_its_own_https_endpoint(kube):
+    """A cluster's API is at the root of its own endpoint (no path prefix), over HTTPS only."""
+    assert kube.server.startswith("https://127.0.0.1:") and kube.server.count("/") == 2
+    other = kube.sandbox.kube_server_url("another-cluster")
+    assert other != kube.server
+    plain = kube.server.replace("https://", "http://")
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(plain + "/version", timeout=5)
 
 
 # ---- CRUD ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_a_cluster_recreated_at_the_same_address_is_not_served_from_stale_discov
     ports = dict(EPHEMERAL)
     first = Sandbox(tmp_path / "one", ports=ports)
     first.start()
-    ports["kubernetes"] = first.servers["kubernetes"].port
+    port = first.kube_servers["byo-gpu"].port
     _install_crd(first, "byo-gpu")
     path = _kubeconfig(first, "byo-gpu", tmp_path / "kc")
     kube = Kube(str(path))
@@ -38,8 +38,11 @@ def test_a_cluster_recreated_at_the_same_address_is_not_served_from_stale_discov
     kube.apply({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
     first.stop()
 
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "state.json").write_text(json.dumps({"kube_ports": {"byo-gpu": port}}))
     second = Sandbox(tmp_path / "two", ports=ports)
     second.start()
+    assert second.kube_servers["byo-gpu"].port == port
     try:
         again = Kube(str(_kubeconfig(second, "byo-gpu", tmp_path / "kc")))
         assert again.get("example.com/v1", "Widget", "w") is None
