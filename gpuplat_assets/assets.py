@@ -14,6 +14,7 @@ from typing import Any
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetRecordsFilter,
     AssetKey,
     DataVersion,
     Failure,
@@ -25,6 +26,7 @@ from dagster import (
 )
 
 from resources import GpuplatResource
+from resources.models import KubeIdentity
 from resources.errors import describe
 
 from . import (
@@ -37,6 +39,7 @@ from . import (
     snapshot_class,
     storage_class,
 )
+from .cluster import ADOPT_TAG
 from .config import ConfigError, load_environment, load_environments
 from .piece import Check, Outcome, Piece, PieceError, Run, target_of
 from .plan import Action, fingerprint, mutating, plan_table
@@ -48,6 +51,7 @@ APPROVE_TAG = "gpuplat/approve"
 SENSOR_TAG = "gpuplat/trigger"
 OWNERS = ["team:platform"]
 ERR_APPROVAL = "approval needed"
+CLUSTER_PIECE = cluster.PIECE.name
 
 ENVIRONMENTS = load_environments()
 PARTITIONS = StaticPartitionsDefinition(ENVIRONMENTS.names or ["sandbox"])
@@ -82,13 +86,26 @@ def approval_message(piece: Piece, env, actions: list[Action], tags: dict) -> st
     return f"{ERR_APPROVAL} for {piece.name} in {env.name}: {'; '.join(pending)}. {how}"
 
 
+def recorded_identity(instance, env_name: str) -> KubeIdentity | None:
+    """The kube target recorded by the latest materialization of `cluster` for this environment."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(CLUSTER_PIECE), asset_partitions=[env_name]), limit=1).records
+    for record in records:
+        value = record.asset_materialization.metadata.get("kube_identity")
+        data = getattr(value, "data", None) or getattr(value, "value", None)
+        if isinstance(data, dict) and data.get("server") and data.get("kube_system_uid"):
+            return KubeIdentity(data["server"], data["kube_system_uid"])
+    return None
+
+
 def open_run(context, resource: GpuplatResource):
     try:
         env = load_environment(context.partition_key)
     except ConfigError as exc:
         raise Failure(description=str(exc), metadata={"file": exc.path, "key": exc.key}) from None
     tags = dict(context.run.tags) if context.run else {}
-    return Run(env, resource.connect(target_of(env)), context.log, approved(tags, env)), tags
+    identity = None if tags.get(ADOPT_TAG) == "true" else recorded_identity(context.instance, env.name)
+    return Run(env, resource.connect(target_of(env, identity)), context.log, approved(tags, env)), tags
 
 
 def observe_and_plan(piece: Piece, run: Run) -> tuple[Any, Any, list[Action]]:
@@ -141,11 +158,12 @@ def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeRe
         meta["approval"] = approval_source(tags, env)
     for key, url in piece.links(env, observed).items():
         meta[key] = MetadataValue.url(url)
-    if piece.name != "apis_enabled":
-        kubeconfig = run.conn.kubeconfig_path
-        if kubeconfig.exists():
-            t = run.conn.kube.target
-            meta["kube_target"] = f"{t.context} @ {t.server} ({t.kubeconfig})"
+    for key, value in piece.record(env, observed).items():
+        meta[key] = MetadataValue.json(value)
+    kube = run.conn.__dict__.get("kube")  # only when this piece used the cluster: never connect just to say so
+    if kube is not None:
+        t = kube.target
+        meta["kube_target"] = f"{t.context} @ {t.server} ({t.kubeconfig})"
     return MaterializeResult(metadata=meta, data_version=DataVersion(fp))
 
 

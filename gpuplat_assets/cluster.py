@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources.kube import KubeconfigMissing, KubeUnreachable
+from resources import ERR_NOT_RUNNING, ERR_OTHER_CLUSTER
+from resources.credentials import ERR_TOKEN, TokenUnavailable
+from resources.kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
 from resources.models import ClusterSpec, ClusterState, NodePoolSpec
 
 from .config import EnvConfig
@@ -26,6 +28,7 @@ class KubeFacts:
     node_count: int = 0
     provider_schemes: tuple[str, ...] = ()
     error: str = ""
+    kube_system_uid: str = ""  # with the server, which cluster this is (recorded, never drift)
 
 
 @dataclass(frozen=True)
@@ -62,29 +65,30 @@ def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
 
 # ---- observe ------------------------------------------------------------------------------------
 def observe_kube(run: Run) -> KubeFacts:
-    kube = run.conn.kube
+    kubeconfig = str(run.conn.kubeconfig_path)
     try:
+        kube = run.conn.kube  # proves the target is this environment's cluster before any call goes there
         t = kube.target
         run.log.info(f"kube target: kubeconfig {t.kubeconfig}, context {t.context}, server {t.server}")
         info = kube.server_info()
         nodes = kube.nodes()
-    except KubeconfigMissing as exc:
-        return KubeFacts(kubeconfig=str(run.conn.kubeconfig_path), error=str(exc))
+        # Off GKE the identity is recorded and compared; on GKE, GKE's endpoint and CA already say it.
+        uid = "" if run.env.is_gke else kube.identity().kube_system_uid
+    except (KubeconfigMissing, KubeTargetMismatch, TokenUnavailable) as exc:
+        return KubeFacts(kubeconfig=kubeconfig, error=str(exc))
     except KubeUnreachable as exc:
         return KubeFacts(kubeconfig=t.kubeconfig, context=t.context, server=t.server, error=str(exc))
     schemes = sorted({n.provider_id.split("://", 1)[0] for n in nodes if "://" in n.provider_id})
-    return KubeFacts(t.kubeconfig, t.context, t.server, info.git_version, len(nodes), tuple(schemes))
+    return KubeFacts(t.kubeconfig, t.context, t.server, info.git_version, len(nodes), tuple(schemes),
+                     kube_system_uid=uid)
 
 
 def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
     if spec is None:
-        run.conn.provide_sandbox_kubeconfig()
         return ClusterObserved(None, observe_kube(run))
     state = run.conn.google.get_cluster(spec.location, spec.name)
     if state is None or state.status != "RUNNING":
         return ClusterObserved(state, KubeFacts(error=NOT_RUNNING))
-    path = run.conn.write_gke_kubeconfig(state)
-    run.log.info(f"wrote the environment's kubeconfig {path}")
     return ClusterObserved(state, observe_kube(run))
 
 
@@ -139,12 +143,20 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
     return actions
 
 
-NOT_RUNNING = "cluster not running yet"
+NOT_RUNNING = ERR_NOT_RUNNING
+# A run tagged so records the kube target it finds as this environment's cluster (off GKE).
+ADOPT_TAG = "gpuplat/adopt-kube-target"
 
 
 def kube_remedy(kube: KubeFacts) -> str:
-    if kube.error == NOT_RUNNING:
+    if kube.error.startswith(NOT_RUNNING):
         return "materialize cluster: the GKE cluster does not exist or is still being created"
+    if kube.error.startswith(ERR_OTHER_CLUSTER):
+        return (f"point {kube.kubeconfig} back at this environment's cluster; if the cluster was replaced on purpose, "
+                f"materialize cluster with the run tag {ADOPT_TAG}=true to record the new one")
+    if kube.error.startswith(ERR_TOKEN):
+        return ("give the host Application Default Credentials that may use the cluster (gcloud auth "
+                "application-default login, or GOOGLE_APPLICATION_CREDENTIALS) with roles/container.developer")
     if "not found" in kube.error:
         return (f"put the cluster's kubeconfig at {kube.kubeconfig} (or point CLUSTER_KUBECONFIG at it); gpuplat "
                 f"never reads ~/.kube/config or KUBECONFIG")
@@ -223,6 +235,8 @@ PIECE = Piece(
     desired=desired_cluster, observe=observe_cluster, plan=plan_cluster, apply=apply_cluster,
     checks=(Check("kube_target_reachable", "The environment's own kubeconfig reaches the cluster and its nodes' "
                   "providerID matches the configured substrate.", check_target, blocking=True),),
+    record=lambda env, obs: ({"kube_identity": {"server": obs.kube.server, "kube_system_uid": obs.kube.kube_system_uid}}
+                             if not env.is_gke and obs.kube.kube_system_uid else {}),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/clusters/details/"
                                         f"{env.cluster.location}/{env.cluster.name}/details?project={env.cluster.projectID}"}
                             if env.is_gke else {}),

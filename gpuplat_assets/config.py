@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENVIRONMENTS_VAR = "GPUPLAT_ENVIRONMENTS"
+CLUSTER_KUBECONFIG = "CLUSTER_KUBECONFIG"
 CONFIG_FILE = "config.yaml"
 ESO_PROVIDER_DOCS = "https://external-secrets.io/latest/provider/"
 
@@ -116,6 +117,9 @@ class Substrate(_Strict):
     require_approval: bool | None = None
     # The environment's own kubeconfig, never ~/.kube/config: a shared context can point anywhere.
     kubeconfig: str = ""
+    # An environment variable that names the kubeconfig (the seed's CLUSTER_KUBECONFIG), for this
+    # environment only; a layout with a single environment opts in to CLUSTER_KUBECONFIG by itself.
+    kubeconfig_env: str = ""
     layer: Literal["platform", "serving", "llm-gateway", "full"] = "platform"
     remediation: Literal["auto", "report"] | None = None
     storage_class: str = ""
@@ -198,6 +202,16 @@ class EnvConfig(_Strict):
         if self.substrate.remediation:
             return self.substrate.remediation
         return "report" if self.profile == "prod" else "auto"
+
+    @property
+    def kubeconfig_env(self) -> str:
+        """Which environment variable may name this environment's kubeconfig ("" for none): the one
+        the config names, or the seed's CLUSTER_KUBECONFIG in the seed's single-environment layout."""
+        if self.substrate.kubeconfig_env or self.is_gke:
+            return self.substrate.kubeconfig_env
+        folder = Path(self.path).parent.parent if self.path else None
+        alone = folder is not None and folder.is_dir() and len(list(folder.glob(f"*/{CONFIG_FILE}"))) == 1
+        return CLUSTER_KUBECONFIG if alone else ""
 
     @property
     def needs_approval(self) -> bool:

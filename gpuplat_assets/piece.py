@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from resources import Connection, Target
+from resources.models import KubeIdentity
 
 from .config import EnvConfig
 from .plan import Action
@@ -63,14 +64,18 @@ class Piece:
     plan: Callable[[Any, Any], list[Action]]
     apply: Callable[[Run, Any, Any, list[Action]], None]
     checks: tuple[Check, ...] = ()
-    # Metadata shown on the materialization page besides plan and observed state (links, target).
+    # Metadata shown on the materialization page besides plan and observed state: links (URLs) and
+    # facts recorded for later runs (JSON), such as the kube target's identity.
     links: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
+    record: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
 
 
-def target_of(env: EnvConfig) -> Target:
+def target_of(env: EnvConfig, identity: KubeIdentity | None = None) -> Target:
+    """`identity`: the kube target recorded at this environment's first materialization, if any."""
     return Target(env=env.name, kind=env.substrate.kind, project=env.cluster.projectID,
                   location=env.cluster.location, cluster=env.cluster.name, sandbox=env.substrate.sandbox,
-                  kubeconfig=env.substrate.kubeconfig)
+                  kubeconfig=env.substrate.kubeconfig, kubeconfig_env=env.kubeconfig_env,
+                  identity=None if env.is_gke else identity)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log, interval: float = 1.0,

@@ -31,6 +31,8 @@ class Action:
         what = f"{self.kind} {self.target}" + (f" {self.field}" if self.field else "")
         if self.kind == "update":
             what += f": {_short(self.observed)} -> {_short(self.desired)}"
+        elif self.kind == "cannot-fix" and isinstance(self.observed, str) and self.observed:
+            what += f": {self.observed}"  # what is wrong, whole: the person reading it has to act on it
         if self.remedy:
             what += f" ({self.remedy})"
         return what

@@ -6,6 +6,7 @@ environment config file: the asset layer hands them a `Target`.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,12 +16,16 @@ import yaml
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from .credentials import GoogleTokens, tokens_for
 from .google import Google
-from .kube import Kube, write_private
-from .models import ClusterState
+from .kube import Endpoint, Kube, KubeconfigMissing, KubeTargetMismatch, write_private
+from .models import ClusterState, KubeIdentity
 from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_gitops_groups, sandbox_kubeconfig
 
-CLUSTER_KUBECONFIG_VAR = "CLUSTER_KUBECONFIG"
+# GKE states in which the control plane answers (RECONCILING: an update is in progress, the API is up).
+API_UP = ("RUNNING", "RECONCILING")
+ERR_NOT_RUNNING = "cluster not running yet"
+ERR_OTHER_CLUSTER = "the kubeconfig reaches another cluster than the one this environment recorded"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class Target:
     cluster: str
     sandbox: bool
     kubeconfig: str  # explicit path from the config, or "" for the default
+    # The environment variable naming the kubeconfig (the seed's CLUSTER_KUBECONFIG), when the
+    # environment opted in; never applied to every environment at once.
+    kubeconfig_env: str = ""
+    # The identity recorded at this environment's first materialization (off GKE): a kubeconfig
+    # that now reaches another cluster is refused before anything is sent there.
+    identity: KubeIdentity | None = None
 
 
 class Connection:
@@ -53,37 +64,39 @@ class Connection:
     def google(self) -> Google:
         return Google(self.target.project, endpoints=self.sandbox_urls, retry_deadline=self.retry_deadline)
 
+    @cached_property
+    def tokens(self) -> GoogleTokens:
+        """Google access tokens for GKE's Kubernetes API: ADC, or the sandbox's service account."""
+        if self.sandbox_urls is not None:
+            return tokens_for(self.sandbox_state / "credentials.json")
+        return tokens_for()
+
     @property
     def kubeconfig_path(self) -> Path:
         if self.target.kubeconfig:
             return Path(self.target.kubeconfig)
-        # Off GKE the user's kubeconfig may come from CLUSTER_KUBECONFIG, as in the seed's Makefile;
-        # the shell's KUBECONFIG and ~/.kube/config are never read.
-        if self.target.kind != "gke" and os.environ.get(CLUSTER_KUBECONFIG_VAR):
-            return Path(os.environ[CLUSTER_KUBECONFIG_VAR])
+        # The seed's CLUSTER_KUBECONFIG, for the environment that opted in; the shell's KUBECONFIG
+        # and ~/.kube/config are never read.
+        if self.target.kubeconfig_env and os.environ.get(self.target.kubeconfig_env):
+            return Path(os.environ[self.target.kubeconfig_env])
         return self.kube_dir / f"{self.target.env}.kubeconfig"
 
     def write_gke_kubeconfig(self, cluster: ClusterState) -> Path:
-        """The environment's dedicated kubeconfig for a GKE cluster (never merged into ~/.kube/config)."""
-        path = self.kubeconfig_path
-        if self.sandbox_urls is not None:
-            return sandbox_kubeconfig(self.sandbox_urls, self.google.cluster_path(cluster.location, cluster.name), path)
+        """The environment's kubeconfig for people (kubectl, the seed's scripts), as `gcloud container
+        clusters get-credentials` writes it; rewritten, atomically, whenever GKE's endpoint or CA moved."""
         ctx = f"gke_{self.target.project}_{cluster.location}_{cluster.name}"
+        plugin: dict = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
+                        "provideClusterInfo": True, "interactiveMode": "Never"}
+        if self.sandbox_urls is not None:  # the plugin asks gcloud, and gcloud asks the sandbox
+            plugin["env"] = [{"name": "CLOUDSDK_CONFIG", "value": str(self.sandbox_state / "gcloud")}]
         doc = {
             "apiVersion": "v1", "kind": "Config", "current-context": ctx,
             "clusters": [{"name": ctx, "cluster": {"server": f"https://{cluster.endpoint}",
                                                    "certificate-authority-data": cluster.ca_certificate}}],
             "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}],
-            "users": [{"name": ctx, "user": {"exec": {
-                "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
-                "provideClusterInfo": True, "interactiveMode": "Never"}}}],
+            "users": [{"name": ctx, "user": {"exec": plugin}}],
         }
-        return write_private(path, yaml.safe_dump(doc))
-
-    def provide_sandbox_kubeconfig(self) -> None:
-        """Off GKE in the sandbox: stand in for the user copying their cluster's kubeconfig."""
-        if self.sandbox_urls is not None and not self.kubeconfig_path.exists():
-            sandbox_kubeconfig(self.sandbox_urls, self.target.cluster, self.kubeconfig_path)
+        return write_private(self.kubeconfig_path, yaml.safe_dump(doc))
 
     def sandbox_groups(self, cluster_id: str, groups: list[dict]) -> None:
         if self.sandbox_urls is not None and groups:
@@ -91,7 +104,42 @@ class Connection:
 
     @cached_property
     def kube(self) -> Kube:
-        return Kube(str(self.kubeconfig_path))
+        """The cluster's API, proven to be this environment's cluster before anything is sent.
+
+        GKE: endpoint and CA as GKE reports them now, a Google token; the kubeconfig file is only
+        (re)written for people. Elsewhere: the kubeconfig file as it is now, refused when it reaches
+        another server than the one recorded, or a cluster with another kube-system namespace.
+        """
+        if self.target.kind == "gke":
+            return self._gke_kube()
+        path = self.kubeconfig_path
+        if self.sandbox_urls is not None and not path.exists():
+            # The sandbox stands in for the user copying their cluster's kubeconfig.
+            sandbox_kubeconfig(self.sandbox_urls, self.target.cluster, path)
+        kube = Kube(str(path))
+        expected = self.target.identity
+        if expected is not None:
+            if kube.target.server != expected.server:
+                raise KubeTargetMismatch(f"{ERR_OTHER_CLUSTER}: {path} points at {kube.target.server}, this "
+                                         f"environment's cluster is {expected.describe()}")
+            found = kube.identity()
+            if found.kube_system_uid != expected.kube_system_uid:
+                raise KubeTargetMismatch(f"{ERR_OTHER_CLUSTER}: {path} reaches {found.describe()}, this "
+                                         f"environment's cluster is {expected.describe()}")
+        return kube
+
+    def _gke_kube(self) -> Kube:
+        t = self.target
+        cluster = self.google.get_cluster(t.location, t.cluster)
+        if cluster is None or cluster.status not in API_UP or not cluster.endpoint:
+            raise KubeconfigMissing(f"{ERR_NOT_RUNNING}: GKE cluster {t.cluster} in {t.location} is "
+                                    f"{cluster.status if cluster else 'absent'}")
+        path = self.write_gke_kubeconfig(cluster)
+        ca_file = write_private(self.kube_dir / f"{t.env}.ca.crt", base64.b64decode(cluster.ca_certificate).decode())
+        endpoint = Endpoint(server=f"https://{cluster.endpoint}", ca_file=str(ca_file), token=self.tokens.token,
+                            context=f"gke_{t.project}_{cluster.location}_{cluster.name}",
+                            invalidate=self.tokens.invalidate)
+        return Kube(str(path), endpoint=endpoint)
 
 
 class GpuplatResource(ConfigurableResource):

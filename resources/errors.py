@@ -5,7 +5,8 @@ from __future__ import annotations
 from google.api_core import exceptions as gexc
 
 from .google import OperationFailed, ServiceUsageDisabled
-from .kube import KubeconfigMissing, KubeUnreachable
+from .credentials import TokenUnavailable
+from .kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
 
 
 def describe(exc: BaseException) -> str | None:
@@ -32,6 +33,7 @@ def describe(exc: BaseException) -> str | None:
         return f"gave up retrying a transient Google error: {exc.cause}"
     if isinstance(exc, ApiException):
         return f"Kubernetes API error {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
-    if isinstance(exc, (OperationFailed, KubeconfigMissing, KubeUnreachable, TimeoutError, LookupError)):
+    if isinstance(exc, (OperationFailed, KubeconfigMissing, KubeUnreachable, KubeTargetMismatch, TokenUnavailable,
+                        TimeoutError, LookupError)):
         return str(exc)
     return None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
-from .models import KubeTarget, NodeState, PdbState, PodState, ServerInfo, Taint
+from .models import KubeIdentity, KubeTarget, NodeState, PdbState, PodState, ServerInfo, Taint
 
 FIELD_MANAGER = "gpuplat"
 ERR_KUBECONFIG_MISSING = "kubeconfig not found"
@@ -28,6 +30,22 @@ class KubeUnreachable(Exception):
 
 class KubeconfigMissing(Exception):
     pass
+
+
+class KubeTargetMismatch(Exception):
+    """The kubeconfig now reaches another cluster than the one this environment recorded."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A cluster's API reached without reading a kubeconfig (GKE): its URL, its CA and a token source."""
+
+    server: str
+    ca_file: str
+    token: Callable[[], str]
+    context: str
+    # Called when the server answers 401 to a token that looked valid (revoked, or a new sandbox).
+    invalidate: Callable[[], None] = lambda: None
 
 
 def read_target(kubeconfig: str) -> KubeTarget:
@@ -54,12 +72,18 @@ def _parse_quantity(q) -> float:
 
 
 class Kube:
-    def __init__(self, kubeconfig: str, request_timeout: float = 15.0):
+    """One cluster's API: from exactly one kubeconfig file, or (GKE) from an `Endpoint` with the
+    cluster's CA and a Google token, never reading the kubeconfig written for people."""
+
+    def __init__(self, kubeconfig: str, request_timeout: float = 15.0, endpoint: Endpoint | None = None):
         self.kubeconfig = kubeconfig
         self.request_timeout = request_timeout
+        self.endpoint = endpoint
 
     @cached_property
     def target(self) -> KubeTarget:
+        if self.endpoint is not None:
+            return KubeTarget(kubeconfig=self.kubeconfig, context=self.endpoint.context, server=self.endpoint.server)
         return read_target(self.kubeconfig)
 
     @cached_property
@@ -69,7 +93,16 @@ class Kube:
 
         self.target  # noqa: B018 - fail with the clear message before the client's own
         cfg = client.Configuration()
-        config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg, persist_config=False)
+        if self.endpoint is not None:
+            ep = self.endpoint
+            cfg.host, cfg.ssl_ca_cert, cfg.verify_ssl = ep.server, ep.ca_file, True
+            # kubernetes 36 reads the bearer token (and its prefix) under "BearerToken".
+            cfg.api_key_prefix = {"BearerToken": "Bearer"}
+            cfg.api_key = {"BearerToken": ep.token()}
+            # Asked before every request: the token source hands back the same token until it expires.
+            cfg.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=ep.token())
+        else:
+            config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg, persist_config=False)
         # Transient answers (429, 5xx) are retried with backoff by urllib3, the client's own transport;
         # a connection refused is not: an unreachable cluster should fail fast and say so.
         cfg.retries = Retry(total=6, connect=0, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504),
@@ -100,10 +133,18 @@ class Kube:
             return fn(*args, _request_timeout=self.request_timeout, **kwargs)
         except urllib3.exceptions.HTTPError as exc:
             raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}") from None
-        except ApiException:
-            raise
+        except ApiException as exc:
+            if exc.status != 401 or self.endpoint is None:
+                raise
+        self.endpoint.invalidate()  # one new token, one more try: a refused token is not an outage
+        return fn(*args, _request_timeout=self.request_timeout, **kwargs)
 
     # ---- reads --------------------------------------------------------------------------------------
+    def identity(self) -> KubeIdentity:
+        """What tells this cluster from another behind the same URL: the kube-system namespace's UID."""
+        ns = self._call(self._core.read_namespace, "kube-system")
+        return KubeIdentity(server=self.target.server, kube_system_uid=ns.metadata.uid or "")
+
     def server_info(self) -> ServerInfo:
         from kubernetes import client
         v = self._call(client.VersionApi(self._api_client).get_code)

@@ -88,6 +88,17 @@ class KubeTarget:
 
 
 @dataclass(frozen=True)
+class KubeIdentity:
+    """Which cluster a kube target is: recorded at the first materialization, checked before any write."""
+
+    server: str
+    kube_system_uid: str
+
+    def describe(self) -> str:
+        return f"{self.server} (kube-system uid {self.kube_system_uid})"
+
+
+@dataclass(frozen=True)
 class NodeState:
     name: str
     provider_id: str

@@ -53,13 +53,14 @@ from dagster import (
     sensor,
 )
 
-from gpuplat_assets.assets import PARTITIONS, PIECES, SENSOR_TAG
+from gpuplat_assets.assets import PARTITIONS, PIECES, SENSOR_TAG, recorded_identity
 from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environment, load_environments
 from gpuplat_assets.piece import Piece, Run, target_of
 from gpuplat_assets.plan import Action, mutating, plan_hash, plan_table
 from resources import GpuplatResource
 from resources.errors import describe
 from resources.kube import KubeconfigMissing
+from resources.models import KubeIdentity
 from resources.memo import Answers, memoize
 
 INTERVAL_VAR = "GPUPLAT_DRIFT_INTERVAL_S"
@@ -104,7 +105,7 @@ class QuietLog:
 
 
 def env_run(resource: GpuplatResource, name: str, root: Path | None = None, log: Any = None,
-            answers: Answers | None = None, env: EnvConfig | None = None) -> Run:
+            answers: Answers | None = None, env: EnvConfig | None = None, identity: KubeIdentity | None = None) -> Run:
     """A read-only `Run` for one environment outside any op: fresh config, memoized clients, no approval.
 
     `answers` is the tick's: environments of one GCP project (or one kubeconfig) share their reads.
@@ -112,7 +113,7 @@ def env_run(resource: GpuplatResource, name: str, root: Path | None = None, log:
     """
     env = env or load_environment(name, root)
     # Transient errors are retried for a while, but not past the tick: Dagster gives a sensor 60 s.
-    conn = memoize(resource.connect(target_of(env), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
+    conn = memoize(resource.connect(target_of(env, identity), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
     return Run(env, conn, log or QuietLog(_log, name), approved=False)
 
 
@@ -148,11 +149,11 @@ class EnvReport:
 
 def observe_env(resource: GpuplatResource, name: str, root: Path | None, materialized: dict[str, set[str]],
                 pieces: Iterable[Piece] = PIECES, answers: Answers | None = None,
-                env: EnvConfig | None = None) -> EnvReport:
+                env: EnvConfig | None = None, identity: KubeIdentity | None = None) -> EnvReport:
     """Observe and plan every piece of one environment. Never raises for the outside world's errors."""
     start = time.monotonic()
     try:
-        run = env_run(resource, name, root, answers=answers, env=env)
+        run = env_run(resource, name, root, answers=answers, env=env, identity=identity)
     except ConfigError as exc:
         return EnvReport(name, error=str(exc), seconds=time.monotonic() - start)
     report = EnvReport(name, run.env.remediation)
@@ -355,11 +356,14 @@ def build_drift_sensor(name: str = "drift_sensor", environments_root: Path | Non
         start_sandbox_once(gpuplat, [found.configs[n] for n in names if n in found.configs])
         now = clock()
         answers = Answers()  # this tick's: nothing is remembered into the next one
+        identities = {n: recorded_identity(context.instance, n) for n, cfg in found.configs.items()
+                      if n in names and not cfg.is_gke}
 
         def observe(n: str) -> EnvReport:
             if n in found.errors:
                 return EnvReport(n, error=found.errors[n])
-            return observe_env(gpuplat, n, root, materialized, answers=answers, env=found.configs[n])
+            return observe_env(gpuplat, n, root, materialized, answers=answers, env=found.configs[n],
+                               identity=identities.get(n))
 
         if workers <= 1 or len(names) <= 1:
             reports = [observe(n) for n in names]

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# google-auth puts Google's own token endpoint in `aud` whatever `token_uri` the key file names.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
 def _b64(segment: str) -> bytes:
@@ -58,8 +60,8 @@ def verify_assertion(key: dict, token_uri: str, assertion: str) -> dict:
         raise _invalid("Invalid JWT Signature.") from None
     if claims.get("iss") != key["client_email"]:
         raise _invalid(f"Invalid JWT: issuer {claims.get('iss')!r} is not {key['client_email']}")
-    if claims.get("aud") != token_uri:
-        raise _invalid(f"Invalid JWT: audience {claims.get('aud')!r} is not {token_uri}")
+    if claims.get("aud") not in (token_uri, GOOGLE_TOKEN_AUDIENCE):
+        raise _invalid(f"Invalid JWT: audience {claims.get('aud')!r} is not {GOOGLE_TOKEN_AUDIENCE}")
     if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] < time.time():
         raise _invalid("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.")
     return claims
@@ -75,4 +77,5 @@ def token(sb: "Sandbox", req: Request):
     return {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
 
 
-ROUTES = [Route("POST", r"/token", token, "Token", True)]
+# Issuing a token changes nothing a client would call state: it is counted as a read.
+ROUTES = [Route("POST", r"/token", token, "Token")]
