@@ -19,7 +19,8 @@ from ..wire.google import emit_google, parse_google_body
 from ..wire.http import Request, Route
 from .gke_build import build_cluster
 from .gke_ops import fault_status, get_operation, get_server_config, list_operations, new_operation, refuse_if_busy, req_loc, take_fault
-from .gke_pools import create_node_pool, get_node_pool, list_node_pools, set_autoscaling, set_management, set_size, update_node_pool
+from .gke_pools import (create_node_pool, delete_node_pool, get_node_pool, list_node_pools, set_autoscaling,
+                        set_management, set_size, update_node_pool)
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -79,6 +80,18 @@ def update_cluster(sb: "Sandbox", req: Request):
                  fault_status(req, fault, key, cl))
     return emit_google(req, container_v1.Operation, op)
 
+def delete_cluster(sb: "Sandbox", req: Request):
+    """DeleteCluster: STOPPING while the operation runs; gone, Kubernetes API and all, when it is done
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/deleting-a-cluster)."""
+    key, cl, _ = lookup(sb, *req_loc(req), req.match["cluster"])
+    refuse_if_busy(sb, key)
+    fault = take_fault(req)
+    cl["status"] = "STOPPING"
+    etag(cl)
+    op = new_operation(sb, key, "DELETE_CLUSTER", key, {"kind": "delete_cluster"}, fault_status(req, fault, key, cl))
+    return emit_google(req, container_v1.Operation, op)
+
+
 _P = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 
 _Z = r"/v1/projects/(?P<project>[^/]+)/zones/(?P<location>[^/]+)"
@@ -94,6 +107,8 @@ ROUTES = [
     Route("GET", _P + "/clusters", list_clusters, "ListClusters"),
     Route("GET", _P + _C, get_cluster, "GetCluster"),
     Route("PUT", _P + _C, update_cluster, "UpdateCluster", True),
+    Route("DELETE", _P + _C, delete_cluster, "DeleteCluster", True),
+    Route("DELETE", _P + _C + _NP, delete_node_pool, "DeleteNodePool", True),
     Route("POST", _P + _C + "/nodePools", create_node_pool, "CreateNodePool", True),
     Route("GET", _P + _C + "/nodePools", list_node_pools, "ListNodePools"),
     Route("GET", _P + _C + _NP, get_node_pool, "GetNodePool"),
@@ -109,6 +124,8 @@ ROUTES = [
     Route("GET", _Z + "/clusters", list_clusters, "ListClusters"),
     Route("GET", _Z + _C, get_cluster, "GetCluster"),
     Route("PUT", _Z + _C, update_cluster, "UpdateCluster", True),
+    Route("DELETE", _Z + _C, delete_cluster, "DeleteCluster", True),
+    Route("DELETE", _Z + _C + _NP, delete_node_pool, "DeleteNodePool", True),
     Route("POST", _Z + _C + "/nodePools", create_node_pool, "CreateNodePool", True),
     Route("GET", _Z + _C + "/nodePools", list_node_pools, "ListNodePools"),
     Route("GET", _Z + _C + _NP, get_node_pool, "GetNodePool"),

@@ -116,6 +116,20 @@ def update_node_pool(sb: "Sandbox", req: Request):
     return pool_operation(sb, req, key, cl, pool, op_type, {"kind": "pool_patch", "patch": {}, "replace": replace})
 
 
+def delete_node_pool(sb: "Sandbox", req: Request):
+    """DeleteNodePool: the pool STOPPING while its nodes are drained and removed; gone when done."""
+    key, cl, pool = lookup(sb, *req_loc(req), req.match["cluster"], req.match["pool"])
+    refuse_if_busy(sb, key)
+    fault = take_fault(req)
+    pool["status"] = "STOPPING"
+    etag(pool)
+    cl["status"] = "RECONCILING"
+    etag(cl)
+    op = new_operation(sb, key, "DELETE_NODE_POOL", f"{key}/nodePools/{pool['name']}",
+                       {"kind": "delete_pool", "pool": pool["name"]}, fault_status(req, fault, key, cl, pool))
+    return emit_google(req, container_v1.Operation, op)
+
+
 def pool_operation(sb: "Sandbox", req: Request, key: str, cl: dict, pool: dict, op_type: str, effect: dict):
     """Start an operation on one pool: cluster and pool RECONCILING until it is done (an injected
     fault ends it with an error)."""

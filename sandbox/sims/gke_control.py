@@ -185,7 +185,9 @@ def apply_effect(sb: "Sandbox", rec: dict) -> dict | None:
         kube_id = kube_id_for_gke(*split_cluster_key(key))
         cl["endpoint"] = sb.kube_endpoint(kube_id)
         cl["masterAuth"] = {"clusterCaCertificate": sb.kube_ca(kube_id)}
-        seed_kubernetes(kube_of(sb, key))
+        kube = kube_of(sb, key)
+        seed_kubernetes(kube)
+        kube.data["meta"]["gitVersion"] = f"v{cl['currentMasterVersion']}"  # /version answers GKE's build
         for pool in cl["nodePools"]:
             pool["status"] = "RUNNING"
             etag(pool)
@@ -202,6 +204,19 @@ def apply_effect(sb: "Sandbox", rec: dict) -> dict | None:
         return None
     if kind == "update_cluster":
         apply_cluster_update(sb, key, effect["update"])
+        return None
+    if kind == "delete_cluster":
+        gke = state(sb)
+        gke["clusters"].pop(key, None)
+        for k in [k for k in gke["internal"] if k.startswith(key + "/")]:
+            gke["internal"].pop(k)
+        sb.drop_kube(kube_id_for_gke(*split_cluster_key(key)))
+        return None
+    if kind == "delete_pool":
+        cl, pool = pool_of(sb, rec)
+        resize_pool(sb, key, pool["name"], 0)
+        cl["nodePools"] = [p for p in cl["nodePools"] if p["name"] != pool["name"]]
+        state(sb)["internal"].pop(f"{key}/nodePools/{pool['name']}", None)
         return None
     cl, pool = pool_of(sb, rec)
     if kind == "pool_patch":
@@ -247,6 +262,11 @@ def rollback(sb: "Sandbox", rec: dict) -> None:
         cl = gke["clusters"].get(rec["cluster"])
         if cl is not None:
             cl["nodePools"] = [p for p in cl["nodePools"] if p["name"] != rec["effect"]["pool"]]
+    elif kind in ("delete_cluster", "delete_pool"):  # nothing was removed: it is running again
+        cl = gke["clusters"].get(rec["cluster"])
+        for obj in [cl, *((cl or {}).get("nodePools") or [])]:
+            if obj is not None and obj.get("status") == "STOPPING":
+                obj["status"] = "RUNNING"
             gke["internal"].pop(f"{rec['cluster']}/nodePools/{rec['effect']['pool']}", None)
 
 
@@ -286,6 +306,7 @@ def apply_cluster_update(sb: "Sandbox", key: str, update: dict) -> None:
             continue
         if field == "desiredMasterVersion":
             cl["currentMasterVersion"] = resolve_version(value, "Master")
+            kube_of(sb, key).data["meta"]["gitVersion"] = f"v{cl['currentMasterVersion']}"
         elif field == "desiredNodeVersion":
             version = resolve_version(value if value != "-" else cl["currentMasterVersion"], "Node")
             for pool in pools:
