@@ -22,7 +22,7 @@ from .apis import billing, compute, gke, kube_objects, oauth, secretmanager, ser
 from .core import ApiError, Clock, Counters, Faults, StateStore
 from .sims import controllers
 from .stores import auth
-from .stores.kube import KubeStore
+from .stores.kube import ChangeLog, KubeStore
 from .wire.google import google_error
 from .wire.http import ApiServer, PortInUse, Request
 from .wire.kube import render_error
@@ -68,6 +68,7 @@ class Sandbox:
             "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
         }
         self.kube_servers: dict[str, ApiServer] = {}
+        self._changes: dict[str, ChangeLog] = {}
         with self.store.lock:
             for cid in self.kube_cluster_ids():
                 self.serve_kube(cid)
@@ -85,6 +86,23 @@ class Sandbox:
             self.store.mark()
         self.serve_kube(cluster_id)
         return KubeStore(self, cluster_id, clusters[cluster_id])
+
+    def drop_kube(self, cluster_id: str) -> None:
+        """A deleted cluster: its API goes away with everything in it."""
+        srv = self.kube_servers.pop(cluster_id, None)
+        if srv is not None and self.started:
+            threading.Thread(target=srv.stop, daemon=True).start()  # never wait on ourselves under the lock
+        for section in ("kube", "kube_ports"):
+            self.store.section(section).pop(cluster_id, None)
+        self._changes.pop(cluster_id, None)
+        self.store.mark()
+
+    def kube_changes(self, cluster_id: str) -> ChangeLog:
+        log = self._changes.get(cluster_id)
+        if log is None:
+            data = self.store.section("kube").get(cluster_id) or {}
+            log = self._changes[cluster_id] = ChangeLog(self.store.lock, int(data.get("rv", 1)))
+        return log
 
     def kube_cluster_ids(self) -> list[str]:
         return list(self.store.section("kube").keys())

@@ -185,6 +185,12 @@ class SandboxContext(Protocol):
 
     def kube_server_url(self, cluster_id: str) -> str: ...
 
+    def drop_kube(self, cluster_id: str) -> None:
+        """Remove a cluster's Kubernetes API and state (its GKE cluster was deleted)."""
+
+    def kube_changes(self, cluster_id: str) -> Any:
+        """The `stores.kube.ChangeLog` of one cluster (what watches stream)."""
+
     def kube_endpoint(self, cluster_id: str) -> str:
         """`host:port` of the cluster's own API endpoint (started on first use)."""
 

@@ -9,7 +9,7 @@ from google.cloud import container_v1
 
 from ..apis.gke_ops import new_operation
 from ..core import ApiError
-from ..sims.gke_nodes import resize_pool, sync_nodes
+from ..sims.gke_nodes import kube_of, resize_pool, sync_nodes
 from ..stores.gke import canonical, deep_merge, etag, find_pool, not_found, resolve_cluster_key, state
 from ..wire.http import Request, Route
 
@@ -92,6 +92,7 @@ def admin_upgrade(sb: "Sandbox", req: Request):
     if not isinstance(version, str) or not version:
         raise ApiError(400, "upgrade needs `version`, e.g. 1.34.1-gke.1100")
     cl["currentMasterVersion"] = version
+    kube_of(sb, key).data["meta"]["gitVersion"] = f"v{version}"
     if body.get("nodePools", True):
         for pool in cl.get("nodePools", []):
             pool["version"] = version

@@ -37,8 +37,10 @@ def version(sb: "Sandbox", req: Request):
     git_version = store.data["meta"].get("gitVersion") or DEFAULT_GIT_VERSION
     m = re.match(r"v(\d+)\.(\d+)", git_version)
     major, minor = (m.group(1), m.group(2)) if m else ("1", "33")
+    # A vendor build (GKE's "-gke.N") marks its minor version with "+", as Kubernetes' build script does.
+    shown = minor + "+" if "-gke." in git_version else minor
     return json_response({
-        "major": major, "minor": minor, "emulationMajor": major, "emulationMinor": minor,
+        "major": major, "minor": shown, "emulationMajor": major, "emulationMinor": minor,
         "minCompatibilityMajor": major, "minCompatibilityMinor": str(max(int(minor) - 1, 0)),
         "gitVersion": git_version, "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean", "buildDate": "2025-09-09T00:00:00Z", "goVersion": "go1.24.6",
@@ -46,9 +48,29 @@ def version(sb: "Sandbox", req: Request):
     })
 
 
+# The checks kube-apiserver lists with ?verbose (https://kubernetes.io/docs/reference/using-api/health-checks/).
+HEALTH_CHECKS = {
+    "livez": ("ping", "log", "etcd", "poststarthook/start-apiextensions-controllers",
+              "poststarthook/crd-informer-synced", "poststarthook/generic-apiserver-start-informers"),
+    "readyz": ("ping", "log", "etcd", "etcd-readiness", "informer-sync", "poststarthook/start-apiextensions-controllers",
+               "poststarthook/crd-informer-synced", "poststarthook/generic-apiserver-start-informers", "shutdown"),
+    "healthz": ("ping", "log", "etcd", "poststarthook/start-apiextensions-controllers",
+                "poststarthook/crd-informer-synced"),
+}
+
+
 def health(sb: "Sandbox", req: Request):
+    """`ok`, or with `?verbose` one `[+]<check> ok` line per check and `<endpoint> check passed`."""
     cluster_store(sb, req)
-    return Response(200, "ok", "text/plain; charset=utf-8")
+    endpoint, _, check = req.path.strip("/").partition("/")
+    checks = HEALTH_CHECKS[endpoint]
+    if check and check not in checks:
+        return Response(404, "404 page not found\n", "text/plain; charset=utf-8")
+    if "verbose" not in req.params or check:
+        return Response(200, "ok", "text/plain; charset=utf-8")
+    excluded = set(req.params.get("exclude") or [])
+    lines = [f"[+]{c} excluded: ok" if c in excluded else f"[+]{c} ok" for c in checks]
+    return Response(200, "\n".join(lines) + f"\n{endpoint} check passed\n", "text/plain; charset=utf-8")
 
 
 def root_paths(sb: "Sandbox", req: Request):
@@ -90,7 +112,7 @@ def _resource_list(types: list[ResourceType], group: str, version: str) -> dict:
         if rt.group != group or rt.version != version:
             continue
         entry = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced, "kind": rt.kind,
-                 "verbs": VERBS}
+                 "verbs": list(rt.verbs) or VERBS}
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         resources.append(entry)

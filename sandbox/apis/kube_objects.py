@@ -9,7 +9,6 @@ handed out without copies.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from ..core import ApiError
@@ -23,6 +22,9 @@ from .kube_discovery import (api_group, api_groups, api_versions, core_resources
 from .kube_fields import encode_fields, leaf_fields, server_side_apply, track_update
 from .kube_patch import json_patch, merge_patch, strategic_merge_patch
 from .kube_select import select
+from .kube_subresources import get_scale, patch_scale, review, set_scale
+from .kube_tables import table, wants_table
+from .kube_watch import watch
 from .kube_writes import (check_identity, check_kind, delete_cascade, finish_update, normalize, prepare_new,
                           require_namespace, resource_of)
 
@@ -37,13 +39,12 @@ def list_objects(sb: "Sandbox", req: Request):
     store, rt, namespace = resource_of(sb, req, item=False)
     items = select(store, rt, namespace, req)
     if truthy(req.param("watch")):
-        since = req.param("resourceVersion") or "0"
-        floor = int(since) if since.isdigit() else 0
-        events = [json.dumps({"type": "ADDED", "object": o}, separators=(",", ":"))
-                  for o in items if int(o["metadata"].get("resourceVersion") or 0) > floor]
-        return Response(200, "".join(e + "\n" for e in events).encode(), "application/json")
+        return watch(sb, req, store, rt, namespace, items)
+    rv = str(store.data["rv"])
+    if wants_table(req):
+        return json_response(table(store, rt, items, req, rv))
     return json_response({"kind": rt.kind + "List", "apiVersion": rt.api_version,
-                  "metadata": {"resourceVersion": str(store.data["rv"])}, "items": items})
+                          "metadata": {"resourceVersion": rv}, "items": items})
 
 
 def get_object(sb: "Sandbox", req: Request):
@@ -52,11 +53,17 @@ def get_object(sb: "Sandbox", req: Request):
     obj = store.get_object(rt.group, rt.plural, namespace, name)
     if obj is None:
         raise not_found(rt, name)
+    if wants_table(req):
+        return json_response(table(store, rt, [obj], req, obj["metadata"].get("resourceVersion", "")))
     return json_response(obj)
 
 
 def create_object(sb: "Sandbox", req: Request):
     store, rt, namespace = resource_of(sb, req, item=False)
+    if rt.virtual:
+        body = body_object(req)
+        check_kind(rt, body)
+        return review(req, rt, body, sb.clock.rfc3339())
     if rt.namespaced and namespace is None:
         raise ApiError(405, f"{rt.kind} objects are created in a namespace: POST to "
                             f".../namespaces/<namespace>/{rt.plural}", reason="MethodNotAllowed")
@@ -208,7 +215,7 @@ def _subresource(sb: "Sandbox", req: Request):
     sub, name = req.match["sub"], req.match["name"]
     if sub not in rt.subresources:
         raise ApiError(404, "the server could not find the requested resource", reason="NotFound")
-    if sub not in ("status", "log"):
+    if sub not in ("status", "log", "scale"):
         raise ApiError(404, f"the sandbox does not serve the {rt.plural}/{sub} subresource", reason="NotFound")
     return store, rt, namespace, sub, name, store.get_object(rt.group, rt.plural, namespace, name)
 
@@ -228,17 +235,21 @@ def get_subresource(sb: "Sandbox", req: Request):
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-int(tail):]) if int(tail) else ""
         return Response(200, text, "text/plain")
+    if sub == "scale":
+        return get_scale(current)
     return json_response(current)
 
 
 def update_subresource(sb: "Sandbox", req: Request):
     store, rt, namespace, sub, name, current = _subresource(sb, req)
-    if sub != "status":
+    if sub not in ("status", "scale"):
         raise ApiError(405, f"{rt.plural}/{sub} is read-only", reason="MethodNotAllowed")
     if current is None:
         raise not_found(rt, name)
     dry = dry_run(req)
     body = body_object(req)
+    if sub == "scale":
+        return set_scale(store, rt, current, body, dry, manager_of(req))
     check_kind(rt, body)
     check_identity(rt, body, name, namespace)
     return json_response(finish_update(store, rt, current, body, body["metadata"].get("resourceVersion"), dry, None,
@@ -247,9 +258,13 @@ def update_subresource(sb: "Sandbox", req: Request):
 
 def patch_subresource(sb: "Sandbox", req: Request):
     store, rt, namespace, sub, name, current = _subresource(sb, req)
-    if sub != "status":
+    if sub not in ("status", "scale"):
         raise ApiError(405, f"{rt.plural}/{sub} is read-only", reason="MethodNotAllowed")
     dry = dry_run(req)
+    if sub == "scale":
+        if current is None:
+            raise not_found(rt, name)
+        return patch_scale(store, rt, current, lambda scale: _patched(req, rt, scale), dry, manager_of(req))
     if req.content_type == APPLY_PATCH:
         return _apply(sb, req, store, rt, namespace, name, current, dry, status_only=True)
     if current is None:
@@ -265,7 +280,7 @@ def _build_routes() -> list[Route]:
     routes = [
         Route("GET", r"/", root_paths, "get:discovery"),
         Route("GET", r"/version", version, "get:version"),
-        Route("GET", r"/(?:healthz|livez|readyz)(?:/[^/]+)?", health, "get:health"),
+        Route("GET", r"/(?:healthz|livez|readyz)(?:/.+)?", health, "get:health"),
         Route("GET", r"/api", api_versions, "get:discovery"),
         Route("GET", r"/api/v1", core_resources, "get:discovery"),
         Route("GET", r"/apis", api_groups, "get:discovery"),

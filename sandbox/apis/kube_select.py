@@ -124,18 +124,21 @@ def parse_field_selector(text: str, rt: ResourceType):
     return matches
 
 
-def select(store: KubeStore, rt: ResourceType, namespace: str | None, req: Request) -> list[dict]:
+def matcher(rt: ResourceType, req: Request):
+    """A predicate over objects for the request's `labelSelector` and `fieldSelector` (None: all match)."""
     labels = req.param("labelSelector")
     fields = req.param("fieldSelector")
     label_ok = parse_label_selector(labels) if labels else None
     field_ok = parse_field_selector(fields, rt) if fields else None
-    items = []
-    for obj in store.list_objects(rt.group, rt.plural, namespace):
-        if label_ok is not None and not label_ok(obj["metadata"].get("labels") or {}):
-            continue
-        if field_ok is not None and not field_ok(obj):
-            continue
-        items.append(obj)
+    if label_ok is None and field_ok is None:
+        return None
+    return lambda obj: ((label_ok is None or label_ok(obj["metadata"].get("labels") or {}))
+                        and (field_ok is None or field_ok(obj)))
+
+
+def select(store: KubeStore, rt: ResourceType, namespace: str | None, req: Request) -> list[dict]:
+    ok = matcher(rt, req)
+    items = [obj for obj in store.list_objects(rt.group, rt.plural, namespace) if ok is None or ok(obj)]
     # etcd returns keys in order: namespace, then name.
     items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
     return items

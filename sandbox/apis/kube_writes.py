@@ -5,7 +5,7 @@ status subresource rule, and the namespace/CRD cascades on delete.
 Simplifications, so nobody mistakes them for the real thing: deletion is immediate (no finalizers,
 no graceful termination, no garbage collection by owner references; deleting a Namespace deletes its
 objects, deleting a CRD deletes its objects); no admission and no defaulting beyond a Namespace's
-`Active` phase, a Pod's `Pending` phase, a CRD's `Established` condition and a Secret's `stringData`
+`Active` phase, a Pod's `Pending` phase, a Secret's `Opaque` type, a CRD's `Established` condition and a Secret's `stringData`
 folded into `data`; no schema validation. Writes to a resource with a `status` subresource keep the
 live `status`; only `.../{name}/status` changes it.
 """
@@ -92,6 +92,8 @@ def prepare_new(store: KubeStore, rt: ResourceType, obj: dict) -> None:
         status = obj.setdefault("status", {})
         if not status.get("phase"):
             status["phase"] = "Pending"
+    elif rt.kind == "Secret" and rt.group == "" and not obj.get("type"):
+        obj["type"] = "Opaque"  # `kubectl create secret generic` sends type ""
     elif rt.kind == "CustomResourceDefinition" and rt.group == "apiextensions.k8s.io":
         _establish_crd(store, obj)
 
@@ -169,17 +171,22 @@ def finish_update(store: KubeStore, rt: ResourceType, current: dict, new: dict, 
 def delete_cascade(store: KubeStore, rt: ResourceType, obj: dict) -> None:
     """What the namespace and CRD controllers would do next, done at once."""
     objects = store.data["objects"]
+
+    def remove(key: str) -> None:
+        gone = objects.pop(key)
+        group, plural, _ = key.split("/", 2)
+        store.delete_logged(group, plural, gone)
     if rt.kind == "Namespace" and rt.group == "":
         name = obj["metadata"]["name"]
         for key in [k for k, o in objects.items() if o.get("metadata", {}).get("namespace") == name]:
-            del objects[key]
+            remove(key)
         for key in [k for k in store.data["logs"] if k.startswith(name + "/")]:
             del store.data["logs"][key]
     elif rt.kind == "CustomResourceDefinition" and rt.group == "apiextensions.k8s.io":
         spec = obj.get("spec") or {}
         prefix = f'{spec.get("group", "")}/{(spec.get("names") or {}).get("plural", "")}/'
         for key in [k for k in objects if k.startswith(prefix)]:
-            del objects[key]
+            remove(key)
     elif rt.kind == "Pod" and rt.group == "":
         store.data["logs"].pop(f'{obj["metadata"].get("namespace")}/{obj["metadata"]["name"]}', None)
     store.sandbox.store.mark()

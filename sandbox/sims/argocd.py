@@ -28,9 +28,19 @@ CHART_VERSION_ANNOTATION = "gpuplat.io/chart-version"
 LAYER_LABEL = "gpuplat.io/layer"
 APP_CRD = "applications.argoproj.io"
 
+def _column(name: str, path: str, priority: int = 0) -> dict:
+    column = {"name": name, "type": "string", "jsonPath": path}
+    return {**column, "priority": priority} if priority else column
+
+
+# The printer columns of the projects' own CRDs (argo-cd's manifests/crds/application-crd.yaml,
+# external-secrets' config/crds/bases), so `kubectl get applications` reads SYNC STATUS, HEALTH STATUS.
+READY = '.status.conditions[?(@.type=="Ready")]'
 ARGO_CRDS = (
     crd("argoproj.io", "v1alpha1", "applications", "Application", True, ("app", "apps"),
-        status_subresource=False, categories=("argo",)),
+        status_subresource=False, categories=("argo",),
+        columns=(_column("Sync Status", ".status.sync.status"), _column("Health Status", ".status.health.status"),
+                 _column("Revision", ".status.sync.revision", 10), _column("Project", ".spec.project", 10))),
     crd("argoproj.io", "v1alpha1", "applicationsets", "ApplicationSet", True, ("appset", "appsets"),
         categories=("argo",)),
     crd("argoproj.io", "v1alpha1", "appprojects", "AppProject", True, ("appproj", "appprojs"),
@@ -39,9 +49,13 @@ ARGO_CRDS = (
 
 ESO_CRDS = (
     crd("external-secrets.io", "v1", "externalsecrets", "ExternalSecret", True, ("es",),
-        categories=("external-secrets",)),
+        categories=("external-secrets",),
+        columns=(_column("Store", ".spec.secretStoreRef.name"), _column("Refresh Interval", ".spec.refreshInterval"),
+                 _column("Status", READY + ".reason"), _column("Ready", READY + ".status"))),
     crd("external-secrets.io", "v1", "clustersecretstores", "ClusterSecretStore", False, ("css",),
-        categories=("external-secrets",)),
+        categories=("external-secrets",),
+        columns=({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                 _column("Status", READY + ".reason"), _column("Ready", READY + ".status"))),
     crd("external-secrets.io", "v1", "secretstores", "SecretStore", True, ("ss",), categories=("external-secrets",)),
 )
 

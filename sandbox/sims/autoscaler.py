@@ -125,8 +125,10 @@ def _schedule(sb: "Sandbox", kube: KubeStore, cache: dict, node_list: list[dict]
         if fit is not None:
             name = fit["metadata"]["name"]
             used[name] = used.get(name, 0) + want
-            kube.replace(RT_POD, {**pod, "spec": {**pod["spec"], "nodeName": name},
-                                  "status": running_status(sb, fit, pod)}, check_rv=False)
+            bound = kube.replace(RT_POD, {**pod, "spec": {**pod["spec"], "nodeName": name},
+                                          "status": running_status(sb, fit, pod)}, check_rv=False)
+            _told(sb, kube, bound, "Scheduled", f"Successfully assigned {pod['metadata'].get('namespace')}/"
+                  f"{pod['metadata']['name']} to {name}", "Normal", "default-scheduler")
             continue
         detail = ", ".join(f"{n} {'node(s) ' if not r.startswith('Insufficient') else ''}{r}"
                            for r, n in sorted(reasons.items()))

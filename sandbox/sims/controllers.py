@@ -13,6 +13,7 @@ Every one of them is a simulation and says what real component it stands in for:
   against a simulated host.
 - `autoscaler`: kube-scheduler, kubelet start-up and the GKE cluster autoscaler for GPU pools.
 - `workloads`: admin verbs that add GPU workloads and scale-down blockers.
+- `node_leases`: the kubelets' heartbeat Leases in `kube-node-lease`.
 
 `CONTROLLERS` run in order under the state lock before every request (`Sandbox.reconcile`): each is
 O(objects), copies nothing and writes nothing when nothing changed, so an idle sandbox stays clean.
@@ -28,6 +29,7 @@ from .autoscaler import scheduler_and_autoscaler
 from .eso import external_secrets_operator
 from .gpu import gpu_operator, preflight_pods
 from .hosts import bootstrap
+from .node_leases import node_leases
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -53,6 +55,7 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
     gpu_operator,
     scheduler_and_autoscaler,
     preflight_pods,
+    node_leases,
 ]
 
 ADMIN_ROUTES = [

@@ -227,8 +227,10 @@ def ensure_namespace(kube: KubeStore, name: str) -> None:
 
 
 def crd(group: str, version: str, plural: str, kind: str, namespaced: bool = True,
-        short: tuple[str, ...] = (), status_subresource: bool = True, categories: tuple[str, ...] = ()) -> dict:
-    """A CustomResourceDefinition with an open schema (the sandbox validates nothing beyond names)."""
+        short: tuple[str, ...] = (), status_subresource: bool = True, categories: tuple[str, ...] = (),
+        columns: tuple[dict, ...] = ()) -> dict:
+    """A CustomResourceDefinition with an open schema (the sandbox validates nothing beyond names) and
+    the project's own `additionalPrinterColumns`, which `kubectl get` shows."""
     names = {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"}
     if short:
         names["shortNames"] = list(short)
@@ -238,6 +240,8 @@ def crd(group: str, version: str, plural: str, kind: str, namespaced: bool = Tru
            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
     if status_subresource:
         ver["subresources"] = {"status": {}}
+    if columns:
+        ver["additionalPrinterColumns"] = list(columns)
     return {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},

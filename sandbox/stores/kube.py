@@ -8,7 +8,10 @@ a real API server.
 from __future__ import annotations
 
 import copy
+import json
+import threading
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Iterable
 
 from ..core import ApiError
@@ -58,6 +61,10 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    # Reviews: answered, never stored (`kubectl auth can-i`, `kubectl auth whoami`).
+    ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
+                 verbs=("create",)),
+    ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
 )
 
 # The types the simulations and APIs write, spelled out so that a write needs no discovery walk.
@@ -65,6 +72,7 @@ RT_NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", False)
 RT_NODE = ResourceType("", "v1", "nodes", "Node", False)
 RT_POD = ResourceType("", "v1", "pods", "Pod", True)
 RT_EVENT = ResourceType("", "v1", "events", "Event", True)
+RT_LEASE = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True)
 RT_SECRET = ResourceType("", "v1", "secrets", "Secret", True)
 RT_DEPLOYMENT = ResourceType("apps", "v1", "deployments", "Deployment", True)
 RT_STATEFULSET = ResourceType("apps", "v1", "statefulsets", "StatefulSet", True)
@@ -87,6 +95,32 @@ RT_CLUSTERPOLICY = ResourceType("nvidia.com", "v1", "clusterpolicies", "ClusterP
 _BUILTIN_BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in BUILTIN_TYPES}
 _BUILTIN_BY_KIND = {(rt.group, rt.version, rt.kind): rt for rt in BUILTIN_TYPES}
 _CRD_PREFIX = "apiextensions.k8s.io/customresourcedefinitions/"
+
+
+class ChangeLog:
+    """What changed in one cluster, oldest first, for watches; in memory only (a restarted sandbox
+    answers a watch from an older resourceVersion with 410 Expired, and clients relist, as they do
+    after an etcd compaction).
+
+    Entries are (resourceVersion, event type, group, plural, namespace, object as JSON): serialised
+    when recorded, because the stored object may be changed in place later.
+    """
+
+    def __init__(self, lock, floor: int, size: int = 4096):
+        self.entries: deque = deque(maxlen=size)
+        self.cond = threading.Condition(lock)
+        self.floor = floor  # changes at or below this resourceVersion are not in the log
+
+    def record(self, event: str, group: str, plural: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        if len(self.entries) == self.entries.maxlen:
+            self.floor = self.entries[0][0]
+        self.entries.append((int(meta["resourceVersion"]), event, group, plural, meta.get("namespace"),
+                             json.dumps(obj, separators=(",", ":"))))
+        self.cond.notify_all()
+
+    def since(self, rv: int) -> list[tuple]:
+        return [e for e in self.entries if e[0] > rv]
 
 
 class KubeStore:
@@ -191,6 +225,7 @@ class KubeStore:
         meta["resourceVersion"] = self.next_rv()
         self.data["objects"][k] = obj
         self.sandbox.store.mark()
+        self._changed("ADDED", rt, obj)
         return obj
 
     def replace(self, rt: ResourceType, obj: dict, check_rv: bool = True, dry_run: bool = False) -> dict:
@@ -228,6 +263,7 @@ class KubeStore:
         obj["metadata"]["resourceVersion"] = self.next_rv()
         self.data["objects"][k] = obj
         self.sandbox.store.mark()
+        self._changed("MODIFIED", rt, obj)
         return obj
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str) -> dict:
@@ -236,7 +272,16 @@ class KubeStore:
         if obj is None:
             raise ApiError(404, f'{rt.plural} "{name}" not found', reason="NotFound")
         self.sandbox.store.mark()
+        self.delete_logged(rt.group, rt.plural, obj)
         return obj
+
+    def delete_logged(self, group: str, plural: str, obj: dict) -> None:
+        """Tell watchers that `obj` (already removed) is gone, at the resourceVersion of its deletion."""
+        gone = {**obj, "metadata": {**obj["metadata"], "resourceVersion": self.next_rv()}}
+        self.sandbox.kube_changes(self.cluster_id).record("DELETED", group, plural, gone)
+
+    def _changed(self, event: str, rt: ResourceType, obj: dict) -> None:
+        self.sandbox.kube_changes(self.cluster_id).record(event, rt.group, rt.plural, obj)
 
     # ---- helpers for simulated controllers -------------------------------------------------------
     def put(self, obj: dict) -> dict:

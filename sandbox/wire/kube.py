@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from ..core import ApiError
+from . import kubeproto
 from .http import Request, Response
+from .kubeproto import PROTOBUF
 
 try:  # the C loader is ten times faster; fall back when PyYAML was built without libyaml
     YamlLoader = yaml.CSafeLoader
@@ -31,6 +33,13 @@ class ResourceType:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()
+    # The verbs discovery lists; () means the usual eight. A create-only kind is a review: the server
+    # answers it and stores nothing (SelfSubjectAccessReview, SelfSubjectReview).
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def virtual(self) -> bool:
+        return self.verbs == ("create",)
 
     @property
     def api_version(self) -> str:
@@ -141,11 +150,19 @@ def parse_body(req: Request, allow_yaml: bool = False) -> Any:
 
 
 def body_object(req: Request) -> dict:
-    """The object of a POST or PUT (JSON, or YAML when the Content-Type says so)."""
+    """The object of a POST or PUT: JSON, YAML when the Content-Type says so, or protobuf for the
+    built-in kinds kubectl sends that way (`kubeproto`)."""
     ctype = req.content_type
+    if ctype == PROTOBUF:
+        try:
+            return kubeproto.decode(req.body)
+        except kubeproto.ProtobufError as exc:
+            raise ApiError(415, f"the body of the request was in an unknown format: {exc}",
+                           reason="UnsupportedMediaType") from None
     if ctype not in ("", "application/json", "application/yaml", "*/*"):
         raise ApiError(415, f'the body of the request was in an unknown format - accepted media types include: '
-                            f'application/json, application/yaml (got "{ctype}")', reason="UnsupportedMediaType")
+                            f'application/json, application/yaml, {PROTOBUF} (got "{ctype}")',
+                       reason="UnsupportedMediaType")
     body = parse_body(req, allow_yaml=ctype == "application/yaml")
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be an object, got {type(body).__name__}")

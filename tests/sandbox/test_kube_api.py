@@ -47,14 +47,15 @@ def new_client(kube):
 
 
 def raw(kube, method: str, path: str, body: bytes | None = None, content_type: str = "application/json",
-        token: str | None = None):
+        token: str | None = None, accept: str = "application/json"):
     """A request with urllib, for what the official client would never send; returns (code, body).
 
     It trusts the cluster's CA and sends the kubeconfig's token (or `token`, "" for none)."""
     cfg = yaml.safe_load(kube.kubeconfig.read_text())
     ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
     token = cfg["users"][0]["user"]["token"] if token is None else token
-    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    headers = {"Content-Type": content_type, "Accept": accept,
+               **({"Authorization": f"Bearer {token}"} if token else {})}
     req = urllib.request.Request(kube.server + path, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cadata=ca)) as resp:
