@@ -7,6 +7,7 @@ from google.api_core import exceptions as gexc
 from .google import OperationFailed, ServiceUsageDisabled
 from .credentials import TokenUnavailable
 from .kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
+from .sandbox_runtime import SandboxStartFailed
 
 
 def describe(exc: BaseException) -> str | None:
@@ -34,6 +35,6 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, ApiException):
         return f"Kubernetes API error {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
     if isinstance(exc, (OperationFailed, KubeconfigMissing, KubeUnreachable, KubeTargetMismatch, TokenUnavailable,
-                        TimeoutError, LookupError)):
+                        SandboxStartFailed, TimeoutError, LookupError)):
         return str(exc)
     return None

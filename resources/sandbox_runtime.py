@@ -42,7 +42,9 @@ def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict
             return urls
         port_file.unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(state_dir / "sandbox.log", "ab")
+    log_path = state_dir / "sandbox.log"
+    log = open(log_path, "ab")
+    before = log.tell()
     # A new session: the sandbox outlives the run that started it and serves the next ones.
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--state-dir", str(state_dir),
                              "--port-file", str(port_file)],
@@ -57,7 +59,14 @@ def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict
         if proc.poll() is not None:
             break
         time.sleep(0.1)
-    raise RuntimeError(f"{ERR_SANDBOX_START}: see {state_dir / 'sandbox.log'} (exit code {proc.poll()})")
+    log.close()
+    written = log_path.read_bytes()[before:].decode(errors="replace").strip().splitlines()
+    reason = written[-1] if written else f"exit code {proc.poll()}"
+    raise SandboxStartFailed(f"{ERR_SANDBOX_START}: {reason} (log: {log_path})")
+
+
+class SandboxStartFailed(Exception):
+    """The sandbox process exited or did not answer: the one line it printed says why."""
 
 
 def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:

@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 DEFAULT_STATE_DIR = ".gpuplat/sandbox"
+# The same variables gpuplat's auto-start reads: every verb finds the sandbox gpuplat would use.
+SANDBOX_DIR_VAR = "GPUPLAT_SANDBOX_DIR"
+SANDBOX_PORTS_VAR = "GPUPLAT_SANDBOX_PORTS"
 
 
 def _port_file(state_dir: str, port_file: str | None) -> Path:
@@ -43,12 +46,21 @@ def _admin(args, method: str, path: str, body: dict | None = None):
 
 
 def cmd_serve(args) -> int:
-    from .app import EPHEMERAL_PORTS, Sandbox
+    from .app import EPHEMERAL_PORTS, Sandbox, port_owner
+    from .wire.http import PortInUse
 
     ports = None
-    if args.ephemeral_ports:
+    if args.ephemeral_ports or os.environ.get(SANDBOX_PORTS_VAR) == "auto":
         ports = EPHEMERAL_PORTS
-    sb = Sandbox(args.state_dir, ports=ports)
+    try:
+        sb = Sandbox(args.state_dir, ports=ports)
+    except PortInUse as exc:
+        owner = port_owner(exc.port)
+        held = f"by the sandbox of {owner} (stop it: python -m sandbox stop --state-dir {owner})" if owner else \
+            "by another process"
+        print(f"sandbox: port {exc.port} ({exc.api} API) is already in use {held}; or run this one on free ports: "
+              f"{SANDBOX_PORTS_VAR}=auto", file=sys.stderr, flush=True)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: sb.stopped.set())
     sb.start(_port_file(args.state_dir, args.port_file))
     print(json.dumps(sb.urls()), flush=True)
@@ -73,12 +85,35 @@ def cmd_kubeconfig(args) -> int:
     return 0
 
 
+def is_sandbox_process(pid: int, state_dir: str) -> bool:
+    """Whether `pid` is `python -m sandbox serve` for this state dir (a pid file can outlive its process,
+    and the pid be reused by anything)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in argv]
+    if "sandbox" not in args or "serve" not in args or "--state-dir" not in args:
+        return False
+    given = args[args.index("--state-dir") + 1] if args.index("--state-dir") + 1 < len(args) else ""
+    try:
+        cwd = Path(f"/proc/{pid}/cwd").resolve()
+    except OSError:
+        return False
+    return (cwd / given).resolve() == Path(state_dir).resolve()
+
+
 def cmd_stop(args) -> int:
     pid_file = Path(args.state_dir) / "pid"
     if not pid_file.exists():
         print("sandbox: not running")
         return 0
     pid = int(pid_file.read_text())
+    if not is_sandbox_process(pid, args.state_dir):
+        print(f"sandbox: not running (pid {pid} in {pid_file} is not this sandbox; nothing signalled)")
+        pid_file.unlink(missing_ok=True)
+        _port_file(args.state_dir, None).unlink(missing_ok=True)
+        return 0
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -125,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp, port_file=True):
-        sp.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+        sp.add_argument("--state-dir", default=os.environ.get(SANDBOX_DIR_VAR) or DEFAULT_STATE_DIR,
+                        help=f"default: ${SANDBOX_DIR_VAR} or {DEFAULT_STATE_DIR}")
         if port_file:
             sp.add_argument("--port-file", default=None, help="default: STATE_DIR/ports.json")
 
     s = sub.add_parser("serve", help="run the fake cloud in the foreground")
     common(s)
-    s.add_argument("--ephemeral-ports", action="store_true", help="let the OS pick free ports")
+    s.add_argument("--ephemeral-ports", action="store_true",
+                   help=f"let the OS pick free ports (also {SANDBOX_PORTS_VAR}=auto)")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("kubeconfig", help="write a kubeconfig for one sandbox cluster")

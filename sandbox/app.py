@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -212,6 +213,8 @@ class Sandbox:
             gcloud.write_config(self, self.state_dir / "gcloud")
             self.store.save_if_dirty()
         (self.state_dir / "pid").write_text(str(os.getpid()))
+        if not self.ephemeral:
+            _claim_ports([srv.port for srv in self.servers.values()], self.state_dir)
         if port_file:
             path = Path(port_file)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +228,26 @@ class Sandbox:
         with self.store.lock:
             self.store.save_if_dirty()
         self.stopped.set()
+
+
+def _owners_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"gpuplat-sandbox-ports-{os.getuid()}"
+
+
+def port_owner(port: int) -> str | None:
+    """The state directory of the sandbox that listens on `port`, if a sandbox does."""
+    try:
+        return (_owners_dir() / str(port)).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _claim_ports(ports: list[int], state_dir: Path) -> None:
+    """Note which state directory each fixed port belongs to, so a second sandbox can say who holds it."""
+    folder = _owners_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for port in ports:
+        (folder / str(port)).write_text(str(state_dir.resolve()))
 
 
 def _write_private(path: Path, text: str) -> None:

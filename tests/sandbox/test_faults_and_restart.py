@@ -21,12 +21,6 @@ CLUSTER = f"{PARENT}/clusters/c1"
 AUTOMATIC = secretmanager_v1.Replication(automatic=secretmanager_v1.Replication.Automatic())
 
 
-
-
-
-
-
-
 def fault(urls: dict, api: str, method: str, kind: str, count: int = 1) -> None:
     admin(urls, "POST", "/sandbox/faults", {"api": api, "method": method, "kind": kind, "count": count})
 
@@ -233,6 +227,9 @@ def test_state_survives_a_restart_of_the_sandbox_process(sandbox_process, tmp_pa
     su = service_usage_v1.ServiceUsageClient(**opts(urls, "serviceusage"))
     su.batch_enable_services(request={"parent": f"projects/{PROJECT}",
                                       "service_ids": ["container.googleapis.com"]}).result(timeout=10)
+    path = tmp_path / "kubeconfig"  # written before the restart: each cluster keeps its endpoint and CA
+    path.write_text(admin(urls, "GET", f"/sandbox/kubeconfig?cluster={CLUSTER}"))
+    endpoint = c.get_cluster(name=CLUSTER).endpoint
     sandbox_process.stop()
 
     urls = sandbox_process.start()
@@ -244,7 +241,6 @@ def test_state_survives_a_restart_of_the_sandbox_process(sandbox_process, tmp_pa
     su = service_usage_v1.ServiceUsageClient(**opts(urls, "serviceusage"))
     svc = su.get_service(request={"name": f"projects/{PROJECT}/services/container.googleapis.com"})
     assert svc.state == service_usage_v1.State.ENABLED
-    path = tmp_path / "kubeconfig"
-    path.write_text(admin(urls, "GET", f"/sandbox/kubeconfig?cluster={CLUSTER}"))
+    assert cl.endpoint == endpoint
     api = k8s_config.new_client_from_config(config_file=str(path), persist_config=False)
     assert len(k8s.CoreV1Api(api).list_node().items) == 1
