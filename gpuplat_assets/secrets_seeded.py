@@ -18,7 +18,6 @@ from __future__ import annotations
 import secrets as pysecrets
 from dataclasses import dataclass
 
-import bcrypt
 
 from .config import ESO_PROVIDER_DOCS, EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
@@ -98,6 +97,7 @@ def hash_verifies(password: bytes | None, hashed: bytes | None) -> bool:
     if not password or not hashed:
         return False
     try:
+        import bcrypt
         return bcrypt.checkpw(password.strip(), hashed.strip())
     except ValueError:  # not a bcrypt hash at all
         return False
@@ -141,6 +141,7 @@ def generate(generator: str) -> bytes:
 
 def dex_hash_of(password: bytes) -> bytes:
     # bcrypt writes $2b$; Dex (Go's bcrypt) wants $2a$, the same algorithm under the older prefix.
+    import bcrypt
     return b"$2a$" + bcrypt.hashpw(password, bcrypt.gensalt(rounds=BCRYPT_COST))[4:]
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from google.api_core import exceptions as gexc
-
-from .google import OperationFailed, ServiceUsageDisabled
+from .google import OperationFailed, ServiceUsageDisabled, gexc
 from .credentials import TokenUnavailable
 from .kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
 from .sandbox_runtime import SandboxStartFailed

@@ -12,11 +12,6 @@ import time
 from functools import cached_property
 from typing import Callable
 
-from google.api_core import exceptions as gexc
-from google.api_core.client_options import ClientOptions
-from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
-
 from .models import ClusterSpec, ClusterState, NodePoolSpec, NodePoolState, OperationState, Quota, SkuPrice, Taint
 
 ERR_OPERATION = "GKE operation failed"
@@ -25,6 +20,18 @@ ERR_SERVICE_USAGE_OFF = "the Service Usage API is disabled in project"
 
 _EFFECT_TO_K8S = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
 _EFFECT_TO_GKE = {v: k for k, v in _EFFECT_TO_K8S.items()}
+
+
+class _Exceptions:
+    """`google.api_core.exceptions`, imported on first use: it pulls in gRPC, which every Dagster
+    process that loads the code location would otherwise pay for (benchmarks/import_time.py)."""
+
+    def __getattr__(self, name: str):
+        from google.api_core import exceptions
+        return getattr(exceptions, name)
+
+
+gexc = _Exceptions()
 
 
 def _busy(exc: Exception) -> bool:
@@ -38,7 +45,8 @@ def is_transient(exc: Exception) -> bool:
                             gexc.GatewayTimeout, gexc.BadGateway)) or _busy(exc)
 
 
-def default_retry(deadline: float = 180.0) -> Retry:
+def default_retry(deadline: float = 180.0):
+    from google.api_core.retry import Retry
     return Retry(predicate=is_transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
 
 
@@ -61,6 +69,8 @@ class Google:
     def _kwargs(self, api: str) -> dict:
         if self.endpoints is None:
             return {"transport": "rest"}
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
         return {"transport": "rest", "credentials": AnonymousCredentials(),
                 "client_options": ClientOptions(api_endpoint=self.endpoints[api])}
 

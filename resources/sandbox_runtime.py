@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 SANDBOX_DIR_VAR = "GPUPLAT_SANDBOX_DIR"
@@ -26,6 +25,7 @@ def sandbox_dir() -> Path:
 
 def _alive(urls: dict) -> bool:
     try:
+        import urllib.request  # lazily: http.client costs every process that loads the code location
         with urllib.request.urlopen(urls["admin"] + "/sandbox/clock", timeout=2) as resp:
             return resp.status == 200
     except (OSError, KeyError):
@@ -71,6 +71,7 @@ class SandboxStartFailed(Exception):
 
 def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:
     """Ask the sandbox for a kubeconfig of one of its clusters and write it to `out` (mode 600)."""
+    import urllib.request
     from urllib.parse import quote
     from .kube import write_private
 
@@ -82,6 +83,7 @@ def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:
 
 def sandbox_gitops_groups(urls: dict[str, str], cluster: str, groups: list[dict]) -> None:
     """Hand the sandbox's simulated ApplicationSet controller the groups a fork's git would hold."""
+    import urllib.request
     req = urllib.request.Request(f"{urls['admin']}/sandbox/gitops", method="PUT",
                                  data=json.dumps({"cluster": cluster, "groups": groups}).encode(),
                                  headers={"Content-Type": "application/json"})
