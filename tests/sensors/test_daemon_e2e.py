@@ -9,6 +9,7 @@ environment's kubeconfig (written under the relative `.gpuplat/kube`) never land
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -77,6 +78,30 @@ def deployment(tmp_path, sandbox_process):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _daemon(d: dict):
+    """`dagster-daemon run` over the deployment's workspace; yields (process, instance, its log's tail)."""
+    log = open(d["home"] / "daemon.log", "w")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(d["workspace"])], cwd=d["cwd"],
+                              env=d["env"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(d["home"])))
+
+    def daemon_log() -> str:
+        log.flush()
+        return (d["home"] / "daemon.log").read_text()[-4000:]
+
+    try:
+        yield daemon, instance, daemon_log
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+
+
 def test_the_daemon_sees_injected_drift_and_its_run_fixes_it(deployment):
     d = deployment
     env, cwd = d["env"], d["cwd"]
@@ -90,16 +115,7 @@ def test_the_daemon_sees_injected_drift_and_its_run_fixes_it(deployment):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     materialize_s = time.monotonic() - started
 
-    log = open(d["home"] / "daemon.log", "w")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(d["workspace"])], cwd=cwd, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(d["home"])))
-
-    def daemon_log() -> str:
-        log.flush()
-        return (d["home"] / "daemon.log").read_text()[-4000:]
-
-    try:
+    with _daemon(d) as (daemon, instance, daemon_log):
         def ticked():
             assert daemon.poll() is None, daemon_log()
             states = [s for s in instance.all_instigator_state() if s.name == "drift_sensor"]
@@ -143,14 +159,61 @@ def test_the_daemon_sees_injected_drift_and_its_run_fixes_it(deployment):
         assert len(sensor_runs()) == 1
         print(f"\nmaterialize (CLI): {materialize_s:.1f}s; drift -> run launched: {launch_s:.1f}s; "
               f"drift -> fixed: {fixed_s:.1f}s (sensor interval {INTERVAL_S}s)")
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        log.close()
     assert (cwd / ".gpuplat" / "kube" / "sandbox.kubeconfig").exists()
     after = repo_kube.stat().st_mtime if repo_kube.exists() else None
     assert after == repo_kube_before, "the test wrote the repository's own kubeconfig"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(stat.parent.name)
+            out += [child, *_children(child)]
+    return out
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_a_run_whose_worker_was_killed_is_marked_failed(deployment):
+    """The shipped dagster.yaml's run monitoring: a run worker killed mid-run (OOM, a node gone) leaves
+    a FAILURE, never a run STARTED for ever (https://docs.dagster.io/deployment/execution/run-monitoring)."""
+    d = deployment
+    env, cwd = d["env"], d["cwd"]
+    # Every Service Usage read fails for a while: gpuplat retries transient errors, so the run stays busy.
+    Admin(d["urls"]).fault("serviceusage", "*", "503", count=10_000)
+    with _daemon(d) as (daemon, instance, daemon_log):
+        launched = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(d["workspace"]), "-j", "substrate",
+                                   "--tags", '{"dagster/partition": "sandbox"}'],
+                                  cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        assert launched.returncode == 0, launched.stderr[-3000:]
+        run = _wait(lambda: next(iter(instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))), None),
+                    120, "the run to start", on_timeout=daemon_log)
+        # The code server runs the run in a multiprocessing child, which tails the run's compute logs.
+        worker = _wait(lambda: next((_parent(p) for p in _children(daemon.pid)
+                                     if _cmdline(p).startswith("tail ") and run.run_id in _cmdline(p)), None), 60,
+                       "the run worker process", on_timeout=lambda: "\n".join(
+                           _cmdline(p)[:200] for p in _children(daemon.pid)))
+        assert "spawn_main" in _cmdline(worker), _cmdline(worker)
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        failed = _wait(lambda: (r := instance.get_run_by_id(run.run_id)) and r.is_finished and r, 90,
+                       "the killed run to be marked finished", on_timeout=daemon_log)
+        assert failed.status == DagsterRunStatus.FAILURE
+        messages = " ".join(e.message for e in instance.all_logs(run.run_id) if e.is_dagster_event)
+        assert "SIGKILL" in messages or "marked as failed" in messages, messages[-2000:]
+        print(f"\nkilled run worker -> run FAILURE in {time.monotonic() - killed:.1f}s")
+    Admin(d["urls"]).call("DELETE", "/sandbox/faults")
