@@ -98,7 +98,23 @@ def recorded_identity(instance, env_name: str) -> KubeIdentity | None:
     return None
 
 
+ERR_NO_ENVIRONMENT = "no environment chosen"
+
+
+def require_environment(context) -> None:
+    """A run without a partition (the UI's "Execute all" on an asset's checks launches one) has no
+    environment to look at: refuse in one line instead of Dagster's "non-partitioned run" internals."""
+    if context.has_partition_key and context.partition_key in PARTITIONS.get_partition_keys():
+        return
+    given = context.partition_key if context.has_partition_key else None
+    raise Failure(description=f"{ERR_NO_ENVIRONMENT}: gpuplat works on one environment at a time"
+                              f"{f' and {given!r} is none of them' if given else ''}; launch the drift_checks job "
+                              f"(or materialize) for one of {', '.join(PARTITIONS.get_partition_keys())}",
+                  allow_retries=False)
+
+
 def open_run(context, resource: GpuplatResource):
+    require_environment(context)
     try:
         env = load_environment(context.partition_key)
     except ConfigError as exc:
@@ -187,6 +203,7 @@ def cached_or_observe(piece: Piece, context, resource: GpuplatResource) -> tuple
 
 def evaluate_check(piece: Piece, check: Check | None, context, resource: GpuplatResource) -> AssetCheckResult:
     name = check.name if check else "in_sync"
+    require_environment(context)  # raised, not recorded: a result needs an environment to belong to
     try:
         run, spec, observed = cached_or_observe(piece, context, resource)
     except Failure as exc:

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, PartitionedConfig, define_asset_job, in_process_executor
 
 from resources import GpuplatResource
 from sensors.drift import drift_sensor
 from sensors.scale_to_zero import scale_to_zero_guard
 from sensors.schedules import drift_checks_schedule
 
-from .assets import ASSETS, CHECKS
+from .assets import ASSETS, CHECKS, PARTITIONS
 
 # One process per run: the steps are API calls, and a subprocess per step would cost more than them.
 substrate_job = define_asset_job(
     "substrate", selection=AssetSelection.all(),
     description="Bring the whole substrate of an environment up to its config (desired -> observe -> plan -> apply).",
     executor_def=in_process_executor)
-# Checks only: Dagster infers no partitions for it, so each run names its environment with the
-# dagster/partition tag (the schedule does; in the UI, add the tag when launching).
+# Checks only: Dagster infers no partitions from checks, so the partitions come with a
+# PartitionedConfig. The launchpad then has an environment picker, and the CLI takes the partition
+# like any partitioned job (`dagster job backfill -j drift_checks --partitions <environment>`).
 drift_checks_job = define_asset_job(
     "drift_checks", selection=AssetSelection.all_asset_checks(),
-    description="Run every asset check without changing anything: the whole substrate's plan. "
-                "Name the environment with the run tag dagster/partition=<environment>.",
-    executor_def=in_process_executor)
+    description="Run every asset check of one environment without changing anything: the whole substrate's plan. "
+                "Pick the environment (the partition, `<environment>`) when launching.",
+    executor_def=in_process_executor,
+    config=PartitionedConfig(partitions_def=PARTITIONS, run_config_for_partition_key_fn=lambda _key: {}))
 
 defs = Definitions(
     assets=ASSETS,

@@ -495,11 +495,11 @@ def metadata(d: Diagnosis) -> dict:
         meta["blockers"] = MetadataValue.md(blockers_table(d.blockers))
         meta["blocker_pods"] = ", ".join(f"{b.pod} ({b.reason})" for b in d.blockers if b.pod)
         meta["blocker_reasons"] = ", ".join(sorted({b.reason for b in d.blockers}))
-        meta["idle_cost_per_hour"] = idle_cost(d)
+        meta["idle_cost"] = idle_cost(d)
         meta["price_source"] = d.price.source if d.price else "no price known"
         if d.price and d.price.per_hour is not None:
-            meta["node_price_per_hour"] = d.price.per_hour
-            meta["currency"] = d.price.currency
+            # The currency in the key: the UI plots one series per key, and EUR and USD never mix in one.
+            meta[f"node_price_per_hour_{d.price.currency.lower()}"] = d.price.per_hour
     if d.idle_for:
         meta["idle_minutes"] = ", ".join(f"{n}: {s / 60:.1f}" for n, s in sorted(d.idle_for.items()))
         meta["grace_minutes"] = d.grace_s / 60

@@ -18,7 +18,6 @@ from gpuplat_assets.config import load_environments
 CRON_VAR = "GPUPLAT_DRIFT_CHECKS_CRON"
 DEFAULT_CRON = "*/30 * * * *"
 JOB_NAME = "drift_checks"
-PARTITION_TAG = "dagster/partition"
 
 
 def build_drift_checks_schedule(name: str = "drift_checks_schedule", cron: str | None = None,
@@ -35,11 +34,8 @@ def build_drift_checks_schedule(name: str = "drift_checks_schedule", cron: str |
             return SkipReason("no environment folders: nothing to check")
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M") if context.scheduled_execution_time \
             else "now"
-        # A checks-only job has no partitions definition of its own in Dagster 1.13 (it is inferred
-        # from selected assets, and there are none), so the environment travels as the partition tag,
-        # which the partitioned checks read as their partition key.
-        return [RunRequest(run_key=f"drift_checks:{n}:{stamp}",
-                           tags={PARTITION_TAG: n, SENSOR_TAG: "drift-checks-schedule"}) for n in names]
+        return [RunRequest(run_key=f"drift_checks:{n}:{stamp}", partition_key=n,
+                           tags={SENSOR_TAG: "drift-checks-schedule"}) for n in names]
 
     return _schedule
 

@@ -69,7 +69,7 @@ class Gpuplat:
                            resources={"gpuplat": self.resource}, tags=tags or {}, raise_on_error=raise_on_error)
 
     def drift_checks(self, env: str = "sandbox", raise_on_error: bool = True):
-        """The code location's checks-only job, run with the tags the schedule gives it."""
+        """The code location's checks-only job for one environment, as the schedule requests it."""
         from gpuplat_assets.definitions import defs
         from sensors.schedules import drift_checks_schedule
 
@@ -78,11 +78,10 @@ class Gpuplat:
         from dagster import build_schedule_context
 
         context = build_schedule_context(scheduled_execution_time=datetime.now(timezone.utc))
-        request = next(r for r in drift_checks_schedule(context)
-                       if r.tags["dagster/partition"] == env)
+        request = next(r for r in drift_checks_schedule(context) if r.partition_key == env)
         return defs.resolve_job_def("drift_checks").execute_in_process(
-            tags=request.tags, instance=self.instance, resources={"gpuplat": self.resource},
-            raise_on_error=raise_on_error)
+            partition_key=request.partition_key, tags=request.tags, instance=self.instance,
+            resources={"gpuplat": self.resource}, raise_on_error=raise_on_error)
 
     def checks(self, result) -> dict[tuple[str, str], bool]:
         return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}

@@ -241,7 +241,7 @@ def test_the_schedule_runs_every_check_once_per_environment():
 
     when = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
     requests = drift_checks_schedule(build_schedule_context(scheduled_execution_time=when))
-    assert sorted(r.tags["dagster/partition"] for r in requests) == sorted(PARTITIONS.get_partition_keys())
+    assert sorted(r.partition_key for r in requests) == sorted(PARTITIONS.get_partition_keys())
     assert len({r.run_key for r in requests}) == len(requests)
     assert all(r.run_key.endswith("2026-01-01T12:30") for r in requests)
 

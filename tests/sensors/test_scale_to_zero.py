@@ -216,9 +216,10 @@ def test_a_node_held_past_the_grace_period_names_its_blocker_and_requests_gpu_po
     else:
         assert node in table and "(node)" in table
     assert {r for r in ev.metadata["blocker_reasons"].value.split(", ")} == {reason}  # nothing else is blamed
-    assert ev.metadata["node_price_per_hour"].value == pytest.approx(catalog_price(gp), rel=1e-6)
+    assert ev.metadata["node_price_per_hour_usd"].value == pytest.approx(catalog_price(gp), rel=1e-6)
+    assert "node_price_per_hour" not in ev.metadata and "currency" not in ev.metadata
     assert "Cloud Billing Catalog" in ev.metadata["price_source"].value
-    assert "USD/h" in ev.metadata["idle_cost_per_hour"].value
+    assert "USD/h" in ev.metadata["idle_cost"].value
 
     [rr] = runs(stuck)
     assert rr.asset_selection == [AssetKey("gpu_pool")] and rr.partition_key == "sandbox"
