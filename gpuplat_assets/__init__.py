@@ -1,5 +1,11 @@
 """gpuplat: the substrate of a GPU inference platform as Dagster software-defined assets."""
 
-from .definitions import defs
+from .cli_guard import announce
+
+# Before the asset graph loads (and Dagster warns about it): a broken environment named on the
+# command line gets its one clear line first.
+announce()
+
+from .definitions import defs  # noqa: E402
 
 __all__ = ["defs"]
