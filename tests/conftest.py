@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -95,6 +96,16 @@ def client_options(target, api: str) -> dict:
 
     return {"transport": "rest", "credentials": AnonymousCredentials(),
             "client_options": ClientOptions(api_endpoint=_urls(target)[api])}
+
+
+def kube_api(target, tmp_path: Path, cluster: str):
+    """An official kubernetes client from the administrator kubeconfig the sandbox writes for `cluster`."""
+    import kubernetes
+
+    text = admin(target, "GET", f"/sandbox/kubeconfig?cluster={urllib.parse.quote(cluster, safe='')}")
+    path = tmp_path / f"kubeconfig-{cluster.replace('/', '_')}"
+    path.write_text(text)
+    return kubernetes.config.new_client_from_config(config_file=str(path), persist_config=False)
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.conftest import TEST_ENVIRONMENTS
+from tests.conftest import TEST_ENVIRONMENTS, kube_api as sandbox_kube_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_bring_your_own_materializes_and_a_second_run_makes_zero_mutating_calls(
 
 def test_hetzner_reduces_two_default_storage_classes_to_one_and_rematerializes_with_zero_mutations(gp, fast_clock):
     use_shipped(gp, "sandbox-hetzner", "hetzner")
-    before = client.StorageV1Api(_hetzner_api(gp)).list_storage_class().items
+    before = client.StorageV1Api(sandbox_kube_api(gp.admin.urls, gp.tmp_path, "hetzner-gpu")).list_storage_class().items
     assert sorted(sc.metadata.name for sc in before
                   if (sc.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true") == \
         ["hcloud-volumes", "local-path"]
@@ -98,12 +98,6 @@ def test_hetzner_reduces_two_default_storage_classes_to_one_and_rematerializes_w
     gp.admin.reset()
     assert gp.materialize(env="hetzner", raise_on_error=False) is not None
     assert gp.admin.calls()["_total"]["mutate"] == 0
-
-
-def _hetzner_api(gp):
-    path = gp.tmp_path / "hetzner-sb.kubeconfig"
-    path.write_text(gp.admin.call("GET", "/sandbox/kubeconfig?cluster=hetzner-gpu"))
-    return config.new_client_from_config(config_file=str(path), persist_config=False)
 
 
 def test_an_edited_secret_store_provider_block_survives_a_rematerialization(gp, fast_clock):

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SandboxProcess, free_port
+from tests.conftest import SandboxProcess, free_port, kube_api
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_YAML = ROOT / "deploy" / "dagster.yaml"
@@ -392,9 +392,12 @@ def test_daemon_heartbeats_into_postgres(local_home, postgres, work):
 
 # ---- (d) the K8sRunLauncher creates one Job per run, one run per environment at a time -----------
 
-def _jobs(sandbox: SandboxProcess) -> list[dict]:
-    path = f"/clusters/byo-gpu/apis/batch/v1/namespaces/{K8S_ENV['DAGSTER_K8S_JOB_NAMESPACE']}/jobs"
-    return sandbox.get("kubernetes", path)["items"]
+def _jobs(sandbox: SandboxProcess, tmp_path: Path) -> list[dict]:
+    import kubernetes
+
+    with kube_api(sandbox.urls, tmp_path, "byo-gpu") as api:
+        jobs = kubernetes.client.BatchV1Api(api).list_namespaced_job(K8S_ENV["DAGSTER_K8S_JOB_NAMESPACE"])
+        return [api.sanitize_for_serialization(j) for j in jobs.items]
 
 
 def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, sandbox, environments):
@@ -427,7 +430,7 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     with _daemon(env, log) as proc:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(
-                [j for j in _jobs(sandbox) if j["metadata"]["labels"].get("dagster/run-id") in run_ids.values()]) < 2:
+                [j for j in _jobs(sandbox, work) if j["metadata"]["labels"].get("dagster/run-id") in run_ids.values()]) < 2:
             assert proc.poll() is None, f"dagster-daemon exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         # Two more dequeue passes: the other run of `sandbox` must stay queued while the launched one
@@ -436,7 +439,7 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and log.read_text().count(dequeue_pass) < passes + 2:
             time.sleep(0.5)
-        jobs = _jobs(sandbox)
+        jobs = _jobs(sandbox, work)
     # Only this test's runs (a sensor of the code location could start runs of its own).
     by_run = {j["metadata"]["labels"].get("dagster/run-id"): j for j in jobs}
     by_run = {r: j for r, j in by_run.items() if r in run_ids.values()}

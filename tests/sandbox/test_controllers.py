@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from tests.conftest import admin
+from tests.conftest import admin, kube_api
 
 BYO = "byo-gpu"
 HETZNER = "hetzner-gpu"
@@ -33,14 +33,6 @@ def admin_error(sb, method: str, path: str, body=None) -> tuple[int, dict]:
     with pytest.raises(urllib.error.HTTPError) as info:
         admin(sb, method, path, body)
     return info.value.code, json.loads(info.value.read())
-
-
-def kube_api(sb, tmp_path: Path, cluster: str) -> client.ApiClient:
-    """An official kubernetes client from the kubeconfig the sandbox writes for `cluster`."""
-    text = admin(sb, "GET", f"/sandbox/kubeconfig?cluster={urllib.parse.quote(cluster, safe='')}")
-    path = tmp_path / f"kubeconfig-{cluster.replace('/', '_')}"
-    path.write_text(text)
-    return kubernetes.config.new_client_from_config(config_file=str(path), persist_config=False)
 
 
 def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list:

@@ -19,7 +19,7 @@ from kubernetes import config as k8s_config
 
 from sandbox.sims import gke_nodes
 from sandbox.stores import gke
-from tests.conftest import admin
+from tests.conftest import admin, kube_api
 
 PROJECT = "gpuplat-test"
 REGION = "us-central1"
@@ -92,13 +92,6 @@ def running(sandbox, c):
     """A RUNNING cluster c1 with one e2-standard-4 system node."""
     wait(c, create_cluster(c))
     return c
-
-
-def core_api(sandbox, tmp_path, cluster=CLUSTER) -> k8s.ApiClient:
-    text = admin(sandbox, "GET", f"/sandbox/kubeconfig?cluster={cluster}")
-    path = tmp_path / "kubeconfig"
-    path.write_text(text)
-    return k8s_config.new_client_from_config(config_file=str(path), persist_config=False)
 
 
 # ---- clusters and operations -------------------------------------------------------------------------
@@ -306,7 +299,7 @@ def test_updating_a_node_pool_replaces_its_taints_and_labels_and_its_nodes_follo
     pool = running.get_node_pool(name=f"{CLUSTER}/nodePools/gpu")
     assert list(pool.config.taints) == []
     assert dict(pool.config.labels) == {"team": "ml"}
-    node = k8s.CoreV1Api(core_api(sandbox, tmp_path)).list_node(
+    node = k8s.CoreV1Api(kube_api(sandbox, tmp_path, CLUSTER)).list_node(
         label_selector="cloud.google.com/gke-nodepool=gpu").items[0]
     assert node.metadata.labels["team"] == "ml"
     assert "gpuplat.io/role" not in node.metadata.labels
@@ -316,7 +309,7 @@ def test_updating_a_node_pool_replaces_its_taints_and_labels_and_its_nodes_follo
 def test_set_size_creates_nodes_that_the_kubernetes_client_sees(sandbox, tmp_path, running):
     wait(running, running.set_node_pool_size(request=container_v1.SetNodePoolSizeRequest(
         name=f"{CLUSTER}/nodePools/system", node_count=3)))
-    nodes = k8s.CoreV1Api(core_api(sandbox, tmp_path)).list_node().items
+    nodes = k8s.CoreV1Api(kube_api(sandbox, tmp_path, CLUSTER)).list_node().items
     assert len(nodes) == 3
     assert running.get_cluster(name=CLUSTER).current_node_count == 3
     for node in nodes:
@@ -328,12 +321,12 @@ def test_set_size_creates_nodes_that_the_kubernetes_client_sees(sandbox, tmp_pat
         assert [c.status for c in node.status.conditions if c.type == "Ready"] == ["True"]
     wait(running, running.set_node_pool_size(request=container_v1.SetNodePoolSizeRequest(
         name=f"{CLUSTER}/nodePools/system", node_count=1)))
-    assert len(k8s.CoreV1Api(core_api(sandbox, tmp_path)).list_node().items) == 1
+    assert len(k8s.CoreV1Api(kube_api(sandbox, tmp_path, CLUSTER)).list_node().items) == 1
 
 
 def test_gpu_nodes_carry_the_labels_taints_and_capacity_gke_gives_them(sandbox, tmp_path, running):
     wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool(initial=1)))
-    api = core_api(sandbox, tmp_path)
+    api = kube_api(sandbox, tmp_path, CLUSTER)
     node = k8s.CoreV1Api(api).list_node(label_selector="cloud.google.com/gke-accelerator=nvidia-l4").items[0]
     labels = node.metadata.labels
     assert labels["cloud.google.com/gke-nodepool"] == "gpu"
@@ -352,7 +345,7 @@ def test_gpu_nodes_carry_the_labels_taints_and_capacity_gke_gives_them(sandbox, 
 
 
 def test_a_new_cluster_ships_gke_storage_and_snapshot_crds_but_no_snapshot_class(sandbox, tmp_path, running):
-    api = core_api(sandbox, tmp_path)
+    api = kube_api(sandbox, tmp_path, CLUSTER)
     classes = {sc.metadata.name: sc for sc in k8s.StorageV1Api(api).list_storage_class().items}
     assert set(classes) == {"standard-rwo", "standard", "premium-rwo"}
     defaults = [n for n, sc in classes.items()
@@ -404,7 +397,7 @@ def test_drift_injection_changes_a_pool_without_counting_a_client_call(sandbox, 
     pool = running.get_node_pool(name=f"{CLUSTER}/nodePools/gpu")
     assert pool.autoscaling.min_node_count == 1
     assert pool.config.labels["drifted"] == "yes" and pool.config.labels["gpuplat.io/role"] == "gpu"
-    node = k8s.CoreV1Api(core_api(sandbox, tmp_path)).list_node(
+    node = k8s.CoreV1Api(kube_api(sandbox, tmp_path, CLUSTER)).list_node(
         label_selector="cloud.google.com/gke-nodepool=gpu").items[0]
     assert node.metadata.labels["drifted"] == "yes"
 
@@ -421,7 +414,7 @@ def test_a_simulated_auto_upgrade_moves_master_pool_and_kubelet_versions(sandbox
     assert cl.current_master_version == "1.34.1-gke.1100"
     assert cl.node_pools[0].version == "1.34.1-gke.1100"
     assert cl.status == container_v1.Cluster.Status.RUNNING
-    node = k8s.CoreV1Api(core_api(sandbox, tmp_path)).list_node().items[0]
+    node = k8s.CoreV1Api(kube_api(sandbox, tmp_path, CLUSTER)).list_node().items[0]
     assert node.status.node_info.kubelet_version == "v1.34.1-gke.1100"
     running.set_node_pool_size(request=container_v1.SetNodePoolSizeRequest(
         name=f"{CLUSTER}/nodePools/system", node_count=1))  # an upgrade leaves no operation running
