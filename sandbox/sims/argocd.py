@@ -1,8 +1,9 @@
-"""Simulated Argo CD: the helm bootstrap Job, Application status, the ApplicationSet controller.
+"""Simulated Argo CD: Application status and the ApplicationSet controller (its install is in
+`argocd_install`, its directory syncs in `argocd_sync`).
 
-None of this runs Argo CD. It reproduces what gpuplat observes of a working Argo CD so the
-production code path (create the bootstrap Job, apply the AppProject and ApplicationSets, wait for
-Applications to be Synced and Healthy) is exercised end to end.
+None of this runs Argo CD. It reproduces what gpuplat and the seed's scripts observe of a working
+Argo CD so the production code path (bootstrap, apply the AppProject and ApplicationSets, wait for
+the automated Applications to be Synced and Healthy) is exercised end to end.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import ApiError
 from ..wire.http import Request, Route
-from ..stores.kube import KubeStore, RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT, RT_JOB, RT_POD, RT_STATEFULSET
-from .util import (condition, crd, ensure, ensure_crd, ensure_namespace, fits_node, has_crd, image_id, kube_clusters,
-                   match_selector, owner_ref, resolve_cluster, scan, short_hash, sim_meta, write_fields, write_meta,
-                   write_status)
+from ..stores.kube import KubeStore, RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT
+from . import git
+from .argocd_sync import is_automated, sync_state
+from .util import (condition, crd, ensure_crd, ensure_namespace, has_crd, helm_workload, kube_clusters, match_selector,
+                   owner_ref, resolve_cluster, scan, sim_meta, write_fields, write_meta, write_status)
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -79,104 +81,6 @@ SYNC_STATES = ("Synced", "OutOfSync", "Unknown")
 HEALTH_STATES = ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
 
 
-# ---- the bootstrap Job ----------------------------------------------------------------------------
-def _workload(kind: str, name: str, chart: str, app_version: str | None, namespace: str = ARGOCD_NS,
-              instance: str = "argocd", image: str = "quay.io/argoproj/argocd") -> dict:
-    """A ready Deployment/StatefulSet as `helm install` of `chart` leaves it once its pods are up."""
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": instance,
-              "app.kubernetes.io/part-of": instance, "app.kubernetes.io/component": name.replace(f"{instance}-", ""),
-              "app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": chart}
-    if app_version:
-        labels["app.kubernetes.io/version"] = app_version
-    selector = {"matchLabels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": instance}}
-    spec: dict[str, Any] = {"replicas": 1, "selector": selector,
-                            "template": {"metadata": {"labels": dict(selector["matchLabels"])},
-                                         "spec": {"containers": [{"name": name.replace(f"{instance}-", "") or name,
-                                                                  "image": f"{image}:{app_version or 'latest'}"}]}}}
-    if kind == "Deployment":
-        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
-                  "availableReplicas": 1,
-                  "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                                  "message": "Deployment has minimum availability."},
-                                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                                  "message": f'ReplicaSet "{name}-{short_hash(name, chart)}" has successfully '
-                                             f"progressed."}]}
-    else:
-        spec["serviceName"] = name
-        status = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "currentReplicas": 1,
-                  "updatedReplicas": 1, "availableReplicas": 1}
-    return {"apiVersion": "apps/v1", "kind": kind,
-            "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                         "annotations": {"meta.helm.sh/release-name": instance,
-                                         "meta.helm.sh/release-namespace": namespace}},
-            "spec": spec, "status": status}
-
-
-def argocd_bootstrap_job(sb: "Sandbox") -> None:
-    """Simulation of the Argo CD bootstrap Job (a container that runs `helm upgrade --install
-    argocd argo/argo-cd --version <chart>`): installs the Argo CD CRDs and workloads, marks the Job
-    complete and leaves a pod log as helm would print it."""
-    for kube in kube_clusters(sb):
-        for job in kube.list_objects("batch", "jobs", ARGOCD_NS):
-            meta = job["metadata"]
-            if (meta.get("labels") or {}).get(BOOTSTRAP_LABEL[0]) != BOOTSTRAP_LABEL[1]:
-                continue
-            version = (meta.get("annotations") or {}).get(CHART_VERSION_ANNOTATION)
-            status = job.get("status") or {}
-            if not version or status.get("succeeded") or status.get("failed"):
-                continue
-            _run_bootstrap(sb, kube, job, version)
-
-
-def _run_bootstrap(sb: "Sandbox", kube: KubeStore, job: dict, version: str) -> None:
-    now = sb.clock.rfc3339()
-    app_version = (job["metadata"].get("annotations") or {}).get("gpuplat.io/app-version")
-    labels = {"app.kubernetes.io/part-of": "argocd", "app.kubernetes.io/managed-by": "Helm",
-              "helm.sh/chart": f"argo-cd-{version}"}
-    for definition in ARGO_CRDS:
-        ensure_crd(kube, definition, labels)
-    for name in ("argocd-server", "argocd-repo-server", "argocd-applicationset-controller"):
-        ensure(kube, RT_DEPLOYMENT, _workload("Deployment", name, f"argo-cd-{version}", app_version))
-    ensure(kube, RT_STATEFULSET, _workload("StatefulSet", "argocd-application-controller", f"argo-cd-{version}",
-                                           app_version))
-    # The Job's pod, finished, with helm's output as its log.
-    pod_name = f"{job['metadata']['name']}-{short_hash(job['metadata']['uid'], n=5)}"
-    if kube.get_object("", "pods", ARGOCD_NS, pod_name) is None:
-        template = copy.deepcopy(((job.get("spec") or {}).get("template") or {}).get("spec") or {})
-        containers = template.get("containers") or [{"name": "helm", "image": "alpine/helm"}]
-        pod = {"metadata": {"name": pod_name, "namespace": ARGOCD_NS,
-                            "labels": {"job-name": job["metadata"]["name"],
-                                       "batch.kubernetes.io/job-name": job["metadata"]["name"],
-                                       "batch.kubernetes.io/controller-uid": job["metadata"]["uid"]},
-                            "ownerReferences": [owner_ref(job)]},
-               "spec": {**template, "containers": containers, "restartPolicy": "Never"},
-               "status": {"phase": "Succeeded", "startTime": now,
-                          "containerStatuses": [{"name": c.get("name", "helm"), "image": c.get("image", ""),
-                                                 "imageID": image_id(c.get("image", "")), "ready": False,
-                                                 "restartCount": 0,
-                                                 "state": {"terminated": {"exitCode": 0, "reason": "Completed",
-                                                                          "startedAt": now, "finishedAt": now}}}
-                                                for c in containers]}}
-        node = next((n for n in kube.list_objects("", "nodes") if fits_node(pod, n)[0]), None)
-        if node is not None:
-            pod["spec"]["nodeName"] = node["metadata"]["name"]
-        kube.create(RT_POD, pod, ARGOCD_NS)
-        kube.data["logs"][f"{ARGOCD_NS}/{pod_name}"] = (
-            f'Release "argocd" does not exist. Installing it now.\n'
-            f"NAME: argocd\nLAST DEPLOYED: {now}\nNAMESPACE: {ARGOCD_NS}\nSTATUS: deployed\nREVISION: 1\n"
-            f"CHART: argo-cd-{version}\n(simulated by the gpuplat sandbox: no helm ran)\n")
-    write_status(kube, RT_JOB, job, {
-        "startTime": now, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0, "terminating": 0,
-        "uncountedTerminatedPods": {},
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-             "message": "Reached expected number of succeeded pods", "lastProbeTime": now,
-             "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-             "message": "Reached expected number of succeeded pods", "lastProbeTime": now,
-             "lastTransitionTime": now}]})
-
-
 # ---- Applications ----------------------------------------------------------------------------------
 def _sources(app: dict) -> list[dict]:
     spec = app.get("spec") or {}
@@ -192,14 +96,26 @@ def _revision(source: dict) -> str:
     return hashlib.sha1(seed.encode()).hexdigest()
 
 
-def _app_status(sb: "Sandbox", app: dict, override: dict | None) -> dict:
+def _app_status(sb: "Sandbox", kube: KubeStore, app: dict, override: dict | None) -> dict:
     """The status the simulated Argo CD application controller reports; old timestamps are kept
     while nothing observable changes, so an unchanged Application is never rewritten."""
     spec = app.get("spec") or {}
     sources = _sources(app)
     revisions = [_revision(s) for s in sources]
-    sync = (override or {}).get("sync") or "Synced"
-    health = (override or {}).get("health") or "Healthy"
+    meta = app["metadata"]
+    synced = sync_state(kube, meta.get("namespace") or ARGOCD_NS, meta["name"])
+    if not is_automated(app):
+        natural, why = ("OutOfSync", "Missing"), "manual sync: nothing synced it yet"
+    elif synced.get("pending") or synced.get("problems"):
+        natural = ("OutOfSync", "Progressing")
+        why = "; ".join([*(f"the server could not find the requested resource: {k}" for k in synced.get("pending", [])),
+                         *synced.get("problems", [])])
+    else:
+        natural, why = ("Synced", "Healthy"), ""
+    if override and (override.get("sync") or override.get("health")):
+        why = "simulated by a sandbox admin override"
+    sync = (override or {}).get("sync") or natural[0]
+    health = (override or {}).get("health") or natural[1]
     phase = "Succeeded" if sync == "Synced" else "Failed"
     compared: dict[str, Any] = {"destination": spec.get("destination") or {}}
     sync_block: dict[str, Any] = {"status": sync, "comparedTo": compared}
@@ -218,10 +134,10 @@ def _app_status(sb: "Sandbox", app: dict, override: dict | None) -> dict:
         return old
     now = sb.clock.rfc3339()
     message = ("successfully synced (all tasks run)" if phase == "Succeeded" else
-               "one or more objects failed to apply (simulated by a sandbox admin override)")
+               f"one or more objects failed to apply ({why})")
     health_block = {"status": health, "lastTransitionTime": now}
     if health != "Healthy":
-        health_block["message"] = "simulated by a sandbox admin override"
+        health_block["message"] = why
     op_sync: dict[str, Any] = {"syncOptions": list((spec.get("syncPolicy") or {}).get("syncOptions") or [])}
     result: dict[str, Any] = {"resources": []}
     if len(sources) > 1:
@@ -242,9 +158,11 @@ def _app_status(sb: "Sandbox", app: dict, override: dict | None) -> dict:
 
 
 def argocd_applications(sb: "Sandbox") -> None:
-    """Simulation of Argo CD's application controller: every Application is Synced and Healthy
-    (unless an admin override says otherwise); once `group-external-secrets` is Healthy, the
-    platform layer's External Secrets Operator is "installed" (its CRDs appear)."""
+    """Simulation of Argo CD's application controller: every automated Application whose sources
+    synced is Synced and Healthy, a manual one OutOfSync/Missing (an admin override says otherwise).
+    Once the Application that deploys External Secrets is Healthy (`group-external-secrets` of the
+    default groups, or any Application of the `external-secrets` chart, as the seed's catalog has),
+    the platform layer's External Secrets Operator is "installed" (its CRDs appear)."""
     for kube in kube_clusters(sb):
         if not has_crd(kube, APP_CRD):
             continue
@@ -252,13 +170,18 @@ def argocd_applications(sb: "Sandbox") -> None:
         eso_healthy = False
         for app in kube.list_objects("argoproj.io", "applications"):
             meta = app["metadata"]
-            status = _app_status(sb, app, overrides.get(f"{meta.get('namespace')}/{meta['name']}"))
+            status = _app_status(sb, kube, app, overrides.get(f"{meta.get('namespace')}/{meta['name']}"))
             if status is not app.get("status"):
                 app = write_status(kube, RT_APPLICATION, app, status)
-            if meta["name"] == "group-external-secrets" and status["health"]["status"] == "Healthy":
+            if _deploys_eso(app) and status["health"]["status"] == "Healthy":
                 eso_healthy = True
         if eso_healthy:
             _install_eso(kube)
+
+
+def _deploys_eso(app: dict) -> bool:
+    return app["metadata"]["name"] == "group-external-secrets" or any(
+        s.get("chart") == "external-secrets" for s in _sources(app))
 
 
 def _install_eso(kube: KubeStore) -> None:
@@ -270,9 +193,9 @@ def _install_eso(kube: KubeStore) -> None:
     ensure_namespace(kube, "external-secrets")
     for name in ("external-secrets", "external-secrets-webhook", "external-secrets-cert-controller"):
         if kube.get_object("apps", "deployments", "external-secrets", name) is None:
-            kube.create(RT_DEPLOYMENT, _workload("Deployment", name, "external-secrets", None, "external-secrets",
-                                                 "external-secrets", "ghcr.io/external-secrets/external-secrets"),
-                        "external-secrets")
+            kube.create(RT_DEPLOYMENT, helm_workload("Deployment", name, "external-secrets-2.6.0", "v2.6.0",
+                                                     "external-secrets", "external-secrets", name,
+                                                     "ghcr.io/external-secrets/external-secrets"), "external-secrets")
 
 
 # ---- the ApplicationSet controller ---------------------------------------------------------------------
@@ -304,8 +227,12 @@ def _cluster_name_from_path(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-def groups_for(sb: "Sandbox", cluster_id: str, file_path: str) -> list[dict]:
-    """The groups file the git generator would read: set through the admin API, else the default."""
+def groups_for(sb: "Sandbox", cluster_id: str, file_path: str, repo_url: str = "") -> list[dict]:
+    """The groups file the git generator reads: from the repository when the simulated git server
+    serves it (`sims/git.py`); otherwise set through `PUT /sandbox/gitops`, else the default list."""
+    if git.checkout(sb, repo_url) is not None:
+        data = git.read_yaml(sb, repo_url, file_path)
+        return [g for g in data if isinstance(g, dict)] if isinstance(data, list) else []
     gitops = sb.store.data.get("gitops") or {}
     for key in (cluster_id, _cluster_name_from_path(file_path)):
         if key and key in gitops:
@@ -331,15 +258,15 @@ def _desired_apps(sb: "Sandbox", kube: KubeStore, appset: dict) -> list[dict]:
     template = spec.get("template") or {}
     out: dict[str, dict] = {}
     for gen in spec.get("generators") or []:
-        git = gen.get("git") or {}
-        if not git.get("files"):
+        git_gen = gen.get("git") or {}
+        if not git_gen.get("files"):
             continue
         selector = gen.get("selector")
         layer = _layer_of(appset, selector)
-        for file_ref in git["files"]:
+        for file_ref in git_gen["files"]:
             path = file_ref.get("path") or ""
             directory = path.rsplit("/", 1)[0] if "/" in path else ""
-            for group in groups_for(sb, kube.cluster_id, path):
+            for group in groups_for(sb, kube.cluster_id, path, git_gen.get("repoURL", "")):
                 labels: dict[str, str] = {}
                 _flatten("", group, labels)
                 if selector and not match_selector(selector, labels):

@@ -4,9 +4,12 @@ Every one of them is a simulation and says what real component it stands in for:
 
 - `hosts`: the pre-provisioned bring-your-own and Hetzner clusters, and the simulated GPU
   hosts (host profiles) behind their GPU nodes (`bootstrap`).
-- `argocd`: the Argo CD bootstrap Job (helm run from a container), Argo CD's application
-  controller (Synced/Healthy) and ApplicationSet controller (git files generator, groups from the
-  sandbox instead of git); the platform layer's External Secrets Operator appears with its group.
+- `git`: the git server Argo CD reads, each repository URL served from a local checkout.
+- `argocd_install`: Argo CD installed by Helm (gpuplat's bootstrap Job, or `helm upgrade --install`
+  from a laptop): CRDs, workloads named after the release, Helm's release record.
+- `argocd`: Argo CD's application controller (Synced/Healthy, manual apps dormant) and
+  ApplicationSet controller (git files generator); the platform layer's External Secrets Operator
+  appears with its Application. `argocd_sync`: directory sources synced from the git server.
 - `eso`: External Secrets Operator (stores validated, ExternalSecrets synced from the fake
   Secret Manager or a fake external backend).
 - `gpu`: the NVIDIA GPU Operator off GKE, and the kubelet running gpuplat's preflight probe
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import argocd, eso, gke_control, hosts, workloads
-from .argocd import argocd_applications, argocd_applicationsets, argocd_bootstrap_job
+from . import argocd, argocd_install, eso, git, gke_control, hosts, workloads
+from .argocd import argocd_applications, argocd_applicationsets
+from .argocd_install import argocd_bootstrap_job
+from .argocd_sync import argocd_directory_sync
 from .autoscaler import scheduler_and_autoscaler
 from .eso import external_secrets_operator
 from .gpu import gpu_operator, preflight_pods
@@ -50,6 +55,7 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
     gke_operations,
     argocd_bootstrap_job,
     argocd_applicationsets,
+    argocd_directory_sync,
     argocd_applications,
     external_secrets_operator,
     gpu_operator,
@@ -61,6 +67,8 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
 ADMIN_ROUTES = [
     *hosts.ADMIN_ROUTES,
     *argocd.ADMIN_ROUTES,
+    *argocd_install.ADMIN_ROUTES,
+    *git.ADMIN_ROUTES,
     *eso.ADMIN_ROUTES,
     *workloads.ADMIN_ROUTES,
 ]

@@ -220,6 +220,40 @@ def ensure(kube: KubeStore, rt: ResourceType, obj: dict) -> dict:
     return write_fields(kube, rt, cur, **fields)
 
 
+def helm_workload(kind: str, name: str, chart: str, app_version: str, release: str, namespace: str,
+                  app_name: str, image: str, part_of: str = "") -> dict:
+    """A ready Deployment/StatefulSet as `helm install` of `chart` leaves it once its pods are up
+    (`app_name`: its app.kubernetes.io/name label, as the chart sets it)."""
+    component = name.removeprefix(f"{release}-").removeprefix("argocd-")
+    labels = {"app.kubernetes.io/name": app_name, "app.kubernetes.io/instance": release,
+              "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": "Helm",
+              "helm.sh/chart": chart, "app.kubernetes.io/version": app_version}
+    if part_of:
+        labels["app.kubernetes.io/part-of"] = part_of
+    selector = {"matchLabels": {"app.kubernetes.io/name": app_name, "app.kubernetes.io/instance": release}}
+    spec: dict[str, Any] = {"replicas": 1, "selector": selector,
+                            "template": {"metadata": {"labels": dict(selector["matchLabels"])},
+                                         "spec": {"containers": [{"name": component,
+                                                                  "image": f"{image}:{app_version}"}]}}}
+    if kind == "Deployment":
+        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                  "availableReplicas": 1,
+                  "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                                  "message": "Deployment has minimum availability."},
+                                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                                  "message": f'ReplicaSet "{name}-{short_hash(name, chart)}" has successfully '
+                                             f"progressed."}]}
+    else:
+        spec["serviceName"] = name
+        status = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "currentReplicas": 1,
+                  "updatedReplicas": 1, "availableReplicas": 1}
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                         "annotations": {"meta.helm.sh/release-name": release,
+                                         "meta.helm.sh/release-namespace": namespace}},
+            "spec": spec, "status": status}
+
+
 def ensure_namespace(kube: KubeStore, name: str) -> None:
     if kube.get_object("", "namespaces", None, name) is None:
         kube.create(RT_NAMESPACE, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},

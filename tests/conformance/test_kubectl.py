@@ -105,13 +105,19 @@ spec:
     app = """apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata: {name: demo, namespace: argocd}
+spec: {project: default, destination: {server: https://kubernetes.default.svc}, syncPolicy: {automated: {}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: dormant, namespace: argocd}
 spec: {project: default, destination: {server: https://kubernetes.default.svc}}
-status: {sync: {status: Synced, revision: abc123}, health: {status: Healthy}}
 """
     tools.kubectl("apply", "--server-side", "-f", "-", stdin=app)
     out = tools.kubectl("get", "applications", "-n", "argocd").stdout
     assert header(out) == ["NAME", "SYNC STATUS", "HEALTH STATUS"]
     assert re.search(r"^demo\s+Synced\s+Healthy\s*$", out, re.M)
+    # A manual-sync Application nobody synced: what Argo CD shows for the seed's dormant apps.
+    assert re.search(r"^dormant\s+OutOfSync\s+Missing\s*$", out, re.M)
     assert "REVISION" in header(tools.kubectl("get", "applications", "-n", "argocd", "-o", "wide").stdout)
 
 
