@@ -20,7 +20,7 @@ from .credentials import GoogleTokens, tokens_for
 from .google import Google
 from .kube import Endpoint, Kube, KubeconfigMissing, KubeTargetMismatch, write_private
 from .models import ClusterState, KubeIdentity
-from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_gitops_groups, sandbox_kubeconfig
+from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_serve_git, sandbox_kubeconfig
 
 # GKE states in which the control plane answers (RECONCILING: an update is in progress, the API is up).
 API_UP = ("RUNNING", "RECONCILING")
@@ -98,9 +98,10 @@ class Connection:
         }
         return write_private(self.kubeconfig_path, yaml.safe_dump(doc))
 
-    def sandbox_groups(self, cluster_id: str, groups: list[dict]) -> None:
-        if self.sandbox_urls is not None and groups:
-            sandbox_gitops_groups(self.sandbox_urls, cluster_id, groups)
+    def sandbox_git(self, repo_url: str, checkout: Path) -> None:
+        """In the sandbox only: serve the platform repository from its local checkout."""
+        if self.sandbox_urls is not None:
+            sandbox_serve_git(self.sandbox_urls, repo_url, checkout)
 
     @cached_property
     def kube(self) -> Kube:

@@ -7,8 +7,11 @@ cluster, the seed platform's most expensive mistake.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -226,8 +229,14 @@ class Kube:
                     return self.get(api_version, kind, name, namespace)
             return None
 
-    def apply(self, body: dict) -> dict:
-        """Server-side apply as gpuplat's field manager; forced, since gpuplat owns these fields."""
+    def apply(self, body: dict, as_kubectl_would: bool = False) -> dict:
+        """Server-side apply as gpuplat's field manager; forced, since gpuplat owns these fields.
+
+        `as_kubectl_would`: for a file people also `kubectl apply`: the object carries the
+        last-applied-configuration annotation kubectl would write for the same file, so a later
+        `kubectl apply -f` of it changes nothing and `kubectl diff -f` shows nothing."""
+        if as_kubectl_would:
+            body = with_last_applied(body)
         if not self.has_kind(body["apiVersion"], body["kind"]):
             raise LookupError(f"the cluster does not serve {body['kind']} ({body['apiVersion']}): its CRD is absent")
         ns = body.get("metadata", {}).get("namespace")
@@ -264,6 +273,36 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def go_json(obj) -> str:
+    """JSON as Go's encoding/json Encoder writes it (kubectl's encoder for unstructured objects): keys
+    sorted, no spaces, UTF-8 kept, <, > and & escaped, a newline at the end."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for plain, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                           ("\u2029", "\\u2029")):
+        text = text.replace(plain, escaped)
+    # Python writes backspace and form feed as \b and \f, Go as \u0008 and \u000c (an escaped
+    # backslash before a "b" is not one: count the backslashes).
+    return re.sub(r"(?<!\\)((?:\\\\)*)\\([bf])", lambda m: m.group(1) + ("\\u0008" if m.group(2) == "b" else "\\u000c"),
+                  text) + "\n"
+
+
+def with_last_applied(obj: dict) -> dict:
+    """`obj` with the annotation `kubectl apply` would write for it (kubectl's GetModifiedConfiguration:
+    the object without that annotation, encoded, becomes the annotation)."""
+    body = copy.deepcopy(obj)
+    meta = body.setdefault("metadata", {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
+    # kubectl sets the annotation map before encoding, so a file without annotations encodes
+    # `"annotations":{}` (seen in the annotation kubectl 1.33 writes).
+    meta["annotations"] = annotations
+    encoded = go_json(body)
+    meta["annotations"] = {**annotations, LAST_APPLIED: encoded}
+    return body
 
 
 def _kind_not_served(exc) -> bool:

@@ -81,10 +81,11 @@ def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:
     return write_private(out, text)
 
 
-def sandbox_gitops_groups(urls: dict[str, str], cluster: str, groups: list[dict]) -> None:
-    """Hand the sandbox's simulated ApplicationSet controller the groups a fork's git would hold."""
+def sandbox_serve_git(urls: dict[str, str], repo_url: str, checkout: Path) -> None:
+    """Have the sandbox's simulated git server serve `repo_url` from the local `checkout` (the
+    sandbox has no network: this is how its Argo CD reads the platform fork)."""
     import urllib.request
-    req = urllib.request.Request(f"{urls['admin']}/sandbox/gitops", method="PUT",
-                                 data=json.dumps({"cluster": cluster, "groups": groups}).encode(),
+    req = urllib.request.Request(f"{urls['admin']}/sandbox/git", method="PUT",
+                                 data=json.dumps({"repoURL": repo_url, "path": str(checkout)}).encode(),
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).read()
