@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.platform_tree import example_platform  # noqa: E402
+
 PROJECT = "bench"
 LOCATION = "us-central1-a"
 TARGET_S = 10.0
@@ -44,7 +46,7 @@ TARGET_S = 10.0
 
 def env_config(i: int) -> dict:
     return {"cluster": {"name": f"c-{i:03d}", "projectID": PROJECT, "location": LOCATION},
-            "repoURL": "https://github.com/example/fork", "profile": "dev", "gpu_stack": "gke-managed",
+            "repoURL": "https://github.com/example/gpu-inference-platform", "profile": "dev", "gpu_stack": "gke-managed",
             "substrate": {"kind": "gke", "sandbox": True, "external_secrets": []}}
 
 
@@ -101,6 +103,7 @@ def main() -> int:
     for i, name in enumerate(names):
         (envs / name).mkdir(parents=True)
         (envs / name / "config.yaml").write_text(json.dumps(env_config(i)))
+    example_platform(tmp, names)  # the checkout holding environments/ is each environment's platform fork
     os.environ["GPUPLAT_ENVIRONMENTS"] = str(envs)  # the partitions, read when gpuplat_assets is imported
     os.environ.pop("GPUPLAT_AUTO_APPROVE", None)
     state_dir, kube_dir = tmp / "sandbox", tmp / "kube"

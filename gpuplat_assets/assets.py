@@ -131,7 +131,8 @@ def observe_and_plan(piece: Piece, run: Run) -> tuple[Any, Any, list[Action]]:
 
 
 def _fail(piece: Piece, env, exc: BaseException):
-    text = str(exc) if isinstance(exc, PieceError) else describe(exc)
+    # A fork file that is missing or malformed is bad input, told like a config error.
+    text = str(exc) if isinstance(exc, (PieceError, ConfigError)) else describe(exc)
     if text is None:
         raise exc
     raise Failure(description=f"{piece.name} in {env.name}: {text}") from None
@@ -176,6 +177,7 @@ def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeRe
         meta[key] = MetadataValue.url(url)
     for key, value in piece.record(env, observed).items():
         meta[key] = MetadataValue.json(value)
+    meta.update(piece.provenance(spec))
     kube = run.conn.__dict__.get("kube")  # only when this piece used the cluster: never connect just to say so
     if kube is not None:
         t = kube.target
@@ -209,7 +211,7 @@ def evaluate_check(piece: Piece, check: Check | None, context, resource: Gpuplat
     except Failure as exc:
         return _check_result(piece, name, Outcome(False, exc.description or "config error"))
     except Exception as exc:
-        text = describe(exc)
+        text = str(exc) if isinstance(exc, (PieceError, ConfigError)) else describe(exc)
         if text is None:
             raise
         return _check_result(piece, name, Outcome(False, f"cannot observe: {text}", {"error": text}))

@@ -64,7 +64,9 @@ class ClusterRef(_Strict):
 
 
 class CpuPool(_Strict):
-    name: str = "cpu"
+    # The fork's Terraform (infra/gke/terraform, platform_node_pool_name): adopting a cluster it built
+    # must not add a second, paid pool.
+    name: str = "default-pool"
     machine_type: str = "e2-standard-4"
     min: int = Field(1, ge=0)
     max: int = Field(3, ge=1)
@@ -98,6 +100,16 @@ class GpuPool(_Strict):
         return self
 
 
+class PrivateRepo(_Strict):
+    """The seed's `make argocd-repo`: Argo CD's credential for a private fork, kept in the secret backend."""
+
+    # The backend secret holding the token (a fine-grained PAT, Contents: Read-only).
+    secret: str = "argocd-repo-pat"
+    username: str = "git"
+    # Read once, only to create `secret` in Secret Manager when it does not exist yet.
+    env: str = "ARGOCD_REPO_PAT"
+
+
 class Prices(_Strict):
     """Hourly prices off GKE (Hetzner servers, bring-your-own hardware); GKE prices come from the Billing Catalog."""
 
@@ -128,21 +140,15 @@ class Substrate(_Strict):
     prices: Prices = Prices()
     # The image the GPU node preflight pod runs: gpuplat's own (deploy/Dockerfile), which holds the probe.
     probe_image: str = "ghcr.io/example/gpuplat:0.1.0"
+    # The platform checkout whose files gpuplat applies (relative to the repository holding
+    # environments/); empty: that repository itself, as in a fork of the seed.
+    platform_repo: str = ""
+    # Overrides CHART_VERSION of the fork's bootstrap/install.sh.
+    argocd_chart_version: str = ""
+    # Set when the fork is private: Argo CD's repository credential comes from the secret backend.
+    private_repo: PrivateRepo | None = None
     # The seed pins this chart version of the NVIDIA GPU Operator.
     gpu_operator_version: str = "v26.3.3"
-
-
-class SandboxGroup(_Strict):
-    name: str
-    layer: Literal["platform", "serving", "routing", "llm-gateway", "experience", "demos"]
-    enabled: Literal["true", "false"] = "true"
-    catalogPath: str
-
-
-class SandboxSettings(_Strict):
-    """Settings only the sandbox reads: it has no git server, so the groups file lives here."""
-
-    groups: tuple[SandboxGroup, ...] = ()
 
 
 class EnvConfig(_Strict):
@@ -159,7 +165,6 @@ class EnvConfig(_Strict):
     dns: dict[str, Any] = Field(default_factory=dict)
     features: dict[str, Any] = Field(default_factory=dict)
     substrate: Substrate = Substrate()
-    sandbox: SandboxSettings = SandboxSettings()
 
     @field_validator("secret_backend")
     @classmethod
@@ -237,11 +242,13 @@ class EnvConfig(_Strict):
 class ConfigError(Exception):
     """One clear message: file, key path (or line), bad value, what is allowed."""
 
-    def __init__(self, path: str, key: str, value: Any, allowed: str, problem: str = ""):
-        self.path, self.key, self.value, self.allowed = path, key, value, allowed
+    def __init__(self, path: str, key: str, value: Any, allowed: str, problem: str = "", remedy: str = ""):
+        self.path, self.key, self.value, self.allowed, self.problem = path, key, value, allowed, problem
         shown = "(missing)" if value == "" or value is None else repr(value)
-        # `problem` replaces "<value> is not allowed" where the file itself is the problem.
-        super().__init__(f"{path}: {key}: {problem or f'{shown} is not allowed'}; allowed: {allowed}")
+        # `problem` replaces "<value> is not allowed" where the file itself is the problem; `remedy`
+        # replaces "allowed: ..." where the fix is a command (a file the seed's scripts generate).
+        tail = remedy or f"allowed: {allowed}"
+        super().__init__(f"{path}: {key}: {problem or f'{shown} is not allowed'}; {tail}")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
@@ -350,6 +357,30 @@ def load_yaml(path: Path) -> Any:
             return None
         _reject_duplicate_keys(where, node)
         return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(where, exc) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    """Every document of a multi-document YAML file (`---`-separated, as `kubectl apply -f` reads
+    it), with the same one-line errors as `load_yaml`; an empty file is no documents."""
+    where = str(path)
+    try:
+        text = _read_text(path)
+    except ConfigError as exc:
+        if exc.problem == "the file is empty":
+            return []
+        raise
+    loader = yaml.SafeLoader(text)
+    docs = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _reject_duplicate_keys(where, node)
+            docs.append(loader.construct_document(node))
+        return docs
     except yaml.YAMLError as exc:
         raise _yaml_error(where, exc) from None
     finally:

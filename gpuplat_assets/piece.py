@@ -68,6 +68,8 @@ class Piece:
     # facts recorded for later runs (JSON), such as the kube target's identity.
     links: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
     record: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
+    # Where the desired state was read from (the platform fork and its commit), as text metadata.
+    provenance: Callable[[Any], dict[str, str]] = lambda spec: {}
 
 
 def target_of(env: EnvConfig, identity: KubeIdentity | None = None) -> Target:

@@ -1,90 +1,89 @@
-"""platform_installed: Argo CD bootstrapped, the seed's root objects applied, every Application Synced and Healthy.
+"""platform_installed: Argo CD as the fork installs it, the fork's root objects as `make root` applies
+them, and every automated Application Synced and Healthy.
 
-The root objects are the same as the seed's `make root PROFILE=...`: AppProject `platform`, one
-ApplicationSet `layer-<layer>` per layer of the deploy profile (git files generator on the fork), and
-the ESO `ClusterSecretStore` `secret-store`. Argo CD itself is installed without a helm binary on the
-Dagster host: a Job in the cluster runs helm at a pinned chart version.
+The root objects are the fork's own files, field for field: `clusters/<env>/projects/*.yaml` and
+`clusters/<env>/appsets/<layer>.yaml` for each layer of the profile (`substrate.layer`). Drift is a
+live object that differs from its file in a field the file sets. gpuplat applies with server-side
+apply and writes the last-applied annotation `kubectl apply` would write for the same file, so
+the seed's `make root` and gpuplat take turns without a change or a conflict. The ClusterSecretStore
+is the fork's (Argo CD applies `platform/external-secrets/config/`); a fork without one gets the
+store the seed's `make resolve-secret-store` would render, applied by gpuplat.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from .argocd import ARGO_API, ArgoCDObserved, ArgoCDSpec, apply_argocd, desired_argocd, observe_argocd, plan_argocd
 from .config import EnvConfig
-from .argocd import ARGO_API, ARGOCD_CHART_VERSION, ensure_argocd, meta, observe_argocd
+from .fork import SECRET_STORE_FILE, Fork
 from .piece import Check, Outcome, Piece, Run, wait_until
 from .plan import Action
+from .secrets_seeded import ensure_version
 
 ESO_API = "external-secrets.io/v1"
-LAYERS = {
-    "platform": ("platform",),
-    "serving": ("platform", "serving"),
-    "llm-gateway": ("platform", "serving", "routing", "llm-gateway"),
-    "full": ("platform", "serving", "routing", "llm-gateway", "experience", "demos"),
-}
-CHART_REPOS = ("https://argoproj.github.io/argo-helm", "https://charts.external-secrets.io",
-               "https://charts.jetstack.io", "https://prometheus-community.github.io/helm-charts",
-               "https://nvidia.github.io/gpu-operator", "https://cloudnative-pg.github.io/charts")
 SYNC_TIMEOUT_S = 900
 ERR_NOT_HEALTHY = "Applications not Synced and Healthy"
+REPO_SECRET = "platform-repo"
+REPO_LABEL = "argocd.argoproj.io/secret-type"
 
 
 @dataclass(frozen=True)
 class PlatformSpec:
-    chart_version: str
+    repo: str  # the fork's checkout
+    commit: str
+    repo_url: str
+    argocd: ArgoCDSpec
     roots: tuple[dict, ...]
     secret_store: dict
+    store_from_fork: bool  # the fork holds the store: Argo CD applies it, gpuplat only looks
     store_is_placeholder: bool
-    groups: tuple[dict, ...]
+    private_repo: object | None  # config.PrivateRepo
+    backend_writable: bool  # gcpsm: gpuplat reads and writes Secret Manager
 
 
 @dataclass(frozen=True)
 class PlatformObserved:
-    argocd: bool
-    bootstrap_job: str = ""  # "", "running", "succeeded", "failed"
-    drifted_roots: tuple[str, ...] = ()
+    argocd: ArgoCDObserved
+    # (kind/name, fields that differ from the file, or ("absent",))
+    drifted_roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
     secret_store: str = "absent"  # absent | matches | differs | user-filled
     # ESO's own verdict on the store (status condition Ready): whether it can reach the backend.
     store_ready: tuple[str, str] = ("", "")  # (True/False/"", message)
     eso: bool = False
-    apps: tuple[tuple[str, str, str], ...] = ()  # (name, sync, health)
+    apps: tuple[tuple[str, str, str, bool], ...] = ()  # (name, sync, health, automated)
     # LoadBalancer Services still waiting for an external address (only observed when a domain is set).
     lb_pending: tuple[str, ...] = ()
     lb_total: int = 0
+    # The private fork's credential: "" (public), absent | matches | differs, and whether the backend holds it.
+    repo_secret: str = ""
+    repo_token_stored: bool = False
+    repo_token_in_env: bool = False  # whether substrate.private_repo.env is set (presence only)
 
     def owned(self) -> dict:
-        return {"argocd": self.argocd, "drifted_roots": list(self.drifted_roots), "secret_store": self.secret_store,
-                "apps": [list(a) for a in self.apps]}
+        return {"argocd": self.argocd.owned(), "drifted_roots": {k: list(v) for k, v in self.drifted_roots},
+                "secret_store": self.secret_store, "apps": [list(a[:3]) for a in self.apps if a[3]],
+                "repo_secret": self.repo_secret}
+
+    @property
+    def installed(self) -> bool:
+        return self.argocd.crds
 
     @property
     def unhealthy(self) -> list[str]:
-        return [f"{n} ({s}/{h})" for n, s, h in self.apps if (s, h) != ("Synced", "Healthy")]
+        return [f"{n} ({s}/{h})" for n, s, h, auto in self.apps if auto and (s, h) != ("Synced", "Healthy")]
+
+    @property
+    def dormant(self) -> list[str]:
+        return [n for n, _, _, auto in self.apps if not auto]
 
 
 # ---- desired ------------------------------------------------------------------------------------
-def desired_platform(env: EnvConfig) -> PlatformSpec:
-    project = {"apiVersion": ARGO_API, "kind": "AppProject", "metadata": meta("platform", "argocd"),
-               "spec": {"sourceRepos": [env.repoURL, *CHART_REPOS],
-                        "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "*"}],
-                        "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}}
-    roots = [project]
-    for layer in LAYERS[env.substrate.layer]:
-        roots.append({
-            "apiVersion": ARGO_API, "kind": "ApplicationSet",
-            "metadata": meta(f"layer-{layer}", "argocd", **{"gpuplat.io/layer": layer}),
-            "spec": {
-                "goTemplate": True, "goTemplateOptions": ["missingkey=error"],
-                "generators": [{"git": {"repoURL": env.repoURL, "revision": env.repoBranch,
-                                        "files": [{"path": f"clusters/{env.cluster.name}/groups.generated.yaml"}]},
-                                "selector": {"matchLabels": {"enabled": "true", "layer": layer}}}],
-                "template": {
-                    "metadata": {"name": "group-{{.name}}"},
-                    "spec": {"project": "platform",
-                             "source": {"repoURL": env.repoURL, "targetRevision": env.repoBranch,
-                                        "path": "{{.catalogPath}}", "directory": {"recurse": True}},
-                             "destination": {"server": "https://kubernetes.default.svc"},
-                             "syncPolicy": {"automated": {"prune": True, "selfHeal": True},
-                                            "syncOptions": ["ServerSideApply=true"]}}}}})
+def rendered_store(env: EnvConfig) -> dict:
+    """The ClusterSecretStore the seed's `make resolve-secret-store` renders for this config."""
     if env.secret_backend == "gcpsm":
         provider: dict = {"gcpsm": {"projectID": env.cluster.projectID}}
         if env.secret_store_auth == "sa-key":
@@ -92,56 +91,77 @@ def desired_platform(env: EnvConfig) -> PlatformSpec:
                 "name": "secret-store-key", "key": "sa-key.json", "namespace": "external-secrets"}}}
     else:
         provider = {}  # a placeholder the user fills for their backend; never overwritten once filled
-    store = {"apiVersion": ESO_API, "kind": "ClusterSecretStore", "metadata": meta("secret-store"),
-             "spec": {"provider": provider}}
-    groups = tuple(g.model_dump() for g in env.sandbox.groups)
-    return PlatformSpec(ARGOCD_CHART_VERSION, tuple(roots), store,
-                        env.secret_backend != "gcpsm", groups)
+    return {"apiVersion": ESO_API, "kind": "ClusterSecretStore", "metadata": {"name": "secret-store"},
+            "spec": {"provider": provider}}
+
+
+def desired_platform(env: EnvConfig) -> PlatformSpec:
+    fork = Fork.of(env)
+    roots = fork.root_objects(env.substrate.layer, env.repoURL, env.path)
+    fork.groups()  # every ApplicationSet reads it: missing, it is the seed's `make resolve-groups`
+    store = fork.secret_store()
+    return PlatformSpec(str(fork.root), fork.commit, env.repoURL, desired_argocd(env, fork), roots,
+                        store or rendered_store(env), store is not None,
+                        store is None and env.secret_backend != "gcpsm", env.substrate.private_repo,
+                        env.secret_backend == "gcpsm")
+
+
+def provenance(spec: PlatformSpec) -> dict[str, str]:
+    return {"platform_repo": spec.repo, "platform_commit": spec.commit}
 
 
 # ---- observe ------------------------------------------------------------------------------------
-def contains(desired, live) -> bool:
-    """Whether every field gpuplat sets is in the live object with that value (others' fields ignored)."""
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(contains(v, live.get(k)) for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(desired) == len(live) and all(map(contains, desired, live))
-    return desired == live
-
-
-def _owned_view(obj: dict) -> dict:
-    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")} | {
-        "metadata": {"labels": obj["metadata"].get("labels", {})}}
+def differences(want, live, path: str = "") -> list[str]:
+    """Dotted paths where `live` differs from `want` in a field `want` sets (others' fields ignored)."""
+    if isinstance(want, dict):
+        if not isinstance(live, dict):
+            return [path or "(object)"]
+        out = []
+        for k, v in want.items():
+            out += differences(v, live.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(want, list):
+        ok = isinstance(live, list) and len(want) == len(live) and not any(
+            differences(w, v) for w, v in zip(want, live))
+        return [] if ok else [path]
+    return [] if want == live else [path]
 
 
 def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
     kube = run.conn.kube
-    argocd, job_state = observe_argocd(run)
-    if not argocd:
-        return PlatformObserved(False, job_state)
+    # The sandbox has no network: its Argo CD reads the fork from this checkout (a no-op elsewhere).
+    run.conn.sandbox_git(spec.repo_url, Path(spec.repo))
+    argocd = observe_argocd(run, spec.argocd)
+    repo = observe_repo_credential(run, spec) if spec.private_repo else ("", False, False)
+    if not argocd.crds:
+        return PlatformObserved(argocd, repo_secret=repo[0], repo_token_stored=repo[1], repo_token_in_env=repo[2])
     drifted = []
     for obj in spec.roots:
-        live = kube.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
-        if live is None or not contains(_owned_view(obj), live):
-            drifted.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        meta = obj["metadata"]
+        live = kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        diff = ("absent",) if live is None else tuple(differences(obj, live))
+        if diff:
+            drifted.append((f"{obj['kind']}/{meta['name']}", diff))
     eso = kube.has_kind(ESO_API, "ClusterSecretStore")
-    store = "absent"
-    store_ready = ("", "")
+    store, store_ready = "absent", ("", "")
     if eso:
         live = kube.get(ESO_API, "ClusterSecretStore", "secret-store")
         if live is not None:
             ready = next((c for c in (live.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
             store_ready = (ready.get("status", ""), ready.get("message", ""))
-            live_provider = (live.get("spec") or {}).get("provider") or {}
             if spec.store_is_placeholder:
-                store = "user-filled" if live_provider else "matches"
+                store = "user-filled" if ((live.get("spec") or {}).get("provider") or {}) else "matches"
             else:
-                store = "matches" if contains(spec.secret_store["spec"], live.get("spec") or {}) else "differs"
+                store = "differs" if differences(spec.secret_store["spec"], live.get("spec") or {}) else "matches"
     lb_pending, lb_total = observe_load_balancers(run) if run.env.domain else ((), 0)
-    apps = tuple(sorted((a["metadata"]["name"], ((a.get("status") or {}).get("sync") or {}).get("status", "Unknown"),
-                         ((a.get("status") or {}).get("health") or {}).get("status", "Unknown"))
-                        for a in kube.list(ARGO_API, "Application", "argocd")))
-    return PlatformObserved(True, job_state, tuple(drifted), store, store_ready, eso, apps, lb_pending, lb_total)
+    apps = []
+    for a in kube.list(ARGO_API, "Application", "argocd"):
+        status = a.get("status") or {}
+        automated = ((a.get("spec") or {}).get("syncPolicy") or {}).get("automated") is not None
+        apps.append((a["metadata"]["name"], (status.get("sync") or {}).get("status", "Unknown"),
+                     (status.get("health") or {}).get("status", "Unknown"), automated))
+    return PlatformObserved(argocd, tuple(drifted), store, store_ready, eso, tuple(sorted(apps)), lb_pending, lb_total,
+                            *repo)
 
 
 def observe_load_balancers(run: Run) -> tuple[tuple[str, ...], int]:
@@ -151,38 +171,97 @@ def observe_load_balancers(run: Run) -> tuple[tuple[str, ...], int]:
     return pending, len(lbs)
 
 
+def _decoded(secret: dict, key: str) -> bytes:
+    raw = (secret.get("data") or {}).get(key)
+    return base64.b64decode(raw) if raw else b""
+
+
+def _repo_secret(run: Run, spec: PlatformSpec) -> dict | None:
+    """Argo CD's repository Secret for the fork (any name: `make argocd-repo` may have made it)."""
+    url = spec.repo_url.encode()
+    return next((s for s in run.conn.kube.list("v1", "Secret", "argocd", f"{REPO_LABEL}=repository")
+                 if _decoded(s, "url").rstrip(b"/") == url.rstrip(b"/")), None)
+
+
+def _repo_token(run: Run, spec: PlatformSpec) -> bytes | None:
+    if run.env.secret_backend != "gcpsm":
+        return None
+    g = run.conn.google
+    name = spec.private_repo.secret
+    return g.access_secret(name) if name in g.secret_ids() and g.has_enabled_version(name) else None
+
+
+def observe_repo_credential(run: Run, spec: PlatformSpec) -> tuple[str, bool, bool]:
+    """(repository Secret absent|matches|differs, token in the backend, token in the environment
+    variable): compared in this process; no value is kept, logged or returned."""
+    token = _repo_token(run, spec)
+    in_env = bool(os.environ.get(spec.private_repo.env))
+    live = _repo_secret(run, spec) if run.conn.kube.get("v1", "Namespace", "argocd") else None
+    if live is None:
+        return "absent", token is not None, in_env
+    if token is None:
+        return "matches", False, in_env  # gpuplat cannot read the backend: the live Secret is the truth
+    return ("matches" if _decoded(live, "password") == token.strip() else "differs"), True, in_env
+
+
 # ---- plan ---------------------------------------------------------------------------------------
 def plan_platform(spec: PlatformSpec, observed: PlatformObserved) -> list[Action]:
-    actions = []
-    if not observed.argocd:
-        if observed.bootstrap_job == "failed":
-            return [Action("cannot-fix", "Argo CD", observed="bootstrap Job failed",
-                           remedy="kubectl -n argocd logs job/argocd-bootstrap-... ; fix the cause and delete the Job")]
-        actions.append(Action("create", "Argo CD", desired=f"argo-cd chart {spec.chart_version} via an in-cluster helm Job"))
-        actions.extend(Action("create", f"{o['kind']} {o['metadata']['name']}") for o in spec.roots)
-        actions.append(Action("create", "ClusterSecretStore secret-store"))
+    actions = plan_argocd(spec.argocd, observed.argocd)
+    if any(a.kind == "cannot-fix" for a in actions):
         return actions
-    for name in observed.drifted_roots:
-        actions.append(Action("update", name.replace("/", " "), "spec", desired="as rendered from the config",
-                              observed="differs or absent"))
-    if observed.secret_store in ("absent", "differs"):
+    actions += plan_repo_credential(spec, observed)
+    if any(a.kind == "cannot-fix" for a in actions):
+        return actions  # Argo CD may be installed, but nothing it could not read from the fork is applied
+    if not observed.installed:
+        actions += [Action("create", f"{o['kind']} {o['metadata']['name']}", desired="as the fork's file")
+                    for o in spec.roots]
+        if not spec.store_from_fork:
+            actions.append(Action("create", "ClusterSecretStore secret-store"))
+        return actions
+    for name, fields in observed.drifted_roots:
+        kind, obj_name = name.split("/", 1)
+        if fields == ("absent",):
+            actions.append(Action("create", f"{kind} {obj_name}", desired="as the fork's file"))
+        else:
+            actions.append(Action("update", f"{kind} {obj_name}", ", ".join(fields[:6]),
+                                  desired="the fork's file", observed="differs"))
+    if not spec.store_from_fork and observed.secret_store in ("absent", "differs"):
         actions.append(Action("create" if observed.secret_store == "absent" else "update",
                               "ClusterSecretStore secret-store", "spec.provider",
                               desired=spec.secret_store["spec"]["provider"] or "placeholder {}"))
     return actions
 
 
+def plan_repo_credential(spec: PlatformSpec, observed: PlatformObserved) -> list[Action]:
+    if not spec.private_repo or observed.repo_secret == "matches":
+        return []
+    pr = spec.private_repo
+    actions = []
+    if not observed.repo_token_stored:
+        if not (observed.repo_token_in_env and spec.backend_writable):
+            return [Action("cannot-fix", f"Argo CD repository Secret {REPO_SECRET}", observed="no token to write",
+                           remedy=f"store the fork's read-only token as secret {pr.secret} in the backend, or (gcpsm) "
+                                  f"export {pr.env}=<token> and materialize again: gpuplat stores it there once")]
+        actions.append(Action("create", f"secret {pr.secret}", desired=f"from ${pr.env}, once (value not shown)"))
+    kind = "create" if observed.repo_secret == "absent" else "update"
+    return actions + [Action(kind, f"Argo CD repository Secret {REPO_SECRET}", "password" if kind == "update" else "",
+                   desired=f"from backend secret {pr.secret}", observed=observed.repo_secret)]
+
+
 # ---- apply --------------------------------------------------------------------------------------
 def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, actions: list[Action]) -> None:
     kube = run.conn.kube
-    ensure_argocd(run)
-    if spec.groups:
-        run.conn.sandbox_groups(kube.target.context, list(spec.groups))
+    apply_argocd(run, spec.argocd, observed.argocd, actions)
+    if spec.private_repo and any(a.target == f"secret {spec.private_repo.secret}" for a in actions):
+        ensure_version(run.conn.google, spec.private_repo.secret, lambda: os.environ[spec.private_repo.env].encode())
+    if any(a.target.startswith("Argo CD repository Secret") and a.kind != "cannot-fix" for a in actions):
+        write_repo_secret(run, spec)
+    todo = {a.target for a in actions}
     for obj in spec.roots:
-        if not observed.argocd or f"{obj['kind']}/{obj['metadata']['name']}" in observed.drifted_roots:
-            run.log.info(f"applying {obj['kind']} {obj['metadata']['name']}")
-            kube.apply(obj)
-    if observed.secret_store in ("absent", "differs") or not observed.argocd:
+        if f"{obj['kind']} {obj['metadata']['name']}" in todo:
+            run.log.info(f"applying {obj['kind']} {obj['metadata']['name']} from the fork ({spec.commit})")
+            kube.apply(obj, as_kubectl_would=True)
+    if "ClusterSecretStore secret-store" in todo:
         # ESO itself arrives with the platform layer: wait for its CRD before applying the store.
         if not wait_until(lambda: kube.has_kind(ESO_API, "ClusterSecretStore"), SYNC_TIMEOUT_S,
                           "External Secrets Operator's CRDs", run.log):
@@ -193,28 +272,45 @@ def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, act
         if not (spec.store_is_placeholder and filled):
             kube.apply(spec.secret_store)
 
+    roots = {f"{o['kind']} {o['metadata']['name']}" for o in spec.roots} | {"ClusterSecretStore secret-store"}
+    if not todo & roots:
+        return  # nothing Argo CD syncs changed: no Application to wait for
+
     def healthy():
-        apps = kube.list(ARGO_API, "Application", "argocd")
-        bad = [a["metadata"]["name"] for a in apps
-               if ((a.get("status") or {}).get("sync") or {}).get("status") != "Synced"
-               or ((a.get("status") or {}).get("health") or {}).get("status") != "Healthy"]
-        return bool(apps) and not bad
-    if not wait_until(healthy, SYNC_TIMEOUT_S, "every Application Synced and Healthy", run.log):
+        now = observe_platform(run, spec)
+        return any(a[3] for a in now.apps) and not now.unhealthy
+    if not wait_until(healthy, SYNC_TIMEOUT_S, "every automated Application Synced and Healthy", run.log):
         after = observe_platform(run, spec)
         raise TimeoutError(f"{ERR_NOT_HEALTHY} after {SYNC_TIMEOUT_S}s: {', '.join(after.unhealthy) or 'none exist'}")
 
 
+def write_repo_secret(run: Run, spec: PlatformSpec) -> None:
+    """Argo CD's repository Secret, as `make argocd-repo` makes it; the token never leaves this function."""
+    token = _repo_token(run, spec)
+    if token is None:
+        raise TimeoutError(f"the backend secret {spec.private_repo.secret} has no readable version")
+    live = _repo_secret(run, spec)
+    name = live["metadata"]["name"] if live else REPO_SECRET
+    run.conn.kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": name, "namespace": "argocd", "labels": {REPO_LABEL: "repository"}},
+                         "stringData": {"type": "git", "url": spec.repo_url, "username": spec.private_repo.username,
+                                        "password": token.decode().strip()}})
+    run.log.info(f"wrote Argo CD repository Secret argocd/{name} for {spec.repo_url} (token not shown)")
+
+
 # ---- checks -------------------------------------------------------------------------------------
 def check_argocd(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
-    return Outcome(observed.argocd, "Argo CD CRDs present" if observed.argocd else "Argo CD CRDs absent",
-                   {"remedy": "" if observed.argocd else "materialize platform_installed"})
+    return Outcome(observed.installed, "Argo CD CRDs present" if observed.installed else "Argo CD CRDs absent",
+                   {"remedy": "" if observed.installed else "materialize platform_installed"})
 
 
 def check_apps(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
     bad = observed.unhealthy
-    ok = observed.argocd and bool(observed.apps) and not bad
-    return Outcome(ok, f"{len(observed.apps) - len(bad)}/{len(observed.apps)} Applications Synced and Healthy",
+    automated = [a for a in observed.apps if a[3]]
+    ok = observed.installed and bool(automated) and not bad
+    return Outcome(ok, f"{len(automated) - len(bad)}/{len(automated)} automated Applications Synced and Healthy",
                    {"not_healthy": ", ".join(bad),
+                    "manual_sync": ", ".join(observed.dormant),  # the seed's dormant apps: synced by hand
                     "remedy": "" if ok else "argocd app get <name> / kubectl -n argocd describe application <name>"})
 
 
@@ -225,6 +321,9 @@ def check_store_ready(spec: PlatformSpec, observed: PlatformObserved, env: EnvCo
     if spec.store_is_placeholder:
         remedy = (f"fill spec.provider of ClusterSecretStore secret-store for your {env.secret_backend} backend "
                   f"(https://external-secrets.io/latest/provider/); gpuplat never overwrites it once filled")
+    elif spec.store_from_fork and observed.secret_store == "absent":
+        remedy = (f"Argo CD applies the fork's {SECRET_STORE_FILE}: check the external-secrets-config "
+                  f"Application (argocd app get external-secrets-config)")
     elif env.secret_store_auth == "sa-key":
         remedy = ("kubectl -n external-secrets create secret generic secret-store-key --from-file=sa-key.json=<key "
                   "file of a service account with roles/secretmanager.secretAccessor>")
@@ -257,13 +356,19 @@ def check_ingress(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig
 
 PIECE = Piece(
     name="platform_installed",
-    description="Argo CD bootstrapped at a pinned chart, the seed's root objects applied, every Application Synced and Healthy.",
+    description="Argo CD as the fork's bootstrap installs it, the fork's root objects as `make root` applies them, "
+                "every automated Application Synced and Healthy.",
     group="platform", kinds=frozenset({"kubernetes", "argocd"}),
     deps=("cluster", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded"),
-    owned_fields=("AppProject platform spec", "ApplicationSet layer-* spec", "ClusterSecretStore secret-store provider"),
+    owned_fields=("Argo CD release argo-cd (chart version, values)", "Secret argocd/argocd-redis (created once)",
+                  "the fork's AppProjects and ApplicationSets: every field their files set",
+                  "ClusterSecretStore secret-store provider (only when the fork holds none)",
+                  "Argo CD repository Secret (private fork)"),
     desired=desired_platform, observe=observe_platform, plan=plan_platform, apply=apply_platform,
+    provenance=provenance,
     checks=(Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_argocd),
-            Check("applications_healthy", "Every platform Application is Synced and Healthy.", check_apps),
+            Check("applications_healthy", "Every automated platform Application is Synced and Healthy (manual-sync "
+                  "ones are listed, not required).", check_apps),
             Check("secret_store_ready", "ESO reports the ClusterSecretStore secret-store Ready: it can read the "
                   "secret backend.", check_store_ready),
             Check("ingress_addresses", "When a domain is set, every LoadBalancer Service has an external address.",

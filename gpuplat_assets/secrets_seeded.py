@@ -1,6 +1,7 @@
 """secrets_seeded: the platform's internal random secrets, the seed's set in the seed's formats; external ones reported.
 
-The set is what the seed's `scripts/seed-secrets.sh` creates, whatever the feature flags: hex32
+The set is what the fork's `scripts/seed-secrets.sh` creates (its HEX_KEYS and COOKIE_KEY, read from
+the script; the seed's list when a fork has none), whatever the feature flags: hex32
 values (64 hex characters), the oauth2-proxy cookie secret as hex16 (32 characters: oauth2-proxy
 needs a 16/24/32-byte secret), and Dex's admin password (hex16) with its bcrypt `$2a$` hash (cost
 10). Running the seed's script after gpuplat, or gpuplat after it, creates nothing.
@@ -19,20 +20,15 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 
-from .config import ESO_PROVIDER_DOCS, EnvConfig
+from .config import ESO_PROVIDER_DOCS, ConfigError, EnvConfig
+from .fork import SEED_SECRET_DEFAULTS, Fork, remote_keys
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
 
 HEX32 = "hex32"  # openssl rand -hex 32: 64 hex characters
 HEX16 = "hex16"  # openssl rand -hex 16: 32 hex characters
-# The seed's HEX_KEYS and COOKIE_KEY (scripts/seed-secrets.sh), in its order.
-SEED_HEX_KEYS = ("litellm-master-key", "litellm-salt-key", "vllm-api-key", "litellm-db-password",
-                 "litellm-grafana-ro-password", "dex-oauth2-proxy-client-secret", "dex-argocd-client-secret",
-                 "dex-litellm-client-secret", "dex-grafana-client-secret", "dex-open-webui-client-secret",
-                 "dex-tabby-client-secret", "n8n-encryption-key")
-COOKIE_KEY = "oauth2-proxy-cookie-secret"
-DEX_PASSWORD = "dex-admin-password"
-DEX_HASH = "dex-admin-hash"
+DEX_PASSWORD = SEED_SECRET_DEFAULTS.dex_password
+DEX_HASH = SEED_SECRET_DEFAULTS.dex_hash
 DEX_ADMIN = (DEX_PASSWORD, DEX_HASH)
 # htpasswd -bnBC 10, as the seed hashes it; Dex (Go) reads the $2a$ prefix.
 BCRYPT_COST = 10
@@ -47,6 +43,11 @@ class SecretsSpec:
     backend: str
     internal: tuple[tuple[str, str], ...]  # (name, generator)
     external: tuple[str, ...]
+    names_from: str = ""  # the seed-secrets.sh the internal names were read from
+    # Every key an ExternalSecret of the fork reads for the enabled layers -> the files reading it;
+    # None with `platform_keys_error` when the fork's files could not say.
+    platform_keys: dict | None = None
+    platform_keys_error: str = ""
 
     @property
     def internal_names(self) -> tuple[str, ...]:
@@ -56,6 +57,11 @@ class SecretsSpec:
     def all_names(self) -> tuple[str, ...]:
         return self.internal_names + self.external
 
+    @property
+    def observed_names(self) -> tuple[str, ...]:
+        extra = tuple(k for k in (self.platform_keys or {}) if k not in self.all_names)
+        return self.all_names + extra
+
 
 @dataclass(frozen=True)
 class SecretsObserved:
@@ -64,6 +70,9 @@ class SecretsObserved:
     versionless: tuple[str, ...] = ()  # created, but no enabled version (reads as absent)
     # Whether the stored hash verifies the stored password: "matches", "differs", or "" when either is absent.
     dex_hash: str = ""
+    # Off gcpsm: keys read by a live ExternalSecret that ESO reports not Ready (the backend lacks them
+    # or refuses them); ESO's own verdict, since gpuplat cannot read that backend.
+    unsynced_keys: tuple[str, ...] = ()
 
     def owned(self) -> dict:
         return {"writable": self.writable, "present": sorted(self.present), "versionless": sorted(self.versionless),
@@ -72,19 +81,33 @@ class SecretsObserved:
 
 # ---- desired ------------------------------------------------------------------------------------
 def desired_secrets(env: EnvConfig) -> SecretsSpec:
-    internal = tuple((n, HEX32) for n in SEED_HEX_KEYS) + ((COOKIE_KEY, HEX16),)
-    return SecretsSpec(env.cluster.projectID, env.secret_backend, internal, tuple(env.substrate.external_secrets))
+    fork = Fork.of(env)
+    names = fork.seed_secret_names()
+    internal = tuple((n, HEX32) for n in names.hex_keys) + ((names.cookie_key, HEX16),)
+    try:
+        keys, error = fork.external_secret_keys(env.repoURL, env.substrate.layer), ""
+    except ConfigError as exc:  # seeding does not need the groups file; the check says what is wrong
+        keys, error = None, str(exc)
+    return SecretsSpec(env.cluster.projectID, env.secret_backend, internal, tuple(env.substrate.external_secrets),
+                       names.source, keys, error)
 
 
 # ---- observe ------------------------------------------------------------------------------------
 def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
     if spec.backend != "gcpsm":
         # gpuplat cannot write other backends: what counts is what ESO materialized in the cluster.
-        names = {name for _, name in run.conn.kube.secret_names()}
-        return SecretsObserved(False, tuple(n for n in spec.all_names if n in names))
+        kube = run.conn.kube
+        names = {name for _, name in kube.secret_names()}
+        unsynced = set()
+        for es in kube.list("external-secrets.io/v1", "ExternalSecret"):
+            ready = next((c for c in (es.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+            if ready.get("status") == "False":
+                unsynced.update(remote_keys(es))
+        return SecretsObserved(False, tuple(n for n in spec.all_names if n in names),
+                               unsynced_keys=tuple(sorted(unsynced)))
     g = run.conn.google
     ids = g.secret_ids()
-    existing = [n for n in spec.all_names if n in ids]
+    existing = [n for n in spec.observed_names if n in ids]
     enabled = {n for n in existing if g.has_enabled_version(n)}
     dex = ""
     if set(DEX_ADMIN) <= enabled:
@@ -244,6 +267,26 @@ def check_external(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig)
                     "remedy": remedy})
 
 
+def check_platform_keys(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
+    if spec.platform_keys is None:
+        return Outcome(False, f"cannot tell which keys the fork's ExternalSecrets read: {spec.platform_keys_error}")
+    keys = spec.platform_keys
+    if not observed.writable:
+        failing = [k for k in keys if k in observed.unsynced_keys]
+        return Outcome(not failing, f"backend {spec.backend}: ESO reports {len(failing)} of the {len(keys)} keys the "
+                                    f"fork's ExternalSecrets read as not syncing",
+                       {"keys": ", ".join(keys), "not_syncing": ", ".join(failing),
+                        "remedy": f"create {', '.join(failing)} in your {spec.backend} backend ({ESO_PROVIDER_DOCS})"
+                                  if failing else ""})
+    missing = [k for k in keys if k not in observed.present]
+    return Outcome(not missing, f"{len(keys) - len(missing)}/{len(keys)} keys the fork's ExternalSecrets read (layers "
+                                f"of {env.substrate.layer}) exist in Secret Manager",
+                   {"missing": ", ".join(missing),
+                    "read_by": "; ".join(f"{k}: {', '.join(keys[k])}" for k in missing),
+                    "remedy": (f"internal ones: materialize secrets_seeded; your own: printf %s \"$VALUE\" | gcloud "
+                               f"secrets create <key> --data-file=- --project {spec.project}") if missing else ""})
+
+
 PIECE = Piece(
     name="secrets_seeded",
     description="The platform's internal random secrets exist with an enabled version (created once, never "
@@ -257,6 +300,8 @@ PIECE = Piece(
             Check("dex_admin_hash_matches", "dex-admin-hash is the bcrypt of dex-admin-password (verified in process, "
                   "neither value shown).", check_dex_hash),
             Check("external_secrets_present", "Every external secret the config needs exists.", check_external),
+            Check("platform_secrets_exist", "Every key an ExternalSecret of the fork reads (for the enabled layers) "
+                  "exists in the backend; missing ones named, never a value.", check_platform_keys),
             Check("eso_secrets_materialized", "Off gcpsm: ESO has materialized every Kubernetes Secret the platform "
                   "reads.", check_materialized)),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/security/secret-manager?project="

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -14,17 +15,35 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.platform_tree import example_platform  # noqa: E402
+
+
+def shipped_environment(name: str, envs: Path, as_name: str | None = None) -> dict:
+    """A shipped environment's config copied into `envs` (as `as_name`), with a platform tree beside
+    `envs` for it: the copy reads the platform checkout that holds its environments folder."""
+    cfg = yaml.safe_load((ROOT / "environments" / name / "config.yaml").read_text())
+    cfg["substrate"].pop("platform_repo", None)
+    (envs / (as_name or name)).mkdir(parents=True, exist_ok=True)
+    (envs / (as_name or name) / "config.yaml").write_text(yaml.safe_dump(cfg))
+    example_platform(envs.parent, [as_name or name])
+    return cfg
+
+
 # The asset graph's partitions are the environment folders, read when gpuplat_assets is imported:
-# tests get their own folder of environments, each test rewriting the config it uses.
-TEST_ENVIRONMENTS = Path(tempfile.mkdtemp(prefix="gpuplat-test-envs-"))
-ENV_NAMES = ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken")
+# tests get their own platform checkout and environments, each test rewriting the config it uses.
+TEST_PLATFORM = Path(tempfile.mkdtemp(prefix="gpuplat-test-platform-"))
+TEST_ENVIRONMENTS = TEST_PLATFORM / "environments"
+# "ai-dev": the seed fork's own environment (tests/assets/test_seed_fork.py).
+ENV_NAMES = ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken", "ai-dev")
+example_platform(TEST_PLATFORM, ENV_NAMES)
 for _name in ENV_NAMES:
-    (TEST_ENVIRONMENTS / _name).mkdir()
+    (TEST_ENVIRONMENTS / _name).mkdir(parents=True)
     (TEST_ENVIRONMENTS / _name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
 os.environ["GPUPLAT_ENVIRONMENTS"] = str(TEST_ENVIRONMENTS)
 

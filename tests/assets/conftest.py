@@ -13,7 +13,7 @@ from tests.conftest import TEST_ENVIRONMENTS, admin
 
 SANDBOX_GKE = {
     "cluster": {"name": "ai-dev", "projectID": "gpuplat-test", "location": "us-central1-a"},
-    "repoURL": "https://github.com/example/fork", "repoBranch": "main", "profile": "dev",
+    "repoURL": "https://github.com/example/gpu-inference-platform", "repoBranch": "main", "profile": "dev",
     "secret_backend": "gcpsm", "gpu_stack": "gke-managed",
     "substrate": {"kind": "gke", "sandbox": True, "external_secrets": []},
 }

@@ -31,6 +31,7 @@ def fast_clock(gp):
 
 def use_shipped(gp, shipped: str, name: str, **substrate) -> dict:
     cfg = yaml.safe_load((ROOT / "environments" / shipped / "config.yaml").read_text())
+    cfg["substrate"].pop("platform_repo")  # the test platform checkout holds the test environments
     cfg["substrate"].update(substrate)
     (TEST_ENVIRONMENTS / name / "config.yaml").write_text(yaml.safe_dump(cfg))
     return cfg

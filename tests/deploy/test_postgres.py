@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SandboxProcess, free_port, kube_api
+from tests.conftest import SandboxProcess, free_port, kube_api, shipped_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_YAML = ROOT / "deploy" / "dagster.yaml"
@@ -195,8 +195,8 @@ def sandbox(work):
 def environments(work):
     """The shipped sandbox environment, plus a second environment to show the queue is per partition."""
     root = work / "environments"
-    shutil.copytree(ROOT / "environments" / "sandbox", root / "sandbox")
-    shutil.copytree(ROOT / "environments" / "sandbox", root / "other")
+    shipped_environment("sandbox", root)
+    shipped_environment("sandbox", root, "other")
     return root
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SandboxProcess, free_port
+from tests.conftest import SandboxProcess, free_port, shipped_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -135,7 +135,7 @@ def stack(tmp_path_factory):
     config = _relocate(yaml.safe_load((ROOT / "dagster.yaml").read_text()), home / "storage")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     envs = work / "environments"
-    shutil.copytree(ROOT / "environments" / "sandbox", envs / "sandbox")
+    shipped_environment("sandbox", envs)
     sandbox = SandboxProcess(work / "sandbox")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "GPUPLAT_"))}
     env.update(DAGSTER_HOME=str(home), GPUPLAT_SANDBOX_DIR=str(sandbox.state_dir), GPUPLAT_ENVIRONMENTS=str(envs),

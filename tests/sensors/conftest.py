@@ -15,7 +15,8 @@ import yaml
 from dagster import AssetCheckEvaluation, AssetObservation, RunRequest, SensorResult, build_sensor_context
 
 from tests.assets.conftest import Gpuplat, gp  # noqa: F401 - gp is a fixture, used by name
-from tests.conftest import TEST_ENVIRONMENTS
+from tests.conftest import ENV_NAMES, TEST_ENVIRONMENTS
+from tests.platform_tree import example_platform
 
 GKE_CLUSTER = "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev"
 KUBE_CLUSTER = "gke_gpuplat-test_us-central1-a_ai-dev"
@@ -32,13 +33,15 @@ def own_discovery_cache(tmp_path, monkeypatch):
 
 
 class Envs:
-    """A sensor's environments root: links to the session's environment folders it should see."""
+    """A sensor's environments root: links to the session's environment folders it should see, in
+    a platform checkout of its own (the folder holding `environments/` is the fork)."""
 
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
     def add(self, *names: str) -> "Envs":
+        example_platform(self.root.parent, names)
         for name in names:
             link = self.root / name
             if not link.exists():
@@ -53,8 +56,8 @@ class Envs:
 
 @pytest.fixture
 def envs(tmp_path) -> Envs:
-    yield Envs(tmp_path / "sensor-envs")
-    for name in ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken"):  # back to placeholders
+    yield Envs(tmp_path / "sensor-platform" / "environments")
+    for name in ENV_NAMES:  # back to placeholders
         (TEST_ENVIRONMENTS / name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
 
 

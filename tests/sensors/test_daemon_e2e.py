@@ -31,7 +31,7 @@ from google.cloud import container_v1
 from gpuplat_assets.assets import SENSOR_TAG
 from sensors.drift import TRIGGER
 from tests.assets.conftest import Admin
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped_environment
 
 INTERVAL_S = 5
 POOL = "projects/gpuplat-sandbox/locations/us-central1-a/clusters/ai-dev/nodePools/gpu-l4"
@@ -61,7 +61,7 @@ def deployment(tmp_path, sandbox_process):
     config["compute_logs"]["config"]["base_dir"] = str(storage / "compute_logs")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     envs = tmp_path / "environments"
-    shutil.copytree(ROOT / "environments" / "sandbox", envs / "sandbox")
+    shipped_environment("sandbox", envs)
     work = tmp_path / "work"
     work.mkdir()
     workspace = tmp_path / "workspace.yaml"

@@ -125,7 +125,9 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     per_secret = len(desired_secrets(load_environment("sandbox", envs.root)).internal_names)
     assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "ListSecretVersions": per_secret,
                                                  "AccessSecretVersion": 2}, calls["secretmanager"]
-    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 12, json.dumps(calls, indent=1)
+    # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
+    # the argocd-redis Secret, its bootstrap Job, its self-managing Application).
+    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 14, json.dumps(calls, indent=1)
 
 
 @pytest.mark.parametrize("overrides", [

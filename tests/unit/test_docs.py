@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import types
 import typing
 from pathlib import Path
 
@@ -48,12 +49,12 @@ def _model_of(annotation) -> tuple[type[BaseModel] | None, str]:
     """The pydantic model a field holds, directly ("") or as items of a container ("[]")."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, ""
+    # `Model | None` holds the model itself; tuple[...] and list[...] hold items of it.
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     for arg in typing.get_args(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg, "[]"
         inner, suffix = _model_of(arg)
         if inner is not None:
-            return inner, suffix or "[]"
+            return inner, suffix if optional else (suffix or "[]")
     return None, ""
 
 
@@ -210,7 +211,7 @@ def test_every_job_is_in_the_reference(job):
 
 def test_the_config_walk_finds_nested_keys():
     # Guards the walk itself: an empty or flat list would make the next test pass vacuously.
-    assert {"substrate.gpu_pool.max", "substrate.prices.currency", "sandbox.groups[].catalogPath"} <= set(CONFIG_KEYS)
+    assert {"substrate.gpu_pool.max", "substrate.prices.currency", "substrate.private_repo.env"} <= set(CONFIG_KEYS)
     assert "name" not in CONFIG_KEYS and "path" not in CONFIG_KEYS  # exclude=True: filled in by the loader
 
 

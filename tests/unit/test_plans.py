@@ -73,7 +73,7 @@ def test_secret_manager_off_gke_still_needs_its_api():
 
 
 # ---- cluster --------------------------------------------------------------------------------------------
-CPU = pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 3), taints=())
+CPU = pool_state(name="default-pool", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 3), taints=())
 
 
 @pytest.mark.parametrize("observed, expected", [
@@ -85,7 +85,7 @@ CPU = pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(Tru
                  id="a changed release channel is updated in place"),
     pytest.param(cluster_state([CPU], vpc_native=False), [("cannot-fix", "vpc_native", False)],
                  id="an immutable difference is cannot-fix, never a recreate"),
-    pytest.param(cluster_state([pool_state(name="cpu", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 5),
+    pytest.param(cluster_state([pool_state(name="default-pool", machine="e2-standard-4", acc="", count=0, auto=(True, 1, 5),
                                            taints=())]), [("update", "autoscaling", False)],
                  id="a CPU pool with another max is re-asserted"),
     pytest.param(cluster_state([CPU], master_version="1.34.0-gke.1", endpoint="10.0.0.9"), [],
@@ -223,32 +223,7 @@ def test_snapshot_class_only_on_prod():
     assert a.kind == "create"
 
 
-# ---- platform_installed -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer, sets", [
-    ("platform", ["layer-platform"]),
-    ("serving", ["layer-platform", "layer-serving"]),
-    ("llm-gateway", ["layer-platform", "layer-serving", "layer-routing", "layer-llm-gateway"]),
-    ("full", ["layer-platform", "layer-serving", "layer-routing", "layer-llm-gateway", "layer-experience",
-              "layer-demos"]),
-])
-def test_one_applicationset_per_layer_of_the_deploy_profile(layer, sets):
-    spec = platform_installed.desired_platform(env(substrate={"layer": layer}))
-    assert [o["metadata"]["name"] for o in spec.roots if o["kind"] == "ApplicationSet"] == sets
-
-
-def test_the_applicationset_reads_the_forks_groups_file():
-    spec = platform_installed.desired_platform(env(repoURL="https://git.example/fork", repoBranch="dev"))
-    appset = spec.roots[1]
-    gen = appset["spec"]["generators"][0]
-    assert gen["git"] == {"repoURL": "https://git.example/fork", "revision": "dev",
-                          "files": [{"path": "clusters/ai-dev/groups.generated.yaml"}]}
-    assert gen["selector"]["matchLabels"] == {"enabled": "true", "layer": "platform"}
-    tmpl = appset["spec"]["template"]["spec"]
-    assert tmpl["project"] == "platform" and tmpl["source"]["directory"] == {"recurse": True}
-    assert tmpl["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
-    assert "ServerSideApply=true" in tmpl["syncPolicy"]["syncOptions"]
-
-
+# ---- platform_installed (the fork's files: tests/unit/test_fork.py) ------------------------------------------------
 @pytest.mark.parametrize("config, provider", [
     pytest.param({}, {"gcpsm": {"projectID": "proj"}}, id="workload identity sets only the project"),
     pytest.param({"secret_store_auth": "sa-key"}, {"gcpsm": {"projectID": "proj", "auth": {"secretRef": {
@@ -256,13 +231,15 @@ def test_the_applicationset_reads_the_forks_groups_file():
         id="an SA key points at secret-store-key"),
     pytest.param({"secret_backend": "vault"}, {}, id="another backend gets a placeholder"),
 ])
-def test_cluster_secret_store(config, provider):
-    assert platform_installed.desired_platform(env(**config)).secret_store["spec"]["provider"] == provider
+def test_a_fork_without_a_store_gets_the_one_resolve_secret_store_renders(config, provider):
+    assert platform_installed.rendered_store(env(**config))["spec"]["provider"] == provider
 
 
-def test_contains_ignores_fields_others_own():
-    assert platform_installed.contains({"spec": {"a": 1}}, {"spec": {"a": 1, "b": 2}, "status": {}})
-    assert not platform_installed.contains({"spec": {"a": 1}}, {"spec": {"a": 2}})
+def test_drift_is_a_field_the_file_sets():
+    assert platform_installed.differences({"spec": {"a": 1}}, {"spec": {"a": 1, "b": 2}, "status": {}}) == []
+    assert platform_installed.differences({"spec": {"a": 1}}, {"spec": {"a": 2}}) == ["spec.a"]
+    assert platform_installed.differences({"spec": {"l": ["x", "y"]}}, {"spec": {"l": ["x"]}}) == ["spec.l"]
+    assert platform_installed.differences({"metadata": {"finalizers": ["f"]}}, {"metadata": {}}) == ["metadata.finalizers"]
 
 
 # ---- plan records -----------------------------------------------------------------------------------------------
