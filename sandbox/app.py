@@ -19,12 +19,14 @@ from typing import Callable
 
 from . import admin
 from .admin import gcloud
-from .apis import billing, compute, gke, kube_objects, oauth, secretmanager, serviceusage
+from .apis import (artifactregistry, billing, compute, gke, iam, kube_objects, oauth, resourcemanager, secretmanager,
+                   serviceusage)
 from .core import ApiError, Clock, Counters, Faults, StateStore
 from .sims import controllers
 from .stores import auth
 from .stores.kube import ChangeLog, KubeStore
 from .wire.google import google_error
+from .wire.grpc import GrpcServer
 from .wire.http import ApiServer, PortInUse, Request
 from .wire.kube import render_error
 from .wire.tls import ClusterTls
@@ -38,11 +40,16 @@ DEFAULT_PORTS = {
     "oauth2": 18465,
     "admin": 18466,
     "billing": 18467,
+    "iam": 18468,
+    "cloudresourcemanager": 18469,
+    "artifactregistry": 18470,
+    "iam_grpc": 18471,  # IAM admin over gRPC: its Python client has no REST transport
 }
 # What tests and `serve --ephemeral-ports` ask for: every API on a free port.
 EPHEMERAL_PORTS = {name: 0 for name in DEFAULT_PORTS}
 GOOGLE_APIS = {"container": gke.ROUTES, "serviceusage": serviceusage.ROUTES, "secretmanager": secretmanager.ROUTES,
-               "compute": compute.ROUTES, "billing": billing.ROUTES}
+               "compute": compute.ROUTES, "billing": billing.ROUTES, "iam": iam.ROUTES,
+               "cloudresourcemanager": resourcemanager.ROUTES, "artifactregistry": artifactregistry.ROUTES}
 SANDBOX_PROJECT = "gpuplat-sandbox"
 SERVICE_ACCOUNT = f"gpuplat-sandbox@{SANDBOX_PROJECT}.iam.gserviceaccount.com"
 
@@ -63,11 +70,12 @@ class Sandbox:
         ports = {**DEFAULT_PORTS, **(ports or {})}
         # Tests ask for free ports (0); clusters created in such a sandbox get free ports too.
         self.ephemeral = all(p == 0 for p in ports.values())
-        self.servers: dict[str, ApiServer] = {
+        self.servers: dict[str, ApiServer | GrpcServer] = {
             **{api: ApiServer(self, api, routes, google_error, ports[api]) for api, routes in GOOGLE_APIS.items()},
             "oauth2": ApiServer(self, "oauth2", oauth.ROUTES, oauth.oauth_error, ports["oauth2"]),
             "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
         }
+        self.servers["iam_grpc"] = GrpcServer(self.servers["iam"], iam.GRPC_SERVICE, iam.GRPC_METHODS, ports["iam_grpc"])
         self.kube_servers: dict[str, ApiServer] = {}
         self._changes: dict[str, ChangeLog] = {}
         with self.store.lock:

@@ -29,7 +29,8 @@ GOOGLE_STATUS = {
     503: "UNAVAILABLE",
 }
 
-FAULT_KINDS = ("503", "429", "quota", "stockout")
+# "concurrent-change": another writer changes the IAM policy between the caller's read and its write.
+FAULT_KINDS = ("503", "429", "quota", "stockout", "concurrent-change")
 
 
 def kube_id_for_gke(project: str, location: str, cluster: str) -> str:
@@ -40,13 +41,16 @@ def kube_id_for_gke(project: str, location: str, cluster: str) -> str:
 class ApiError(Exception):
     """An error the sandbox answers with, rendered in the style of the API that raised it."""
 
-    def __init__(self, code: int, message: str, status: str | None = None, reason: str | None = None):
+    def __init__(self, code: int, message: str, status: str | None = None, reason: str | None = None,
+                 details: list[dict] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status or GOOGLE_STATUS.get(code, "UNKNOWN")
         # Kubernetes `Status.reason` (NotFound, AlreadyExists, Conflict, ...).
         self.reason = reason
+        # Google's `error.details` (ErrorInfo, Help, ...), for the errors whose details clients read.
+        self.details = details
 
 
 class Clock:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 # gcloud's API names -> the sandbox servers that answer them.
 ENDPOINTS = {"container": "container", "compute": "compute", "serviceusage": "serviceusage",
-             "secretmanager": "secretmanager"}
+             "secretmanager": "secretmanager", "iam": "iam", "cloudresourcemanager": "cloudresourcemanager",
+             "artifactregistry": "artifactregistry"}
 GCLOUD_TOKEN_TTL_S = 30 * 24 * 3600
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from google.cloud import container_v1
 
 from ..core import ApiError
+from ..stores import iam
 from ..stores.gke import ACCEL_FAMILIES, COMPUTE_LINK, DEFAULT_OAUTH_SCOPES, DEFAULT_VERSION, G2_GPUS, LINK, NAME_RE, canonical, cluster_key, deep_merge, etag, name_hash, region_of, resolve_version, split_cluster_key, validate_autoscaling
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ def build_pool(sb: "Sandbox", cluster_key: str, cluster: dict, spec: dict) -> di
     cfg.setdefault("imageType", "COS_CONTAINERD")
     cfg.setdefault("oauthScopes", list(DEFAULT_OAUTH_SCOPES))
     cfg.setdefault("serviceAccount", "default")
+    if cfg["serviceAccount"] != "default" and not iam.account_exists(sb, cfg["serviceAccount"]):
+        # sassoftware/viya4-iac-gcp#148: `Error 400: Service account "..." does not exist., badRequest`
+        raise ApiError(400, f'Service account "{cfg["serviceAccount"]}" does not exist.')
     cfg.setdefault("metadata", {}).setdefault("disable-legacy-endpoints", "true")
     cfg.setdefault("shieldedInstanceConfig", {"enableIntegrityMonitoring": True})
     if cluster.get("workloadIdentityConfig", {}).get("workloadPool"):

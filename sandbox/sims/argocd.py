@@ -13,12 +13,14 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from ..core import ApiError
 from ..wire.http import Request, Route
-from ..stores.kube import KubeStore, RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT
+from ..stores.kube import KubeStore, RT_APPLICATION, RT_APPLICATIONSET, RT_DEPLOYMENT, RT_SERVICEACCOUNT
 from . import git
 from .argocd_sync import is_automated, sync_state
-from .util import (condition, crd, ensure_crd, ensure_namespace, has_crd, helm_workload, kube_clusters, match_selector,
+from .util import (condition, crd, ensure, ensure_crd, ensure_namespace, has_crd, helm_workload, kube_clusters, match_selector,
                    owner_ref, resolve_cluster, scan, sim_meta, write_fields, write_meta, write_status)
 
 if TYPE_CHECKING:
@@ -167,16 +169,16 @@ def argocd_applications(sb: "Sandbox") -> None:
         if not has_crd(kube, APP_CRD):
             continue
         overrides = sim_meta(kube, "argocd").get("overrides") or {}
-        eso_healthy = False
+        eso_app = None
         for app in kube.list_objects("argoproj.io", "applications"):
             meta = app["metadata"]
             status = _app_status(sb, kube, app, overrides.get(f"{meta.get('namespace')}/{meta['name']}"))
             if status is not app.get("status"):
                 app = write_status(kube, RT_APPLICATION, app, status)
             if _deploys_eso(app) and status["health"]["status"] == "Healthy":
-                eso_healthy = True
-        if eso_healthy:
-            _install_eso(kube)
+                eso_app = app
+        if eso_app is not None:
+            _install_eso(sb, kube, eso_app)
 
 
 def _deploys_eso(app: dict) -> bool:
@@ -184,18 +186,58 @@ def _deploys_eso(app: dict) -> bool:
         s.get("chart") == "external-secrets" for s in _sources(app))
 
 
-def _install_eso(kube: KubeStore) -> None:
-    if all(has_crd(kube, d["metadata"]["name"]) for d in ESO_CRDS):
-        return
-    labels = {"app.kubernetes.io/name": "external-secrets", "app.kubernetes.io/managed-by": "Helm"}
-    for definition in ESO_CRDS:
-        ensure_crd(kube, definition, labels)
-    ensure_namespace(kube, "external-secrets")
-    for name in ("external-secrets", "external-secrets-webhook", "external-secrets-cert-controller"):
-        if kube.get_object("apps", "deployments", "external-secrets", name) is None:
-            kube.create(RT_DEPLOYMENT, helm_workload("Deployment", name, "external-secrets-2.6.0", "v2.6.0",
-                                                     "external-secrets", "external-secrets", name,
-                                                     "ghcr.io/external-secrets/external-secrets"), "external-secrets")
+def helm_values(sb: "Sandbox", app: dict) -> dict:
+    """The values a Helm source of `app` renders with: its `$ref/path` value files read from the
+    simulated git server, then `helm.values` and `helm.valuesObject`, later ones winning."""
+    sources = _sources(app)
+    refs = {s["ref"]: s.get("repoURL", "") for s in sources if s.get("ref")}
+    out: dict = {}
+    for src in sources:
+        helm = src.get("helm") or {}
+        if not src.get("chart") or not helm:
+            continue
+        layers = []
+        for vf in helm.get("valueFiles") or []:
+            ref, _, path = str(vf).lstrip("$").partition("/")
+            if str(vf).startswith("$") and ref in refs:
+                layers.append(git.read_yaml(sb, refs[ref], path))
+        if helm.get("values"):
+            layers.append(yaml.safe_load(helm["values"]) if isinstance(helm["values"], str) else helm["values"])
+        layers.append(helm.get("valuesObject"))
+        for layer in layers:
+            if isinstance(layer, dict):
+                out = _merged(out, layer)
+    return out
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _install_eso(sb: "Sandbox", kube: KubeStore, app: dict) -> None:
+    """What the external-secrets chart leaves: its CRDs and controllers, and its ServiceAccount with
+    the annotations of the chart's values (`serviceAccount.annotations`: the Workload Identity link)."""
+    ns = ((app.get("spec") or {}).get("destination") or {}).get("namespace") or "external-secrets"
+    if not all(has_crd(kube, d["metadata"]["name"]) for d in ESO_CRDS):
+        labels = {"app.kubernetes.io/name": "external-secrets", "app.kubernetes.io/managed-by": "Helm"}
+        for definition in ESO_CRDS:
+            ensure_crd(kube, definition, labels)
+        ensure_namespace(kube, ns)
+        for name in ("external-secrets", "external-secrets-webhook", "external-secrets-cert-controller"):
+            if kube.get_object("apps", "deployments", ns, name) is None:
+                kube.create(RT_DEPLOYMENT, helm_workload("Deployment", name, "external-secrets-2.6.0", "v2.6.0",
+                                                         "external-secrets", ns, name,
+                                                         "ghcr.io/external-secrets/external-secrets"), ns)
+    account = helm_values(sb, app).get("serviceAccount") or {}
+    if account.get("create", True):
+        meta = {"name": account.get("name") or "external-secrets", "namespace": ns,
+                "labels": {"app.kubernetes.io/name": "external-secrets", "app.kubernetes.io/managed-by": "Helm"}}
+        if account.get("annotations"):
+            meta["annotations"] = {str(k): str(v) for k, v in account["annotations"].items()}
+        ensure(kube, RT_SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
 
 
 # ---- the ApplicationSet controller ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import ApiError
 from ..wire.http import Request, Route
-from ..stores import secrets
+from ..stores import gke, iam, projects, secrets
 from ..stores.kube import KubeStore, RT_CLUSTERSECRETSTORE, RT_EXTERNALSECRET, RT_SECRET, RT_SECRETSTORE
 from .util import (condition, has_crd, kube_clusters, owner_ref, record_event, resolve_cluster, write_fields,
                    write_meta, write_status)
@@ -46,7 +46,43 @@ def _provider(store: dict) -> tuple[str | None, dict]:
     return None, {}
 
 
-def _store_state(kube: KubeStore, store: dict) -> tuple[bool, str, str]:
+ESO_KSA = ("external-secrets", "external-secrets")  # the chart's own ServiceAccount (namespace, name)
+GSA_ANNOTATION = "iam.gke.io/gcp-service-account"
+SECRET_READERS = ("roles/secretmanager.secretAccessor", "roles/secretmanager.admin", "roles/owner", "roles/editor")
+
+
+def _workload_identity(sb: "Sandbox", kube: KubeStore, store: dict, block: dict) -> str | None:
+    """What stops ESO's keyless (Workload Identity) access to Secret Manager, or None when the chain
+    is complete: a GKE cluster with a workload pool, the Kubernetes service account annotated with a
+    Google service account, that account existing, `roles/iam.workloadIdentityUser` on it for
+    `serviceAccount:<pool>[ns/name]`, and a Secret Manager read role for it on the project
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity)."""
+    key = gke.cluster_for_kube(sb, kube.cluster_id)
+    pool = ((gke.state(sb)["clusters"].get(key) or {}).get("workloadIdentityConfig") or {}).get("workloadPool")
+    if not pool:
+        return ("gcpsm workload identity needs a GKE cluster with Workload Identity (a workload pool); off GKE use "
+                "auth.secretRef with a service-account key")
+    ref = ((block.get("auth") or {}).get("workloadIdentity") or {}).get("serviceAccountRef") or {}
+    ns, name = ref.get("namespace") or ESO_KSA[0], ref.get("name") or ESO_KSA[1]
+    ksa = kube.get_object("", "serviceaccounts", ns, name)
+    if ksa is None:
+        return f"ServiceAccount {ns}/{name} not found"
+    gsa = ((ksa["metadata"].get("annotations") or {}).get(GSA_ANNOTATION) or "").strip()
+    if not gsa:
+        return f"ServiceAccount {ns}/{name} has no {GSA_ANNOTATION} annotation"
+    account = iam.find_account(sb, "-", gsa)
+    if account is None:
+        return f"Google service account {gsa} does not exist"
+    member = f"serviceAccount:{pool}[{ns}/{name}]"
+    if "roles/iam.workloadIdentityUser" not in iam.member_roles(sb, account["name"], member):
+        return f"{gsa} does not let {member} act as it: roles/iam.workloadIdentityUser is missing"
+    project = projects.project_record(sb, block["projectID"])["id"]
+    if not iam.member_roles(sb, f"projects/{project}", f"serviceAccount:{gsa}") & set(SECRET_READERS):
+        return f"{gsa} has no roles/secretmanager.secretAccessor in project {project}"
+    return None
+
+
+def _store_state(sb: "Sandbox", kube: KubeStore, store: dict) -> tuple[bool, str, str]:
     """(ready, reason, message) as ESO's store controller reports it."""
     name, block = _provider(store)
     if name is None:
@@ -62,6 +98,10 @@ def _store_state(kube: KubeStore, store: dict) -> tuple[bool, str, str]:
                 return (False, "InvalidProviderConfig",
                         f'cannot get Kubernetes secret "{ref.get("name")}" key "{ref.get("key")}" in namespace '
                         f'"{ns}" for gcpsm auth.secretRef')
+        else:
+            problem = _workload_identity(sb, kube, store, block)
+            if problem:
+                return False, "ValidationFailed", f"unable to validate store: {problem}"
     return True, "Valid", "store validated"
 
 
@@ -163,7 +203,7 @@ def external_secrets_operator(sb: "Sandbox") -> None:
         now = sb.clock.rfc3339()
         for rt in (RT_CLUSTERSECRETSTORE, RT_SECRETSTORE):
             for store in kube.list_objects(rt.group, rt.plural):
-                ready, reason, msg = _store_state(kube, store)
+                ready, reason, msg = _store_state(sb, kube, store)
                 prev = (store.get("status") or {}).get("conditions")
                 write_status(kube, rt, store, {"conditions": [condition("Ready", ready, reason, msg, now, prev)],
                                                "capabilities": "ReadWrite"})
@@ -185,7 +225,7 @@ def _sync(sb: "Sandbox", kube: KubeStore, es: dict, now: str) -> None:
     if store is None:
         error = f"could not get {store_desc}: not found"
     else:
-        ready, _, _ = _store_state(kube, store)
+        ready, _, _ = _store_state(sb, kube, store)
         if not ready:
             error = f"{store_desc} is not ready"
         else:

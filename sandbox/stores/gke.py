@@ -48,13 +48,13 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 
 ZONE_RE = re.compile(r"^([a-z]+-[a-z]+\d+)-[a-z]$")
 
+# NodeConfig.oauth_scopes when the request sets none (container/v1 cluster_service.proto: "If
+# unspecified, no scopes are added, unless Cloud Logging or Cloud Monitoring are enabled, in which
+# case their required scopes will be added"). gcloud's longer default is gcloud's, not the API's: no
+# devstorage.read_only, so such nodes cannot pull from a private registry.
 DEFAULT_OAUTH_SCOPES = [
-    "https://www.googleapis.com/auth/devstorage.read_only",
     "https://www.googleapis.com/auth/logging.write",
     "https://www.googleapis.com/auth/monitoring",
-    "https://www.googleapis.com/auth/service.management.readonly",
-    "https://www.googleapis.com/auth/servicecontrol",
-    "https://www.googleapis.com/auth/trace.append",
 ]
 
 # vCPUs and memory of the machine types the sandbox knows by name; others follow their family's

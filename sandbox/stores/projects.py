@@ -12,6 +12,8 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
+from ..wire.google import service_disabled_error
+
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
 
@@ -95,6 +97,14 @@ def project_number(sb: "Sandbox", project: str) -> str:
 def is_enabled(sb: "Sandbox", project: str, service: str) -> bool:
     """Whether `service` (e.g. `container.googleapis.com`) is enabled in the project."""
     return service in project_record(sb, project)["enabled"]
+
+
+def require_enabled(sb: "Sandbox", project: str, service: str) -> dict:
+    """The project's record, or Google's 403 SERVICE_DISABLED when `service` is not enabled in it."""
+    rec = project_record(sb, project)
+    if service not in rec["enabled"]:
+        raise service_disabled_error(project, service, title(service))
+    return rec
 
 
 def title(service: str) -> str:

@@ -66,24 +66,29 @@ def google_page(req: Request, items: list, default: int, maximum: int) -> tuple[
 
 
 def google_error(err: ApiError) -> Response:
-    return Response(err.code, {"error": {"code": err.code, "message": err.message, "status": err.status}})
+    body = {"code": err.code, "message": err.message, "status": err.status}
+    if err.details:
+        body["details"] = err.details
+    return Response(err.code, {"error": body})
 
 
-def service_disabled(project: str, service: str, title: str) -> Response:
-    """Google's 403 for a call to an API the project has not enabled (ErrorInfo SERVICE_DISABLED)."""
+def service_disabled_error(project: str, service: str, title: str) -> ApiError:
+    """Google's 403 for a call to an API the project has not enabled (ErrorInfo SERVICE_DISABLED), as
+    the front end answers it for every API (google-gemini/gemini-cli#1343 shows the body)."""
     url = f"https://console.developers.google.com/apis/api/{service}/overview?project={project}"
     message = (f"{title} has not been used in project {project} before or it is disabled. Enable it by visiting "
                f"{url} then retry. If you enabled this API recently, wait a few minutes for the action to "
                f"propagate to our systems and retry.")
-    return Response(403, {"error": {
-        "code": 403, "message": message, "status": "PERMISSION_DENIED",
-        "details": [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
-             "domain": "googleapis.com",
-             "metadata": {"service": service, "consumer": f"projects/{project}", "activationUrl": url,
-                          "serviceTitle": title, "containerInfo": project}},
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
-            {"@type": "type.googleapis.com/google.rpc.Help",
-             "links": [{"description": "Google developers console API activation", "url": url}]},
-        ],
-    }})
+    return ApiError(403, message, status="PERMISSION_DENIED", details=[
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+         "domain": "googleapis.com",
+         "metadata": {"service": service, "consumer": f"projects/{project}", "activationUrl": url,
+                      "serviceTitle": title, "containerInfo": project}},
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
+        {"@type": "type.googleapis.com/google.rpc.Help",
+         "links": [{"description": "Google developers console API activation", "url": url}]},
+    ])
+
+
+def service_disabled(project: str, service: str, title: str) -> Response:
+    return google_error(service_disabled_error(project, service, title))

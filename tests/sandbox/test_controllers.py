@@ -343,6 +343,15 @@ def cluster_store(provider: dict) -> dict:
             "metadata": {"name": "secret-store"}, "spec": {"provider": provider}}
 
 
+def key_store(core) -> dict:
+    """A gcpsm store authenticated by a service-account key, as off GKE (no Workload Identity there)."""
+    ensure_namespace(core, "external-secrets")
+    core.create_namespaced_secret("external-secrets", client.V1Secret(
+        metadata=client.V1ObjectMeta(name="secret-store-key"), string_data={"sa-key.json": "{}"}))
+    return cluster_store({"gcpsm": {"projectID": PROJECT, "auth": {"secretRef": {"secretAccessKeySecretRef": {
+        "name": "secret-store-key", "key": "sa-key.json", "namespace": "external-secrets"}}}}})
+
+
 def external_secret(name: str, keys: dict[str, str], namespace: str = "default", target: str | None = None) -> dict:
     spec: dict = {"refreshInterval": "1h", "secretStoreRef": {"kind": "ClusterSecretStore", "name": "secret-store"},
                   "data": [{"secretKey": k, "remoteRef": {"key": v}} for k, v in keys.items()]}
@@ -372,8 +381,7 @@ def add_gcp_secret(sandbox, secret_id: str, value: bytes) -> None:
 def test_eso_materialises_a_secret_from_the_fake_secret_manager(sandbox, byo_argocd):
     custom, core = client.CustomObjectsApi(byo_argocd), client.CoreV1Api(byo_argocd)
     add_gcp_secret(sandbox, "hf-token", b"hf_abcdef123")
-    custom.create_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores",
-                                        cluster_store({"gcpsm": {"projectID": PROJECT}}))
+    custom.create_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores", key_store(core))
     store = custom.get_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores", "secret-store")
     assert ready_condition(store)["status"] == "True"
     custom.create_namespaced_custom_object("external-secrets.io", "v1", "default", "externalsecrets",
@@ -393,8 +401,7 @@ def test_eso_materialises_a_secret_from_the_fake_secret_manager(sandbox, byo_arg
 def test_eso_reports_a_missing_key_by_name_never_by_value(sandbox, byo_argocd):
     custom, core = client.CustomObjectsApi(byo_argocd), client.CoreV1Api(byo_argocd)
     add_gcp_secret(sandbox, "present", b"s3cr3t-value")
-    custom.create_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores",
-                                        cluster_store({"gcpsm": {"projectID": PROJECT}}))
+    custom.create_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores", key_store(core))
     custom.create_namespaced_custom_object("external-secrets.io", "v1", "default", "externalsecrets",
                                            external_secret("app", {"A": "present", "B": "openai-api-key"}))
     es = custom.get_namespaced_custom_object("external-secrets.io", "v1", "default", "externalsecrets", "app")
