@@ -103,7 +103,7 @@ def main() -> int:
     for i, name in enumerate(names):
         (envs / name).mkdir(parents=True)
         (envs / name / "config.yaml").write_text(json.dumps(env_config(i)))
-    example_platform(tmp, names)  # the checkout holding environments/ is each environment's platform fork
+    example_platform(tmp, names, PROJECT)  # the checkout holding environments/ is each environment's platform fork
     os.environ["GPUPLAT_ENVIRONMENTS"] = str(envs)  # the partitions, read when gpuplat_assets is imported
     os.environ.pop("GPUPLAT_AUTO_APPROVE", None)
     state_dir, kube_dir = tmp / "sandbox", tmp / "kube"

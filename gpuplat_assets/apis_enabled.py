@@ -10,7 +10,8 @@ from .config import EnvConfig
 from .piece import Check, Outcome, Piece, Run
 from .plan import Action
 
-BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iamcredentials.googleapis.com")
+# The fork's Terraform (required_services), plus IAM itself: gpuplat creates the service accounts.
+BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def desired_apis(env: EnvConfig) -> ApisSpec:
     services = list(BASE_APIS)
     if env.secret_backend == "gcpsm":
         services.append("secretmanager.googleapis.com")
-    if env.feature("model_registry"):
+    if env.substrate.model_registry.enabled:
         services.append("artifactregistry.googleapis.com")
     return ApisSpec(env.cluster.projectID, tuple(services))
 

@@ -34,18 +34,22 @@ from . import (
     cluster,
     gpu_pool,
     gpu_stack,
+    model_registry,
     platform_installed,
     secrets_seeded,
+    service_accounts,
     snapshot_class,
     storage_class,
+    workload_identity,
 )
 from .cluster import ADOPT_TAG
 from .config import ConfigError, load_environment, load_environments
 from .piece import Check, Outcome, Piece, PieceError, Run, target_of
 from .plan import Action, fingerprint, mutating, plan_table
 
-PIECES: tuple[Piece, ...] = tuple(m.PIECE for m in (apis_enabled, cluster, gpu_pool, secrets_seeded, gpu_stack,
-                                                    storage_class, snapshot_class, platform_installed))
+PIECES: tuple[Piece, ...] = tuple(m.PIECE for m in (apis_enabled, service_accounts, cluster, workload_identity, gpu_pool,
+                                                    model_registry, secrets_seeded, gpu_stack, storage_class,
+                                                    snapshot_class, platform_installed))
 APPROVE_VAR = "GPUPLAT_AUTO_APPROVE"
 APPROVE_TAG = "gpuplat/approve"
 SENSOR_TAG = "gpuplat/trigger"

@@ -12,6 +12,7 @@ from resources.models import ClusterSpec, ClusterState, NodePoolSpec
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
+from .service_accounts import node_service_account
 
 BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
 # What each substrate's nodes carry in spec.providerID; a mismatch means the kubeconfig points elsewhere.
@@ -60,7 +61,7 @@ def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
         workload_pool=f"{env.cluster.projectID}.svc.id.goog", datapath_provider="ADVANCED_DATAPATH",
         vpc_native=True,
         cpu_pool=NodePoolSpec(name=cpu.name, machine_type=cpu.machine_type, min_nodes=cpu.min, max_nodes=cpu.max,
-                              service_account=env.substrate.node_service_account))
+                              service_account=node_service_account(env)))
 
 
 # ---- observe ------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def check_target(spec, observed: ClusterObserved, env: EnvConfig) -> Outcome:
 PIECE = Piece(
     name="cluster",
     description="The Kubernetes cluster: on GKE created (VPC-native, Workload Identity, Dataplane V2, CPU pool); elsewhere verified.",
-    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("apis_enabled",),
+    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("apis_enabled", "service_accounts"),
     owned_fields=("release_channel", "workload_pool", "vpc_native", "datapath_provider", "cpu pool machine type",
                   "cpu pool autoscaling"),
     desired=desired_cluster, observe=observe_cluster, plan=plan_cluster, apply=apply_cluster,

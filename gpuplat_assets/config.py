@@ -100,6 +100,14 @@ class GpuPool(_Strict):
         return self
 
 
+class ModelRegistry(_Strict):
+    """The Artifact Registry DOCKER repository for OCI modelcars (the fork's `create_modelcar_repo`)."""
+
+    enabled: bool = True
+    name: str = "models"
+    location: str = ""  # empty: the region of cluster.location
+
+
 class PrivateRepo(_Strict):
     """The seed's `make argocd-repo`: Argo CD's credential for a private fork, kept in the secret backend."""
 
@@ -123,7 +131,10 @@ class Substrate(_Strict):
     release_channel: Literal["RAPID", "REGULAR", "STABLE", "EXTENDED"] = "REGULAR"
     cpu_pool: CpuPool = CpuPool()
     gpu_pool: GpuPool = GpuPool()
+    # "": gpuplat's gke-<cluster>-nodes (the fork's node_service_account_id); "default": Compute
+    # Engine's default account (the fork's manage_workload_iam = false); or an account's email.
     node_service_account: str = ""
+    model_registry: ModelRegistry = ModelRegistry()
     sandbox: bool = False
     # The sandbox costs nothing, so it needs no approval unless a test or demo asks for one.
     require_approval: bool | None = None
@@ -231,12 +242,6 @@ class EnvConfig(_Strict):
     @property
     def gcp_cluster_name(self) -> str:
         return f"projects/{self.cluster.projectID}/locations/{self.cluster.location}/clusters/{self.cluster.name}"
-
-    def feature(self, name: str) -> bool:
-        v = self.features.get(name, False)
-        if isinstance(v, dict):
-            return bool(v.get("enabled", False))
-        return bool(v)
 
 
 class ConfigError(Exception):

@@ -209,14 +209,20 @@ class Fork:
         return next((d for d in load_yaml_documents(p)
                      if isinstance(d, dict) and d.get("kind") == "ClusterSecretStore"), None)
 
-    def eso_service_account(self) -> str | None:
-        """The Google service account ESO's Kubernetes service account impersonates (Workload
-        Identity annotation in the fork's ESO values), if the fork sets one."""
+    def eso_chart_value(self, dotted: str):
+        """One value of the fork's ESO chart values (`serviceAccount.name`), or None."""
         p = self.path(ESO_VALUES)
-        if not p.is_file():
+        node = load_yaml(p) if p.is_file() else None
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    def eso_service_account(self) -> str | None:
+        """The Google service account ESO's Kubernetes service account acts as (the Workload Identity
+        annotation in the fork's ESO values), if the fork sets one."""
+        annotations = self.eso_chart_value("serviceAccount.annotations")
+        if not isinstance(annotations, dict):
             return None
-        data = load_yaml(p) or {}
-        annotations = ((data.get("serviceAccount") or {}).get("annotations") or {}) if isinstance(data, dict) else {}
         return annotations.get(ESO_GSA_ANNOTATION) or None
 
     def external_secret_keys(self, repo_url: str, profile: str) -> dict[str, tuple[str, ...]]:

@@ -11,6 +11,7 @@ from .cluster import BUSY, CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_op
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
+from .service_accounts import node_service_account
 from .preflight import is_gpu_node
 from .scale_to_zero import SCALES_TO_ZERO_CHECK, ScaleToZeroObserved, observe_scale_to_zero
 
@@ -65,7 +66,7 @@ def desired_gpu_pool(env: EnvConfig) -> GpuPoolSpec:
     pool = NodePoolSpec(name=gp.name, machine_type=gp.machine_type, min_nodes=gp.min, max_nodes=gp.max,
                         disk_size_gb=gp.disk_size_gb, accelerator_type=gp.accelerator_type,
                         accelerator_count=gp.accelerator_count, gpu_driver_version=gp.driver_version,
-                        taints=(GPU_TAINT,), service_account=env.substrate.node_service_account)
+                        taints=(GPU_TAINT,), service_account=node_service_account(env))
     return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, pool)
 
 

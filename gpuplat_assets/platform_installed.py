@@ -359,7 +359,7 @@ PIECE = Piece(
     description="Argo CD as the fork's bootstrap installs it, the fork's root objects as `make root` applies them, "
                 "every automated Application Synced and Healthy.",
     group="platform", kinds=frozenset({"kubernetes", "argocd"}),
-    deps=("cluster", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded"),
+    deps=("cluster", "workload_identity", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded"),
     owned_fields=("Argo CD release argo-cd (chart version, values)", "Secret argocd/argocd-redis (created once)",
                   "the fork's AppProjects and ApplicationSets: every field their files set",
                   "ClusterSecretStore secret-store provider (only when the fork holds none)",

@@ -1,6 +1,6 @@
 """Google Cloud, in gpuplat's words: GKE, Service Usage, Secret Manager, Compute quotas, Billing Catalog.
 
-The only module that imports `google.cloud`. Clients are built lazily on first use: the real
+With `iam.py` (identities, policies, Artifact Registry), the only module that imports `google.cloud`. Clients are built lazily on first use: the real
 endpoints with Application Default Credentials, or the sandbox's endpoints with anonymous
 credentials. Transient errors (5xx, 429, GKE's "operation in progress") are retried by
 `google.api_core.retry`; permanent ones surface as the library's exceptions for the caller to name.
@@ -75,6 +75,12 @@ class Google:
                 "client_options": ClientOptions(api_endpoint=self.endpoints[api])}
 
     # ---- lazy clients ---------------------------------------------------------------------------
+    @cached_property
+    def iam(self):
+        """Service accounts, IAM policies and Artifact Registry (resources/iam.py)."""
+        from .iam import Iam
+        return Iam(self)
+
     @cached_property
     def _gke(self):
         from google.cloud import container_v1
@@ -307,8 +313,12 @@ class ServiceUsageDisabled(Exception):
 # ---- conversions (SDK -> gpuplat) -------------------------------------------------------------------
 def _pool_message(spec: NodePoolSpec):
     from google.cloud import container_v1 as c
+    # As the fork's Terraform: the node service account, its scopes, no legacy metadata endpoints,
+    # and the GKE metadata server (Workload Identity) on every node.
     config = c.NodeConfig(machine_type=spec.machine_type, disk_size_gb=spec.disk_size_gb,
                           labels=dict(spec.labels), service_account=spec.service_account or "",
+                          oauth_scopes=list(spec.oauth_scopes), metadata={"disable-legacy-endpoints": "true"},
+                          workload_metadata_config=c.WorkloadMetadataConfig(mode=c.WorkloadMetadataConfig.Mode.GKE_METADATA),
                           taints=[c.NodeTaint(key=t.key, value=t.value, effect=c.NodeTaint.Effect[_EFFECT_TO_GKE[t.effect]])
                                   for t in spec.taints])
     if spec.accelerator_type:
@@ -335,7 +345,7 @@ def _pool_state(p) -> NodePoolState:
         min_nodes=p.autoscaling.min_node_count, max_nodes=p.autoscaling.max_node_count,
         taints=tuple(Taint(t.key, t.value, _EFFECT_TO_K8S.get(t.effect.name, t.effect.name)) for t in p.config.taints),
         labels=dict(p.config.labels), service_account=p.config.service_account, version=p.version,
-        image_type=p.config.image_type, locations=tuple(p.locations))
+        image_type=p.config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(p.config.oauth_scopes))
 
 
 def _cluster_state(c) -> ClusterState:

@@ -33,9 +33,13 @@ from .kube import KubeUnreachable
 GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "has_enabled_version", "region_quotas",
                           "project_quotas", "compute_sku_prices"})
 KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get"})
+# The reads of `Google.iam` (resources/iam.py): memoized in the same (project) scope as Google's.
+IAM_READS = frozenset({"account_exists", "policy", "repository"})
+FACES = {"iam": IAM_READS}
 # Neither remembered nor emptying the memo: helpers that call nothing, and reads whose answer must
 # not be kept (secret values).
-PASS_THROUGH = frozenset({"cluster_path", "access_secret"})
+PASS_THROUGH = frozenset({"cluster_path", "access_secret", "email", "project_resource", "account_resource",
+                          "repository_name"})
 
 
 class _Slot:
@@ -90,6 +94,7 @@ class Memo:
         self._answers = answers
         self._sticky = sticky
         self._broken: BaseException | None = None
+        self._faces: dict[str, "Memo"] = {}
         self.hits = 0
         self.misses = 0
 
@@ -103,6 +108,11 @@ class Memo:
         if name.startswith("__"):
             raise AttributeError(name)
         value = getattr(self.wrapped, name)
+        if name in FACES and self._reads is GOOGLE_READS:  # a client of its own, asked in the same scope
+            face = self._faces.get(name)
+            if face is None:
+                face = self._faces[name] = Memo(lambda: value, FACES[name], self._scope, self._answers)
+            return face
         if not callable(value) or name.startswith("_") or name in PASS_THROUGH:
             return value
         if name in self._reads:
@@ -160,6 +170,7 @@ def memo_stats(conn) -> dict[str, int]:
     for face in ("google", "kube"):
         memo = conn.__dict__.get(face)
         if isinstance(memo, Memo):
-            out["hits"] += memo.hits
-            out["misses"] += memo.misses
+            for m in (memo, *memo._faces.values()):
+                out["hits"] += m.hits
+                out["misses"] += m.misses
     return out

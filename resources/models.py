@@ -30,6 +30,7 @@ class NodePoolState:
     version: str
     image_type: str
     locations: tuple[str, ...]
+    oauth_scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class NodePoolSpec:
     taints: tuple[Taint, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     service_account: str = ""
+    # The raw API adds no storage scope (gcloud's defaults are gcloud's): the fork asks cloud-platform.
+    oauth_scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def shipped_environment(name: str, envs: Path, as_name: str | None = None) -> di
     cfg["substrate"].pop("platform_repo", None)
     (envs / (as_name or name)).mkdir(parents=True, exist_ok=True)
     (envs / (as_name or name) / "config.yaml").write_text(yaml.safe_dump(cfg))
-    example_platform(envs.parent, [as_name or name])
+    example_platform(envs.parent, [as_name or name], cfg["cluster"]["projectID"])
     return cfg
 
 

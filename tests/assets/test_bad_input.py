@@ -34,7 +34,7 @@ def write_broken(content) -> None:
 def test_each_bad_input_is_one_line_no_call_and_the_others_still_materialize(gp, content, expected):
     write_broken(content)
     gp.admin.reset()
-    broken = gp.materialize(select=["apis_enabled", "cluster"], env="broken", raise_on_error=False)
+    broken = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], env="broken", raise_on_error=False)
     assert not broken.success
     failure = next(e for e in broken.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-ALL_IN_SYNC = {"apis_enabled", "cluster", "gpu_pool", "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class",
-               "platform_installed"}
+ALL_IN_SYNC = {"apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry",
+               "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class", "platform_installed"}
 
 
 def test_materializing_everything_twice_makes_zero_mutating_calls_the_second_time(gp):
@@ -61,7 +61,7 @@ def test_fields_gke_and_the_autoscaler_own_are_never_drift(gp):
 def test_missing_approval_fails_clearly_and_creates_nothing(gp):
     gp.configure(substrate={"kind": "gke", "sandbox": True, "require_approval": True})
     gp.admin.reset()
-    result = gp.materialize(select=["apis_enabled", "cluster"], raise_on_error=False)
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     text = failure.event_specific_data.error.message
@@ -72,7 +72,7 @@ def test_missing_approval_fails_clearly_and_creates_nothing(gp):
 
 def test_approval_by_run_tag_creates_the_cluster(gp):
     gp.configure(substrate={"kind": "gke", "sandbox": True, "require_approval": True})
-    result = gp.materialize(select=["apis_enabled", "cluster"], tags={"gpuplat/approve": "true"})
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], tags={"gpuplat/approve": "true"})
     assert result.success
     assert gp.admin.calls()["container"]["methods"].get("CreateCluster") == 1
     meta = result.asset_materializations_for_node("cluster")[0].metadata
@@ -81,7 +81,7 @@ def test_approval_by_run_tag_creates_the_cluster(gp):
 
 def test_gpu_quota_too_small_fails_before_any_create(gp):
     gp.admin.call("PUT", "/sandbox/quotas", {"project": "gpuplat-test", "metric": "GPUS_ALL_REGIONS", "limit": 0})
-    assert gp.materialize(select=["apis_enabled", "cluster"]).success
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success
     result = gp.materialize(select=["gpu_pool"], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -90,7 +90,7 @@ def test_gpu_quota_too_small_fails_before_any_create(gp):
 
 
 def test_a_stockout_names_the_fallback_knobs(gp):
-    assert gp.materialize(select=["apis_enabled", "cluster"]).success
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success
     gp.admin.fault("container", "CreateNodePool", "stockout")
     result = gp.materialize(select=["gpu_pool"], raise_on_error=False)
     assert not result.success
@@ -173,7 +173,7 @@ def test_an_interrupted_materialization_waits_for_the_operation_in_flight_and_ad
     from gpuplat_assets.config import load_environment
     from resources.google import _pool_message
 
-    assert gp.materialize(select=["apis_enabled"]).success
+    assert gp.materialize(select=["apis_enabled", "service_accounts"]).success
     # A previous run asked GKE for the cluster and died before the operation finished.
     spec = desired_cluster(load_environment("sandbox"))
     gke = container_v1.ClusterManagerClient(transport="rest", credentials=AnonymousCredentials(),

@@ -69,7 +69,7 @@ def test_gke_a_stale_kubeconfig_to_a_foreign_server_gets_no_call_and_is_rewritte
 def test_off_gke_a_kubeconfig_that_now_reaches_another_server_is_refused_before_any_call(
         gp, foreign, fast_clock, shipped, env, cluster):
     use_shipped(gp, shipped, env)
-    first = gp.materialize(select=["apis_enabled", "cluster"], env=env)
+    first = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], env=env)
     recorded = first.asset_materializations_for_node("cluster")[0].metadata["kube_identity"].value
     assert recorded["server"].startswith("https://127.0.0.1:") and recorded["kube_system_uid"]
     assert recorded_identity(gp.instance, env).kube_system_uid == recorded["kube_system_uid"]
@@ -95,7 +95,7 @@ def test_off_gke_a_kubeconfig_that_now_reaches_another_server_is_refused_before_
 
 def test_off_gke_a_cluster_recreated_behind_the_same_url_is_refused_before_any_write(gp, fast_clock):
     use_shipped(gp, "sandbox-byo", "byo")
-    assert gp.materialize(select=["apis_enabled", "cluster"], env="byo").success
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], env="byo").success
     # The same URL now serves a new cluster: a new kube-system namespace, a new UID.
     with gp.sandbox.store.lock:
         kube = gp.sandbox.kube("byo-gpu")
@@ -145,7 +145,7 @@ def test_the_seeds_single_environment_layout_opts_in_to_cluster_kubeconfig(tmp_p
 def test_a_gke_token_that_cannot_be_had_is_one_clear_error(gp, monkeypatch):
     """No gcloud, no auth plugin: the token comes from google-auth, and a refresh that fails says so once
     (https://cloud.google.com/kubernetes-engine/docs/how-to/api-server-authentication)."""
-    assert gp.materialize(select=["apis_enabled", "cluster"]).success
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success
     key = gp.sandbox.state_dir / "credentials.json"
     key.write_text(key.read_text().replace("gpuplat-sandbox@", "someone-else@"))
     from resources import credentials

@@ -135,7 +135,7 @@ def test_preflight_failures_stop_the_operator_and_name_the_remedy(gp, profile, v
 
 def test_preflight_on_the_h100_notes_unknown_secure_boot_and_turns_the_operator_driver_off(gp, fast_clock):
     use_shipped(gp, "sandbox-byo", "byo")
-    result = gp.materialize(select=["apis_enabled", "cluster", "gpu_pool", "gpu_stack"], env="byo")
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster", "gpu_pool", "gpu_stack"], env="byo")
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gpu_node_preflight")
     assert evaluation.passed
     node = evaluation.metadata["node byo-gpu-h100-1"].value
@@ -147,10 +147,10 @@ def test_preflight_on_the_h100_notes_unknown_secure_boot_and_turns_the_operator_
 
 
 def test_a_provider_id_that_contradicts_the_substrate_fails_the_target_check(gp):
-    assert gp.materialize(select=["apis_enabled", "cluster"]).success  # the GKE sandbox env
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success  # the GKE sandbox env
     gke_kubeconfig = gp.tmp_path / "kube" / "sandbox.kubeconfig"
     use_shipped(gp, "sandbox-hetzner", "hetzner", kubeconfig=str(gke_kubeconfig))
-    result = gp.materialize(select=["apis_enabled", "cluster"], env="hetzner", raise_on_error=False)
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], env="hetzner", raise_on_error=False)
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "kube_target_reachable")
     assert not evaluation.passed
     assert "gce://" in evaluation.description and "hetzner" in evaluation.description
@@ -158,7 +158,7 @@ def test_a_provider_id_that_contradicts_the_substrate_fails_the_target_check(gp)
 
 def test_a_missing_kubeconfig_fails_with_the_exact_remedy(gp, tmp_path):
     use_shipped(gp, "sandbox-hetzner", "hetzner", kubeconfig=str(tmp_path / "nowhere.kubeconfig"), sandbox=False)
-    result = gp.materialize(select=["apis_enabled", "cluster"], env="hetzner", raise_on_error=False)
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster"], env="hetzner", raise_on_error=False)
     assert not result.success
     message = failure_message(result)
     assert "nowhere.kubeconfig" in message and "CLUSTER_KUBECONFIG" in message and "~/.kube/config" in message

@@ -24,8 +24,8 @@ from tests.conftest import TEST_ENVIRONMENTS
 ENV = "ai-dev"
 PROJECT = "ai-lab"  # the seed's config.yaml
 CLUSTER = f"projects/{PROJECT}/locations/us-central1-a/clusters/ai-dev"
-ALL = ["apis_enabled", "cluster", "gpu_pool", "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class",
-       "platform_installed"]
+ALL = ["apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry", "secrets_seeded",
+       "gpu_stack", "storage_class", "snapshot_class", "platform_installed"]
 
 FAKE_HELM = '''#!{python}
 """helm as the seed's install.sh calls it, on a machine without charts: `repo add|update` do nothing;
@@ -108,7 +108,7 @@ def test_gpuplat_then_make_root_changes_nothing_and_kubectl_diff_is_empty(gp, se
 
 
 def test_make_bootstrap_and_make_root_first_then_gpuplat_makes_no_change(gp, seed):
-    assert gp.materialize(["apis_enabled", "cluster", "secrets_seeded"], env=ENV).success
+    assert gp.materialize(["apis_enabled", "service_accounts", "cluster", "secrets_seeded"], env=ENV).success
     # make bootstrap: the fork's own install.sh (kube-target.sh, the argocd-redis secret, helm)
     out = run(["bash", str(seed.fork / "bootstrap/install.sh")], seed.env).stdout
     assert "Created argocd-redis auth secret" in out and "Argo CD 9.5.21 installed" in out
@@ -127,7 +127,7 @@ def test_make_bootstrap_and_make_root_first_then_gpuplat_makes_no_change(gp, see
 
 
 def test_an_older_argo_cd_is_drift_shown_in_the_plan(gp, seed):
-    assert gp.materialize(["apis_enabled", "cluster"], env=ENV).success
+    assert gp.materialize(["apis_enabled", "service_accounts", "cluster"], env=ENV).success
     gp.admin.call("POST", "/sandbox/argocd/helm-install", {"cluster": CLUSTER, "release": "argo-cd",
                                                           "namespace": "argocd", "version": "9.1.4", "values": {}})
     result = gp.materialize(["platform_installed"], env=ENV, raise_on_error=False)
@@ -168,19 +168,48 @@ def raw_config(seed) -> dict:
 
 def terraform_apply(gp, fork: Path) -> None:
     """What `make tf-apply` of the fork's infra/gke/terraform/main.tf asks of Google, with
-    variables.tf's defaults, through the same APIs (Service Usage, GKE v1): the required services,
-    a cluster whose default pool is removed, the `default-pool` CPU pool and the `gpu-l4` pool."""
-    from google.cloud import container_v1, service_usage_v1
+    variables.tf's defaults, through the same APIs (Service Usage, IAM, Resource Manager, Artifact
+    Registry, GKE v1): the required services, the node and ESO service accounts and their roles, the
+    `models` repository with the nodes' reader grant, a cluster whose default pool is removed, the
+    `default-pool` CPU pool and the `gpu-l4` pool, then ESO's Workload Identity binding."""
+    import grpc
+    from google.cloud import artifactregistry_v1, container_v1, iam_admin_v1, resourcemanager_v3, service_usage_v1
+    from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 
     from tests.conftest import client_options
 
     main_tf = (fork / "infra/gke/terraform/main.tf").read_text()
     assert 'remove_default_node_pool = true' in main_tf and '"ADVANCED_DATAPATH"' in main_tf  # the shape below
-    su = service_usage_v1.ServiceUsageClient(**client_options(gp.admin.urls, "serviceusage"))
+    urls = gp.admin.urls
+    su = service_usage_v1.ServiceUsageClient(**client_options(urls, "serviceusage"))
     services = ["cloudbuild.googleapis.com", "compute.googleapis.com", "container.googleapis.com",
                 "iamcredentials.googleapis.com", "artifactregistry.googleapis.com", "secretmanager.googleapis.com"]
     su.batch_enable_services(request={"parent": f"projects/{PROJECT}", "service_ids": services}).result(timeout=60)
-    gke = container_v1.ClusterManagerClient(**client_options(gp.admin.urls, "container"))
+
+    iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(urls["iam_grpc"])))
+    node_sa, eso_sa = f"gke-ai-dev-nodes@{PROJECT}.iam.gserviceaccount.com", f"external-secrets@{PROJECT}.iam.gserviceaccount.com"
+    iam.create_service_account(name=f"projects/{PROJECT}", account_id="gke-ai-dev-nodes",
+                               service_account=iam_admin_v1.ServiceAccount(display_name="GKE nodes for ai-dev"))
+    iam.create_service_account(name=f"projects/{PROJECT}", account_id="external-secrets",
+                               service_account=iam_admin_v1.ServiceAccount(display_name="External Secrets Operator"))
+    rm = resourcemanager_v3.ProjectsClient(**client_options(urls, "cloudresourcemanager"))
+    policy = rm.get_iam_policy(request={"resource": f"projects/{PROJECT}"})
+    for role in ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
+                 "roles/stackdriver.resourceMetadata.writer"):  # google_project_iam_member.node_roles
+        policy.bindings.add(role=role, members=[f"serviceAccount:{node_sa}"])
+    policy.bindings.add(role="roles/secretmanager.secretAccessor", members=[f"serviceAccount:{eso_sa}"])
+    rm.set_iam_policy(request={"resource": f"projects/{PROJECT}", "policy": policy})
+    ar = artifactregistry_v1.ArtifactRegistryClient(**client_options(urls, "artifactregistry"))
+    ar.create_repository(parent=f"projects/{PROJECT}/locations/us-central1", repository_id="models",
+                         repository=artifactregistry_v1.Repository(
+                             format_=artifactregistry_v1.Repository.Format.DOCKER,
+                             description="OCI modelcars for KServe")).result(timeout=60)
+    repo = f"projects/{PROJECT}/locations/us-central1/repositories/models"
+    repo_policy = ar.get_iam_policy(request={"resource": repo})
+    repo_policy.bindings.add(role="roles/artifactregistry.reader", members=[f"serviceAccount:{node_sa}"])
+    ar.set_iam_policy(request={"resource": repo, "policy": repo_policy})
+
+    gke = container_v1.ClusterManagerClient(**client_options(urls, "container"))
     parent = f"projects/{PROJECT}/locations/us-central1-a"
 
     def done(op):
@@ -188,7 +217,6 @@ def terraform_apply(gp, fork: Path) -> None:
             op = gke.get_operation(name=f"{parent}/operations/{op.name}")
         assert not op.error.message, op.error.message
 
-    node_sa = f"gke-ai-dev-nodes@{PROJECT}.iam.gserviceaccount.com"
     common = dict(oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"], service_account=node_sa,
                   metadata={"disable-legacy-endpoints": "true"},
                   workload_metadata_config=container_v1.WorkloadMetadataConfig(
@@ -216,15 +244,20 @@ def terraform_apply(gp, fork: Path) -> None:
                     gpu_driver_version=container_v1.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT))],
             taints=[container_v1.NodeTaint(key="nvidia.com/gpu", value="present",
                                            effect=container_v1.NodeTaint.Effect.NO_SCHEDULE)], **common))))
+    # google_service_account_iam_member.external_secrets_workload_identity (depends_on the cluster)
+    sa_policy = iam.get_iam_policy(request={"resource": f"projects/{PROJECT}/serviceAccounts/{eso_sa}"})
+    sa_policy.bindings.add(role="roles/iam.workloadIdentityUser",
+                           members=[f"serviceAccount:{PROJECT}.svc.id.goog[external-secrets/external-secrets]"])
+    iam.set_iam_policy(request={"resource": f"projects/{PROJECT}/serviceAccounts/{eso_sa}", "policy": sa_policy})
 
 
 def test_a_substrate_terraform_built_is_adopted_with_no_mutating_call(gp, seed):
     terraform_apply(gp, seed.fork)
     gp.admin.reset()
-    result = gp.materialize(["apis_enabled", "cluster", "gpu_pool"], env=ENV)
+    built = ["apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry"]
+    result = gp.materialize(built, env=ENV)
     assert result.success
     calls = gp.admin.calls()
-    assert (calls["serviceusage"]["mutate"], calls["container"]["mutate"]) == (0, 0), (
-        calls["serviceusage"], calls["container"])
+    assert calls["_total"]["mutate"] == 0, {api: c["methods"] for api, c in calls.items() if api != "_total"}
     for mat in result.get_asset_materialization_events():
         assert mat.materialization.metadata["actions_applied"].value == 0, mat.asset_key

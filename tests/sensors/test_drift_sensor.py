@@ -48,12 +48,27 @@ def drift_disable_api(gp) -> None:
     gp.admin.call("POST", "/sandbox/projects", {"project": "gpuplat-test", "enabled": enabled})
 
 
+def drift_remove_workload_identity(gp) -> None:
+    """`gcloud iam service-accounts remove-iam-policy-binding ... --role roles/iam.workloadIdentityUser`."""
+    import grpc
+    from google.cloud import iam_admin_v1
+    from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+
+    iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(gp.admin.urls["iam_grpc"])))
+    resource = "projects/gpuplat-test/serviceAccounts/external-secrets@gpuplat-test.iam.gserviceaccount.com"
+    policy = iam.get_iam_policy(request={"resource": resource})
+    del policy.bindings[:]
+    iam.set_iam_policy(request={"resource": resource, "policy": policy})
+
+
 DRIFTS = {
     "gpu pool autoscaling min drifted to 1": (drift_gpu_pool_min, "gpu_pool", "autoscaling"),
     "the default StorageClass annotation flipped": (drift_storage_default, "storage_class",
                                                      "storageclass.kubernetes.io/is-default-class"),
     "an ApplicationSet deleted": (drift_delete_applicationset, "platform_installed", "ApplicationSet layer-platform"),
     "a required API disabled": (drift_disable_api, "apis_enabled", "iamcredentials.googleapis.com"),
+    "ESO's Workload Identity binding removed": (drift_remove_workload_identity, "workload_identity",
+                                                "roles/iam.workloadIdentityUser"),
 }
 
 
@@ -98,6 +113,15 @@ def test_each_drift_requests_exactly_one_run_across_two_ticks_and_none_once_fixe
     assert not runs(after) and not after.asset_events, skip_text(after)
 
 
+def test_a_removed_workload_identity_binding_fails_eso_can_read_secrets_naming_it(gp, fleet):
+    fleet.tick()
+    drift_remove_workload_identity(gp)
+    evaluation = {e.check_name: e for e in gp.drift_checks().get_asset_check_evaluations()}["eso_can_read_secrets"]
+    assert not evaluation.passed
+    assert ("the Workload Identity binding is missing: roles/iam.workloadIdentityUser for "
+            "serviceAccount:gpuplat-test.svc.id.goog[external-secrets/external-secrets]") in evaluation.description
+
+
 def test_the_same_drift_coming_back_after_a_fix_starts_a_new_run(gp, fleet):
     fleet.tick()
     drift_gpu_pool_min(gp)
@@ -126,8 +150,10 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "ListSecretVersions": per_secret,
                                                  "AccessSecretVersion": 2}, calls["secretmanager"]
     # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
-    # the argocd-redis Secret, its bootstrap Job, its self-managing Application).
-    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 14, json.dumps(calls, indent=1)
+    # the argocd-redis Secret, its bootstrap Job, its self-managing Application; the identities: two
+    # accounts, three IAM policies, the repository). The project's policy is read once for all pieces.
+    assert calls["cloudresourcemanager"]["methods"] == {"GetIamPolicy": 1}, calls["cloudresourcemanager"]
+    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 20, json.dumps(calls, indent=1)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -162,13 +188,13 @@ def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp, envs):
     gp.admin.reset()
     result = ticker.tick()
     assert not runs(result) and not result.asset_events
-    assert "8 not yet materialized" in skip_text(result)
+    assert "11 not yet materialized" in skip_text(result)
     assert gp.admin.calls()["_total"] == {"read": 0, "mutate": 0}
 
-    assert gp.materialize(select=["apis_enabled", "cluster"]).success
+    assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success
     partial = ticker.tick()
     assert not runs(partial) and not partial.asset_events
-    assert "2 in sync" in skip_text(partial) and "6 not yet materialized" in skip_text(partial)
+    assert "3 in sync" in skip_text(partial) and "8 not yet materialized" in skip_text(partial)
 
 
 def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_environments(gp, envs, tmp_path):

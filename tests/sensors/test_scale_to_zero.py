@@ -127,7 +127,7 @@ class Pool:
     def __init__(self, gp, envs):
         self.gp = gp
         envs.add("sandbox")
-        assert gp.materialize(select=["apis_enabled", "cluster", "gpu_pool"]).success
+        assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster", "gpu_pool"]).success
         self.ticker = Ticker(build_scale_to_zero_sensor(environments_root=envs.root, clock=self.now), gp)
 
     def now(self) -> float:

@@ -35,14 +35,16 @@ def cluster_state(pools=(), **over):
 
 
 # ---- apis_enabled ------------------------------------------------------------------------------------
+BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com"}
+
+
 @pytest.mark.parametrize("config, expected", [
-    pytest.param({}, {"container.googleapis.com", "compute.googleapis.com", "iamcredentials.googleapis.com",
-                      "secretmanager.googleapis.com"}, id="gcpsm adds secretmanager"),
-    pytest.param({"secret_backend": "vault"}, {"container.googleapis.com", "compute.googleapis.com",
-                                               "iamcredentials.googleapis.com"}, id="another backend needs no secretmanager"),
-    pytest.param({"features": {"model_registry": True}}, {"container.googleapis.com", "compute.googleapis.com",
-                  "iamcredentials.googleapis.com", "secretmanager.googleapis.com", "artifactregistry.googleapis.com"},
-                 id="a model registry adds artifactregistry"),
+    pytest.param({}, BASE | {"secretmanager.googleapis.com", "artifactregistry.googleapis.com"},
+                 id="gcpsm adds secretmanager, the model registry artifactregistry"),
+    pytest.param({"secret_backend": "vault"}, BASE | {"artifactregistry.googleapis.com"},
+                 id="another backend needs no secretmanager"),
+    pytest.param({"substrate": {"model_registry": {"enabled": False}}}, BASE | {"secretmanager.googleapis.com"},
+                 id="no model registry, no artifactregistry"),
 ])
 def test_required_apis_follow_the_config(config, expected):
     assert set(apis.desired_apis(env(**config)).services) == expected
