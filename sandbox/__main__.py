@@ -157,6 +157,8 @@ def cmd_advance(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    from .core import FAULT_KINDS
+
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp, port_file=True):
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     common(s)
     s.add_argument("api")
     s.add_argument("method", help="API method name, glob allowed (CreateNodePool, list:pods, *)")
-    s.add_argument("kind", choices=["503", "429", "quota", "stockout"])
+    s.add_argument("kind", choices=list(FAULT_KINDS))
     s.add_argument("--count", type=int, default=1)
     s.set_defaults(fn=cmd_fault)
 

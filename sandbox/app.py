@@ -23,7 +23,7 @@ from .apis import (artifactregistry, billing, compute, gke, iam, kube_objects, o
                    serviceusage)
 from .core import ApiError, Clock, Counters, Faults, StateStore
 from .sims import controllers
-from .stores import auth
+from .stores import auth, projects
 from .stores.kube import ChangeLog, KubeStore
 from .wire.google import google_error
 from .wire.grpc import GrpcServer
@@ -50,7 +50,19 @@ EPHEMERAL_PORTS = {name: 0 for name in DEFAULT_PORTS}
 GOOGLE_APIS = {"container": gke.ROUTES, "serviceusage": serviceusage.ROUTES, "secretmanager": secretmanager.ROUTES,
                "compute": compute.ROUTES, "billing": billing.ROUTES, "iam": iam.ROUTES,
                "cloudresourcemanager": resourcemanager.ROUTES, "artifactregistry": artifactregistry.ROUTES}
+# Every Google API answers 403 SERVICE_DISABLED for a project that has not enabled it (its project
+# from the path; the Billing Catalog's from x-goog-user-project, the caller's quota project).
+SERVICES = {"container": "container.googleapis.com", "compute": "compute.googleapis.com",
+            "secretmanager": "secretmanager.googleapis.com", "billing": "cloudbilling.googleapis.com"}
 SANDBOX_PROJECT = "gpuplat-sandbox"
+
+
+def _service_guard(service: str):
+    def guard(sb, req: Request) -> None:
+        project = req.match.get("project") or req.headers.get("x-goog-user-project")
+        if project and project != "-":
+            projects.require_enabled(sb, project, service)
+    return guard
 SERVICE_ACCOUNT = f"gpuplat-sandbox@{SANDBOX_PROJECT}.iam.gserviceaccount.com"
 
 
@@ -71,7 +83,9 @@ class Sandbox:
         # Tests ask for free ports (0); clusters created in such a sandbox get free ports too.
         self.ephemeral = all(p == 0 for p in ports.values())
         self.servers: dict[str, ApiServer | GrpcServer] = {
-            **{api: ApiServer(self, api, routes, google_error, ports[api]) for api, routes in GOOGLE_APIS.items()},
+            **{api: ApiServer(self, api, routes, google_error, ports[api],
+                              guard=_service_guard(SERVICES[api]) if api in SERVICES else None)
+               for api, routes in GOOGLE_APIS.items()},
             "oauth2": ApiServer(self, "oauth2", oauth.ROUTES, oauth.oauth_error, ports["oauth2"]),
             "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
         }

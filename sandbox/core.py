@@ -30,7 +30,7 @@ GOOGLE_STATUS = {
 }
 
 # "concurrent-change": another writer changes the IAM policy between the caller's read and its write.
-FAULT_KINDS = ("503", "429", "quota", "stockout", "concurrent-change")
+FAULT_KINDS = ("503", "429", "quota", "stockout", "concurrent-change", "slow")
 
 
 def kube_id_for_gke(project: str, location: str, cluster: str) -> str:

@@ -1,4 +1,5 @@
-"""Admin verbs on the Google side of the sandbox: project services and Compute quota limits."""
+"""Admin verbs on the Google side of the sandbox: project services, Compute quota limits, and paid Compute
+resources made by hand (a disk someone created outside any cluster)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..core import ApiError
 from ..stores import compute as compute_store
+from ..stores import compute_resources
 from ..stores import projects
 from ..wire.http import Request, Route
 
@@ -14,19 +16,26 @@ if TYPE_CHECKING:
 
 
 def admin_set_project(sb: "Sandbox", req: Request):
-    """{project, enabled: [...], number?}: set the project's enabled services exactly (no dependencies)."""
+    """{project, enabled?: [...], number?, billing?: bool, propagation?: seconds}: set the project's
+    enabled services exactly (no dependencies), whether it has a billing account, and how long a
+    newly enabled service still answers SERVICE_DISABLED."""
     body = req.json()
     project = body.get("project")
     enabled = body.get("enabled")
-    if not isinstance(project, str) or not project or not isinstance(enabled, list):
-        raise ApiError(400, "needs `project` (id or number) and `enabled` (a list of service names)")
-    bad = [s for s in enabled if not isinstance(s, str) or not projects.SERVICE_RE.match(s)]
+    if not isinstance(project, str) or not project or not (enabled is None or isinstance(enabled, list)):
+        raise ApiError(400, "needs `project` (id or number); `enabled`, when given, a list of service names")
+    bad = [s for s in enabled or [] if not isinstance(s, str) or not projects.SERVICE_RE.match(s)]
     if bad:
         raise ApiError(400, f"not service names: {bad}")
     rec = projects.project_record(sb, project)
     if body.get("number"):
         rec["number"] = str(body["number"])
-    rec["enabled"] = sorted(set(enabled))
+    if enabled is not None:
+        rec["enabled"] = sorted(set(enabled))
+    if "billing" in body:
+        rec["billing"] = bool(body["billing"])
+    if "propagation" in body:
+        rec["propagation"] = float(body["propagation"] or 0)
     sb.store.mark()
     return rec
 
@@ -65,7 +74,18 @@ def admin_get_quotas(sb: "Sandbox", req: Request):
     return {"project": project, "region": region, "quotas": compute_store.quotas(sb, project, region)}
 
 
+def admin_put_compute(sb: "Sandbox", req: Request):
+    """{project, scope (zones/<z>, regions/<r>, global), name, ...fields}: one disk, address or forwarding rule."""
+    body = dict(req.json())
+    project, scope, collection = body.pop("project", None), body.pop("scope", None), req.match["collection"]
+    if not isinstance(project, str) or not isinstance(scope, str) or not isinstance(body.get("name"), str):
+        raise ApiError(400, "needs `project`, `scope` (zones/<zone>, regions/<region> or global) and `name`")
+    return compute_resources.put(sb, project, collection, scope, body)
+
+
 ADMIN_ROUTES = [
+    Route("POST", r"/sandbox/compute/(?P<collection>disks|addresses|forwardingRules)", admin_put_compute,
+          "compute.resources.put"),
     Route("POST", r"/sandbox/projects", admin_set_project, "projects.set"),
     Route("GET", r"/sandbox/projects", admin_list_projects, "projects.list"),
     Route("PUT", r"/sandbox/quotas", admin_set_quota, "quotas.set"),

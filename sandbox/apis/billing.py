@@ -31,27 +31,54 @@ AMERICAS = ["us-central1", "us-east1", "us-east4", "us-west1", "us-west4"]
 EFFECTIVE = "2025-01-01T00:00:00Z"
 
 # (service, sku id, description, resource group, usage unit, unit description, USD per unit, regions)
-# Illustrative prices (not Google's).
+# Illustrative prices (not Google's). The descriptions follow the real catalog's wording: regional SKUs
+# are named by city ("... running in Iowa" is us-central1, "Virginia" us-east4; hail-is/hail
+# batch/batch/cloud/gcp/driver/pricing.py lists "Nvidia L4 GPU running in Iowa", "G2 Instance Core
+# running in Iowa"), older ones by continent ("Nvidia Tesla T4 GPU running in Americas", Google's
+# billing export sample), the same GPU family in other words ("Nvidia Tesla A100 80GB GPU"), and Spot
+# SKUs beside the on-demand ones. The region a SKU applies to is its serviceRegions, never its text.
+IOWA, VIRGINIA = ["us-central1"], ["us-east4"]
 SKUS = [
-    (COMPUTE_SERVICE, "A1B2-0001-L4GP", "Nvidia L4 GPU running in Americas", "GPU", "h", "hour", "0.5600", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0001-L4GP", "Nvidia L4 GPU running in Iowa", "GPU", "h", "hour", "0.5600", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0011-L4VA", "Nvidia L4 GPU running in Virginia", "GPU", "h", "hour", "0.6300", VIRGINIA),
     (COMPUTE_SERVICE, "A1B2-0002-T4GP", "Nvidia Tesla T4 GPU running in Americas", "GPU", "h", "hour", "0.3500",
      AMERICAS),
-    (COMPUTE_SERVICE, "A1B2-0003-L4SP", "Nvidia L4 GPU attached to Spot Preemptible VMs running in Americas", "GPU",
-     "h", "hour", "0.2240", AMERICAS),
-    (COMPUTE_SERVICE, "A1B2-0004-G2CR", "G2 Instance Core running in Americas", "CPU", "h", "hour", "0.0250",
+    (COMPUTE_SERVICE, "A1B2-0003-L4SP", "Nvidia L4 GPU attached to Spot Preemptible VMs running in Iowa", "GPU",
+     "h", "hour", "0.2240", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0012-A180", "Nvidia Tesla A100 80GB GPU running in Americas", "GPU", "h", "hour",
+     "3.9300", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0013-A100", "Nvidia Tesla A100 GPU running in Americas", "GPU", "h", "hour", "2.9300",
      AMERICAS),
-    (COMPUTE_SERVICE, "A1B2-0005-G2RM", "G2 Instance Ram running in Americas", "RAM", "GiBy.h", "gibibyte hour",
-     "0.0029", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0004-G2CR", "G2 Instance Core running in Iowa", "CPU", "h", "hour", "0.0250", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0014-G2SP", "Spot Preemptible G2 Instance Core running in Iowa", "CPU", "h", "hour",
+     "0.0100", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0005-G2RM", "G2 Instance Ram running in Iowa", "RAM", "GiBy.h", "gibibyte hour",
+     "0.0029", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0015-G2VC", "G2 Instance Core running in Virginia", "CPU", "h", "hour", "0.0282",
+     VIRGINIA),
+    (COMPUTE_SERVICE, "A1B2-0016-G2VR", "G2 Instance Ram running in Virginia", "RAM", "GiBy.h", "gibibyte hour",
+     "0.0033", VIRGINIA),
     (COMPUTE_SERVICE, "A1B2-0006-E2CR", "E2 Instance Core running in Americas", "CPU", "h", "hour", "0.0218",
      AMERICAS),
     (COMPUTE_SERVICE, "A1B2-0007-E2RM", "E2 Instance Ram running in Americas", "RAM", "GiBy.h", "gibibyte hour",
      "0.0029", AMERICAS),
-    (COMPUTE_SERVICE, "A1B2-0008-N1CR", "N1 Predefined Instance Core running in Americas", "CPU", "h", "hour",
-     "0.0316", AMERICAS),
+    (COMPUTE_SERVICE, "A1B2-0008-N1CR", "N1 Predefined Instance Core running in Americas", "CPU", "h", "hour", "0.0316",
+     AMERICAS),
     (COMPUTE_SERVICE, "A1B2-0009-N1RM", "N1 Predefined Instance Ram running in Americas", "RAM", "GiBy.h",
      "gibibyte hour", "0.0042", AMERICAS),
-    (GKE_SERVICE, "A1B2-0010-GKEF", "Regional Kubernetes Clusters", "Kubernetes", "h", "hour", "0.1000",
-     AMERICAS),
+    # What outlives a cluster (infracost's compute_forwarding_rule.go, compute_address.go and disk SKUs).
+    (COMPUTE_SERVICE, "A1B2-0017-FRMN", "Network Load Balancing: Forwarding Rule Minimum Service Charge in Iowa",
+     "LoadBalancing", "h", "hour", "0.0250", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0018-SIPC", "Static Ip Charge", "IpAddress", "h", "hour", "0.0100", ["global"]),
+    (COMPUTE_SERVICE, "A1B2-0019-BPDC", "Balanced PD Capacity in Iowa", "SSD", "GiBy.mo", "gibibyte month",
+     "0.1000", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0020-SPDC", "Storage PD Capacity in Iowa", "PDStandard", "GiBy.mo", "gibibyte month",
+     "0.0400", IOWA),
+    (COMPUTE_SERVICE, "A1B2-0021-SSDC", "SSD backed PD Capacity in Iowa", "SSD", "GiBy.mo", "gibibyte month",
+     "0.1700", IOWA),
+    # The cluster management fee is global (infracost container_cluster.go; SKU 6B92-A835-08AB / B561-BFBD-1264).
+    (GKE_SERVICE, "A1B2-0010-GKEF", "Regional Kubernetes Clusters", "Kubernetes", "h", "hour", "0.1000", ["global"]),
+    (GKE_SERVICE, "A1B2-0022-GKEZ", "Zonal Kubernetes Clusters", "Kubernetes", "h", "hour", "0.1000", ["global"]),
 ]
 
 
@@ -82,7 +109,7 @@ def _sku(row) -> dict:
                 "usageUnit": unit, "displayQuantity": 1, "usageUnitDescription": unit_desc,
                 "baseUnit": "s" if hourly else "By.s",
                 "baseUnitDescription": "second" if hourly else "byte second",
-                "baseUnitConversionFactor": 3600 if hourly else 3600 * 2 ** 30,
+                "baseUnitConversionFactor": 3600 if hourly else (3600 if unit == "GiBy.h" else 2629800) * 2 ** 30,
                 "tieredRates": [{"startUsageAmount": 0, "unitPrice": _money(price)}],
             },
             "currencyConversionRate": 1,

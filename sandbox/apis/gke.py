@@ -18,7 +18,7 @@ from ..stores.gke import cluster_key, etag, find_pool, lookup, not_found, resolv
 from ..wire.google import emit_google, parse_google_body
 from ..wire.http import Request, Route
 from .gke_build import build_cluster
-from .gke_ops import fault_status, get_operation, get_server_config, list_operations, new_operation, refuse_if_busy, req_loc, take_fault
+from .gke_ops import fault_status, refuse_over_quota, get_operation, get_server_config, list_operations, new_operation, refuse_if_busy, req_loc, take_fault
 from .gke_pools import (create_node_pool, delete_node_pool, get_node_pool, list_node_pools, set_autoscaling,
                         set_management, set_size, update_node_pool)
 
@@ -36,6 +36,8 @@ def create_cluster(sb: "Sandbox", req: Request):
     gke = state(sb)
     if key in gke["clusters"]:
         raise ApiError(409, f"Already exists: {key}.")
+    for pool in cl.get("nodePools", []):
+        refuse_over_quota(sb, project, pool)
     error = fault_status(req, take_fault(req), key, cl)
     gke["clusters"][key] = cl
     op = new_operation(sb, key, "CREATE_CLUSTER", key, {"kind": "create_cluster"}, error)
@@ -59,8 +61,14 @@ def update_cluster(sb: "Sandbox", req: Request):
     key, cl, _ = lookup(sb, *req_loc(req), req.match["cluster"])
     body = parse_google_body(req, container_v1.UpdateClusterRequest)
     update = body.get("update") or {}
-    if not [k for k in update if k != "etag"]:
-        raise ApiError(400, "Update must set at least one field.")
+    # ClusterUpdate: "Exactly one update can be applied to a cluster with each request, so at most one
+    # field can be provided" (cluster_service.proto); the node pool it names is not an update.
+    fields = [k for k in update if k not in ("etag", "desiredNodePoolId")]
+    if not fields:
+        raise ApiError(400, "Must specify a field to update.")  # hashicorp/terraform-provider-google#23462
+    if len(fields) > 1:
+        raise ApiError(400, f"Exactly one update can be applied to a cluster with each request, so at most one "
+                            f"field can be provided; got {', '.join(sorted(fields))}.")
     refuse_if_busy(sb, key)
     if update.get("desiredNodePoolId") and find_pool(cl, update["desiredNodePoolId"]) is None:
         raise not_found(f"{key}/nodePools/{update['desiredNodePoolId']}")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from google.cloud import container_v1
 
 from ..core import ApiError
-from ..stores.gke import DEFAULT_VERSION, LINK, VALID_VERSIONS, accelerator, gpu_quota_metric, machine_shape, not_found, quota_message, split_cluster_key, state, stockout_message
+from ..stores.compute import quota_problem
+from ..stores.gke import DEFAULT_VERSION, initial_size, LINK, VALID_VERSIONS, accelerator, gpu_quota_metric, machine_shape, not_found, quota_message, split_cluster_key, state, stockout_message
 from ..wire.google import emit_google
 from ..wire.http import Request, fault_error
 
@@ -39,6 +40,16 @@ def refuse_if_busy(sb: "Sandbox", cluster_key: str) -> None:
         if rec["cluster"] == cluster_key:
             raise ApiError(400, f"Cluster is running incompatible operation {rec['op']['name']}.",
                            status="FAILED_PRECONDITION")
+
+
+def refuse_over_quota(sb: "Sandbox", project: str, pool: dict) -> None:
+    """GKE checks quota before it accepts a create: a pool whose first nodes would not fit is refused at
+    once with 403 PERMISSION_DENIED "Insufficient regional quota to satisfy request: resource ..."
+    (GoogleCloudPlatform/cloud-ops-sandbox#44, googlecodelabs/feedback#950), not as a failed operation.
+    Nodes are counted per zone (`initial_size`), so a regional pool asks for three times its count."""
+    problem = quota_problem(sb, project, pool, initial_size(pool))
+    if problem:
+        raise ApiError(403, problem, status="PERMISSION_DENIED")
 
 
 def new_operation(sb: "Sandbox", cluster_key: str, op_type: str, target: str, effect: dict,

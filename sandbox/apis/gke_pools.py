@@ -7,11 +7,11 @@ from typing import Any, TYPE_CHECKING
 from google.cloud import container_v1
 
 from ..core import ApiError
-from ..stores.gke import accelerator, etag, find_pool, lookup, region_of, resolve_version, split_cluster_key, stocked_out, stockout_message, validate_autoscaling
+from ..stores.gke import etag, find_pool, lookup, region_of, resolve_version, split_cluster_key, validate_autoscaling
 from ..wire.google import emit_google, parse_google_body
 from ..wire.http import Request
 from .gke_build import build_pool
-from .gke_ops import fault_status, new_operation, refuse_if_busy, req_loc, take_fault
+from .gke_ops import fault_status, new_operation, refuse_over_quota, refuse_if_busy, req_loc, take_fault
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -26,14 +26,9 @@ def create_node_pool(sb: "Sandbox", req: Request):
     if find_pool(cl, pool["name"]) is not None:
         raise ApiError(409, f"Already exists: {key}/nodePools/{pool['name']}.")
     refuse_if_busy(sb, key)
+    refuse_over_quota(sb, split_cluster_key(key)[0], pool)
     fault = take_fault(req)
     error = fault_status(req, fault, key, cl, pool)
-    if error is None:
-        accel, _ = accelerator(pool)
-        out = [z for z in pool["locations"] if stocked_out(sb, z, accel)]
-        if out:
-            error = {"code": 8, "message": stockout_message(split_cluster_key(key)[0], out[0], accel,
-                                                              pool["config"]["machineType"])}
     cl["nodePools"].append(pool)
     cl["status"] = "RECONCILING"
     etag(cl)
@@ -90,19 +85,25 @@ POOL_UPDATES = {
 def update_node_pool(sb: "Sandbox", req: Request):
     key, cl, pool = lookup(sb, *req_loc(req), req.match["cluster"], req.match["pool"])
     body = parse_google_body(req, container_v1.UpdateNodePoolRequest)
-    if not body.get("nodeVersion"):
-        raise ApiError(400, "UpdateNodePoolRequest.node_version must be specified "
-                            "(use the pool's current version, or \"-\" for the master version).")
-    if not body.get("imageType"):
-        raise ApiError(400, "UpdateNodePoolRequest.image_type must be specified "
-                            "(use the pool's current image type).")
+    # The proto marks node_version and image_type REQUIRED, but the server takes any one field and
+    # refuses none: "At least one of ['node_version', 'image_type', 'updated_node_pool', 'locations', ...]
+    # must be specified." (hashicorp/terraform-provider-google#19225).
+    given = [f for f in ("nodeVersion", "imageType", *POOL_UPDATES) if body.get(f) not in (None, "", [], {})]
+    if not given:
+        raise ApiError(400, "At least one of ['node_version', 'image_type', 'updated_node_pool', 'locations', "
+                            "'workload_metadata_config', 'upgrade_settings', 'kubelet_config', "
+                            "'linux_node_config', 'tags', 'taints', 'labels', 'node_network_config', "
+                            "'gcfs_config', 'gvnic', 'logging_config', 'resource_labels', "
+                            "'windows_node_config', 'machine_type', 'disk_type', 'disk_size_gb', "
+                            "'max_run_duration'] must be specified.")
     refuse_if_busy(sb, key)
-    version = body["nodeVersion"]
+    version = body.get("nodeVersion") or pool.get("version")
     if version == "-":
         version = cl["currentMasterVersion"]
     elif version not in (pool.get("version"), cl.get("currentMasterVersion")):  # e.g. after an auto-upgrade
         version = resolve_version(version, "Node")
-    replace: dict[str, Any] = {"version": version, "config.imageType": body["imageType"]}
+    replace: dict[str, Any] = {"version": version,
+                               "config.imageType": body.get("imageType") or pool["config"].get("imageType")}
     for field, (path, unwrap) in POOL_UPDATES.items():
         if field in body:
             value = body[field]

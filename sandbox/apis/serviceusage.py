@@ -74,6 +74,9 @@ def _finish(sb: "Sandbox", op: dict) -> None:
     for s in op["services"]:
         enabled.add(s)
         enabled.update(projects.DEPENDENCIES.get(s, ()))
+    now = sb.clock.now()
+    for s in enabled - set(rec["enabled"]):
+        rec.setdefault("enabledAt", {})[s] = now
     rec["enabled"] = sorted(enabled)
     op["done"] = True
     su = projects.state(sb)
@@ -100,6 +103,9 @@ def _enable(sb: "Sandbox", req: Request, project: str, services: list[str], kind
     for s in services:
         if not projects.SERVICE_RE.match(s):
             return _not_found_services(project, [s])
+    refusal = projects.billing_refusal(rec, [s for s in services if s not in rec["enabled"]])
+    if refusal is not None:
+        raise refusal
     if all(s in rec["enabled"] for s in services):
         op = {"name": NOOP_OPERATION, "done": True, "project": project, "services": services, "kind": kind}
         return _op_json(req, op, sb)

@@ -200,10 +200,19 @@ def _scale_up(sb: "Sandbox", kube: KubeStore, pod: dict, want: int, cache: dict)
             sb.store.mark()
         allowed, reason = gke_nodes.gpu_nodes_allowed(sb, cluster_name, name, 1)
         if not allowed:
-            kind = "NotTriggerScaleUp" if reason.startswith(("max node group size", "autoscaling is disabled")) \
-                else "FailedScaleUp"
-            refusals.append((kind, f"node pool {name}: {reason}"))
+            failure = _gce_failure(reason)
+            if failure:
+                # GKE's own autoscaler: "Node scale up in zones <z> associated with this pod failed: GCE out
+                # of resources. Pod is at risk of not being scheduled." (FailedScaleUp, Warning), and the
+                # pool carries the StatusCondition (GCE_STOCKOUT / GCE_QUOTA_EXCEEDED) with the message.
+                zones = ", ".join(pool.get("locations") or [])
+                refusals.append(("FailedScaleUp", f"Node scale up in zones {zones} associated with this pod failed: "
+                                                  f"{failure}. Pod is at risk of not being scheduled."))
+                gke_nodes.set_pool_conditions(sb, cluster_name, name, reason)
+            else:
+                refusals.append(("NotTriggerScaleUp", f"node pool {name}: {reason}"))
             continue
+        gke_nodes.set_pool_conditions(sb, cluster_name, name, None)
         gke_nodes.resize_pool(sb, cluster_name, name, size + 1)
         spare[name] = spare.get(name, 0) + node_gpus(template) - want
         in_flight[name] = {"target": size + 1, "at": now}
@@ -215,11 +224,20 @@ def _scale_up(sb: "Sandbox", kube: KubeStore, pod: dict, want: int, cache: dict)
         refusals.append(("NotTriggerScaleUp", "no GPU node pool with autoscaling enabled"))
     failed = [m for k, m in refusals if k == "FailedScaleUp"]
     if failed:
-        _told(sb, kube, pod, "FailedScaleUp", "Node scale up in affected node groups failed: " + "; ".join(failed),
-              "Warning")
+        _told(sb, kube, pod, "FailedScaleUp", " ".join(failed)[:250], "Warning")
     else:
         _told(sb, kube, pod, "NotTriggerScaleUp",
               "pod didn't trigger scale-up: " + "; ".join(m for _, m in refusals), "Normal")
+
+
+def _gce_failure(reason: str) -> str | None:
+    """GKE autoscaler's words for a scale-up Compute refused (gke-autoscaling events; seen in user logs
+    as "... failed: GCE out of resources."); None for a refusal of the autoscaler's own (max size)."""
+    if "STOCKOUT" in reason:
+        return "GCE out of resources"
+    if "quota" in reason.lower():
+        return "GCE quota exceeded"
+    return None
 
 
 # ---- scale-down ------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ Every one of them is a simulation and says what real component it stands in for:
 - `autoscaler`: kube-scheduler, kubelet start-up and the GKE cluster autoscaler for GPU pools.
 - `workloads`: admin verbs that add GPU workloads and scale-down blockers.
 - `node_leases`: the kubelets' heartbeat Leases in `kube-node-lease`.
+- `disruption`: the disruption controller (PodDisruptionBudget status); a budget with no disruption
+  allowed holds a node pool's deletion (`gke_control.drain_blocked`).
+- `cloud_leftovers`: GKE's Gateway controller and the persistent disk CSI driver: load balancers and
+  disks in the project, released with their objects, orphaned with a deleted cluster.
 
 `CONTROLLERS` run in order under the state lock before every request (`Sandbox.reconcile`): each is
 O(objects), copies nothing and writes nothing when nothing changed, so an idle sandbox stays clean.
@@ -31,6 +35,8 @@ from .argocd import argocd_applications, argocd_applicationsets
 from .argocd_install import argocd_bootstrap_job
 from .argocd_sync import argocd_directory_sync
 from .autoscaler import scheduler_and_autoscaler
+from .cloud_leftovers import gke_cloud_leftovers
+from .disruption import disruption_budgets
 from .eso import external_secrets_operator
 from .gpu import gpu_operator, preflight_pods
 from .hosts import bootstrap
@@ -60,8 +66,10 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
     external_secrets_operator,
     gpu_operator,
     scheduler_and_autoscaler,
+    disruption_budgets,
     preflight_pods,
     node_leases,
+    gke_cloud_leftovers,
 ]
 
 ADMIN_ROUTES = [

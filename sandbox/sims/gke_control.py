@@ -18,7 +18,7 @@ from google.cloud import container_v1
 
 from ..core import ApiError, kube_id_for_gke
 from ..stores.compute import capacity_problem
-from ..stores.gke import ACCEL_LABEL, DEVICE_PLUGIN, OP_DONE_AFTER_S, canonical, deep_merge, etag, find_pool, initial_size, resolve_version, split_cluster_key, state, validate_autoscaling
+from ..stores.gke import ACCEL_LABEL, DEVICE_PLUGIN, DEVICE_PLUGINS, OP_DONE_AFTER_S, canonical, deep_merge, etag, find_pool, initial_size, resolve_version, split_cluster_key, state, validate_autoscaling
 from ..stores.kube import KubeStore
 from .gke_nodes import kube_of, pool_size, resize_pool, sync_nodes
 
@@ -58,11 +58,11 @@ def _storage_class(name: str, provisioner: str, params: dict, binding: str, defa
             "volumeBindingMode": binding, "allowVolumeExpansion": True}
 
 
-def _device_plugin_daemonset() -> dict:
+def _device_plugin_daemonset(name: str) -> dict:
     labels = {"k8s-app": DEVICE_PLUGIN}
     return {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": DEVICE_PLUGIN, "namespace": "kube-system",
+        "metadata": {"name": name, "namespace": "kube-system",
                      "labels": {**labels, "addonmanager.kubernetes.io/mode": "Reconcile"}},
         "spec": {
             "selector": {"matchLabels": labels},
@@ -127,7 +127,8 @@ def seed_kubernetes(kube: KubeStore) -> None:
               "spec": {"attachRequired": True, "podInfoOnMount": False, "fsGroupPolicy": "ReadWriteOnceWithFSType",
                        "requiresRepublish": False, "storageCapacity": False, "seLinuxMount": False,
                        "volumeLifecycleModes": ["Persistent"]}})
-    kube.put(_device_plugin_daemonset())
+    for name in DEVICE_PLUGINS:
+        kube.put(_device_plugin_daemonset(name))
 
 
 def finish_operation(sb: "Sandbox", op_key: str) -> None:
@@ -141,9 +142,11 @@ def finish_operation(sb: "Sandbox", op_key: str) -> None:
     except ApiError as err:  # the target vanished or the patch no longer applies
         error = {"code": 9, "message": err.message}
     if error:
-        rollback(sb, rec)
+        rollback(sb, rec, error)
         op["error"] = error
-        op["statusMessage"] = error["message"]
+        op["statusMessage"] = op["detail"] = error["message"]
+        target = "clusterConditions" if rec["effect"]["kind"] == "create_cluster" else "nodepoolConditions"
+        op[target] = [status_condition(error["message"])]
     op["status"] = "DONE"
     op["endTime"] = sb.clock.rfc3339()
     if op_key in gke["pending"]:
@@ -251,17 +254,28 @@ def apply_effect(sb: "Sandbox", rec: dict) -> dict | None:
     raise ApiError(500, f"unknown operation effect {kind}")
 
 
-def rollback(sb: "Sandbox", rec: dict) -> None:
+def status_condition(message: str) -> dict:
+    """A container/v1 StatusCondition for a failure message (GCE_STOCKOUT=1, GCE_QUOTA_EXCEEDED=3)."""
+    code = "GCE_STOCKOUT" if "STOCKOUT" in message else "GCE_QUOTA_EXCEEDED" if "quota" in message.lower() else "UNKNOWN"
+    return {"code": code, "message": message,
+            "canonicalCode": "RESOURCE_EXHAUSTED" if code != "UNKNOWN" else "UNKNOWN"}
+
+
+def rollback(sb: "Sandbox", rec: dict, error: dict) -> None:
+    """What a failed operation leaves. A failed create leaves the cluster or pool in ERROR with the
+    reason in `statusMessage` and `conditions` (cluster_service.proto: ERROR "Details can be found in
+    the statusMessage field"; a pool GKE could not create stays in error state,
+    hashicorp/terraform-provider-google#10121); a failed delete leaves it running."""
     gke = state(sb)
     kind = rec["effect"]["kind"]
-    if kind == "create_cluster":
-        gke["clusters"].pop(rec["cluster"], None)
-        for k in [k for k in gke["internal"] if k.startswith(rec["cluster"] + "/")]:
-            gke["internal"].pop(k)
-    elif kind == "create_pool":
+    if kind in ("create_cluster", "create_pool"):
         cl = gke["clusters"].get(rec["cluster"])
-        if cl is not None:
-            cl["nodePools"] = [p for p in cl["nodePools"] if p["name"] != rec["effect"]["pool"]]
+        target = cl if kind == "create_cluster" else find_pool(cl or {}, rec["effect"]["pool"])
+        if target is not None:
+            target.update(status="ERROR", statusMessage=error["message"], conditions=[status_condition(error["message"])])
+            if cl is not None and kind == "create_pool":
+                cl["status"] = "RUNNING"  # the cluster itself is fine
+                etag(cl)
     elif kind in ("delete_cluster", "delete_pool"):  # nothing was removed: it is running again
         cl = gke["clusters"].get(rec["cluster"])
         for obj in [cl, *((cl or {}).get("nodePools") or [])]:
@@ -279,8 +293,36 @@ def reconcile(sb: "Sandbox") -> None:
     now = sb.clock.now()
     for op_key in list(gke["pending"]):
         rec = gke["operations"][op_key]
-        if rec.get("due") or now - rec["start"] >= OP_DONE_AFTER_S:
+        if (rec.get("due") or now - rec["start"] >= OP_DONE_AFTER_S) and not drain_blocked(sb, rec, now):
             finish_operation(sb, op_key)
+
+
+# How long a node pool's drain waits on PodDisruptionBudgets before it goes on regardless: the
+# graceful termination GKE allows per node, capped at one hour (`gcloud container node-pools delete`
+# reference; NodePool.NodeDrainConfig.pdb_timeout_duration in container v1).
+DRAIN_PDB_TIMEOUT_S = 3600.0
+
+
+def drain_blocked(sb: "Sandbox", rec: dict, now: float) -> bool:
+    """Simulation of a node pool deletion's drain: it cannot evict a pod that a PodDisruptionBudget with
+    no disruption allowed protects (CloudNativePG's `minAvailable: 1` on a one-instance cluster), so the
+    operation stays RUNNING until that budget is gone or the timeout passes (the seed's pause.sh clears
+    PDBs first for this reason)."""
+    if rec["effect"]["kind"] != "delete_pool" or now - rec["start"] >= DRAIN_PDB_TIMEOUT_S:
+        return False
+    from .gke_nodes import pool_nodes
+    from .util import match_selector
+    cid = kube_id_for_gke(*split_cluster_key(rec["cluster"]))
+    if cid not in sb.store.section("kube"):
+        return False
+    kube = sb.kube(cid)
+    nodes = {n["metadata"]["name"] for n in pool_nodes(kube, rec["effect"]["pool"])}
+    closed = [p for p in kube.list_objects("policy", "poddisruptionbudgets")
+              if int((p.get("status") or {}).get("disruptionsAllowed") or 0) < 1 and (p.get("spec") or {}).get("selector")]
+    return any((pod.get("spec") or {}).get("nodeName") in nodes and any(
+        b["metadata"].get("namespace") == pod["metadata"].get("namespace")
+        and match_selector(b["spec"]["selector"], pod["metadata"].get("labels")) for b in closed)
+        for pod in kube.list_objects("", "pods"))
 
 
 # ClusterUpdate fields that land somewhere other than Cluster.<name without "desired">.

@@ -13,7 +13,7 @@ from typing import Iterable, TYPE_CHECKING
 
 from ..core import ApiError, kube_id_for_gke
 from ..stores.compute import capacity_problem
-from ..stores.gke import ACCEL_LABEL, DEFAULT_VERSION, DEVICE_PLUGIN, GPU_RESOURCE, GPU_TAINT, POOL_LABEL, RUNNING_STATES, TAINT_EFFECTS, accelerator, node_allocatable, find_pool, is_spot, machine_shape, name_hash, not_found, pool_limits, region_of, resolve_cluster_key, split_cluster_key, state, to_ki
+from ..stores.gke import ACCEL_LABEL, DEFAULT_VERSION, DEVICE_PLUGINS, GPU_RESOURCE, device_plugin_for, GPU_TAINT, POOL_LABEL, RUNNING_STATES, TAINT_EFFECTS, accelerator, node_allocatable, find_pool, is_spot, machine_shape, name_hash, not_found, pool_limits, region_of, resolve_cluster_key, split_cluster_key, state, to_ki
 from ..stores.kube import BUILTIN_TYPES, KubeStore
 
 if TYPE_CHECKING:
@@ -173,16 +173,23 @@ def next_ip(sb: "Sandbox") -> str:
 
 
 def update_device_plugin(kube: KubeStore) -> None:
-    ds = kube.get_object("apps", "daemonsets", "kube-system", DEVICE_PLUGIN)
-    if ds is None:
-        return
-    n = sum(1 for node in kube.list_objects("", "nodes") if ACCEL_LABEL in node["metadata"].get("labels", {}))
-    status = {"currentNumberScheduled": n, "desiredNumberScheduled": n, "numberAvailable": n,
-              "numberMisscheduled": 0, "numberReady": n, "observedGeneration": 1, "updatedNumberScheduled": n}
-    if n == 0:
-        status.pop("numberAvailable")
-    if ds.get("status") != status:
-        kube.replace(RT_DAEMONSET, {**ds, "status": status}, check_rv=False)
+    """Each GPU node counts for the one device-plugin DaemonSet of its size and image."""
+    counts = {name: 0 for name in DEVICE_PLUGINS}
+    for node in kube.list_objects("", "nodes"):
+        labels = node["metadata"].get("labels", {})
+        if ACCEL_LABEL in labels:
+            gpus = int(((node.get("status") or {}).get("capacity") or {}).get(GPU_RESOURCE, 1) or 1)
+            counts[device_plugin_for(gpus, labels.get("cloud.google.com/gke-os-distribution", "cos"))] += 1
+    for name, n in counts.items():
+        ds = kube.get_object("apps", "daemonsets", "kube-system", name)
+        if ds is None:
+            continue
+        status = {"currentNumberScheduled": n, "desiredNumberScheduled": n, "numberAvailable": n,
+                  "numberMisscheduled": 0, "numberReady": n, "observedGeneration": 1, "updatedNumberScheduled": n}
+        if n == 0:
+            status.pop("numberAvailable")
+        if ds.get("status") != status:
+            kube.replace(RT_DAEMONSET, {**ds, "status": status}, check_rv=False)
 
 
 def sync_cluster_counts(sb: "Sandbox", cluster_key: str) -> None:
@@ -332,6 +339,25 @@ def gpu_nodes_allowed(sb: "Sandbox", cluster_name: str, pool_name: str, extra: i
         return False, problem
     return True, (f"node pool {pool_name} can go from {current} to {current + extra} node(s) "
                   f"(autoscaling {lo}..{hi})")
+
+
+def set_pool_conditions(sb: "Sandbox", cluster_name: str, pool_name: str, problem: str | None) -> None:
+    """The pool's `conditions` after a scale-up attempt: the Compute failure as a StatusCondition
+    (GCE_STOCKOUT / GCE_QUOTA_EXCEEDED, container/v1 cluster_service.proto), cleared once one succeeds."""
+    key = resolve_cluster_key(sb, cluster_name)
+    pool = find_pool(state(sb)["clusters"][key], pool_name)
+    if pool is None:
+        return
+    if problem is None:
+        if pool.get("conditions"):
+            pool.pop("conditions")
+            sb.store.mark()
+        return
+    code = "GCE_STOCKOUT" if "STOCKOUT" in problem else "GCE_QUOTA_EXCEEDED"
+    wanted = [{"code": code, "message": problem, "canonicalCode": "RESOURCE_EXHAUSTED"}]
+    if pool.get("conditions") != wanted:
+        pool["conditions"] = wanted
+        sb.store.mark()
 
 
 def resize_pool(sb: "Sandbox", cluster_name: str, pool_name: str, count: int,

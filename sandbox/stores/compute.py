@@ -96,7 +96,7 @@ def resource_usage(sb: "Sandbox", project: str) -> dict:
 
     Returns `{"regions": {region: {metric: n}}, "global": {metric: n}}`: per node its vCPUs (CPUS,
     or PREEMPTIBLE_CPUS for spot/preemptible pools), its accelerators (NVIDIA_<TYPE>_GPUS or
-    PREEMPTIBLE_NVIDIA_<TYPE>_GPUS), INSTANCES, its boot disk (SSD_TOTAL_GB for pd-balanced/pd-ssd,
+    PREEMPTIBLE_NVIDIA_<TYPE>_GPUS), INSTANCES, IN_USE_ADDRESSES (a node's external address), its boot disk (SSD_TOTAL_GB for pd-balanced/pd-ssd,
     DISKS_TOTAL_GB for pd-standard); project-wide GPUS_ALL_REGIONS and CPUS_ALL_REGIONS.
     """
     regions: dict[str, dict[str, float]] = {}
@@ -123,7 +123,7 @@ def resource_usage(sb: "Sandbox", project: str) -> dict:
             cpus = machine_shape(cfg.get("machineType", "e2-medium"))[0] * n
             accel, per_node = accelerator(pool)
             disk_metric = "DISKS_TOTAL_GB" if cfg.get("diskType") == "pd-standard" else "SSD_TOTAL_GB"
-            adds = [("PREEMPTIBLE_CPUS" if spot else "CPUS", cpus), ("INSTANCES", n),
+            adds = [("PREEMPTIBLE_CPUS" if spot else "CPUS", cpus), ("INSTANCES", n), ("IN_USE_ADDRESSES", n),
                     (disk_metric, int(cfg.get("diskSizeGb", 100)) * n)]
             if accel:
                 adds.append((gpu_quota_metric(accel, spot), per_node * n))
@@ -136,19 +136,33 @@ def resource_usage(sb: "Sandbox", project: str) -> dict:
 
 def capacity_problem(sb: "Sandbox", project: str, pool: dict, extra: int) -> str | None:
     """Why `extra` more nodes of this pool cannot be created now (stockout, quota), or None."""
+    return stockout_problem(sb, project, pool, extra) or quota_problem(sb, project, pool, extra)
+
+
+def stockout_problem(sb: "Sandbox", project: str, pool: dict, extra: int) -> str | None:
+    """A zone without capacity for the pool's GPU: only creating VMs can meet it (a min-0 pool creates
+    none, so it cannot stock out until it scales up)."""
+    accel, _ = accelerator(pool)
+    zones = pool.get("locations", [])
+    if extra > 0 and accel and zones and all(stocked_out(sb, z, accel) for z in zones):
+        return stockout_message(project, zones[0], accel, pool.get("config", {}).get("machineType", ""))
+    return None
+
+
+def quota_problem(sb: "Sandbox", project: str, pool: dict, extra: int) -> str | None:
+    """Google's quota message for the first metric `extra` nodes would exceed (each node also takes
+    an external address: IN_USE_ADDRESSES), or None."""
     if extra <= 0:
         return None
     cfg = pool.get("config", {})
     accel, per_node = accelerator(pool)
     zones = pool.get("locations", [])
-    if accel:
-        if zones and all(stocked_out(sb, z, accel) for z in zones):
-            return stockout_message(project, zones[0], accel, cfg.get("machineType", ""))
     region = region_of(zones[0]) if zones else None
     spot = is_spot(pool)
     cpus = machine_shape(cfg.get("machineType", "e2-medium"))[0]
     needs: list[tuple[str | None, str, int]] = [(region, "PREEMPTIBLE_CPUS" if spot else "CPUS", cpus * extra),
-                                                (None, "CPUS_ALL_REGIONS", cpus * extra)]
+                                                (None, "CPUS_ALL_REGIONS", cpus * extra),
+                                                (region, "IN_USE_ADDRESSES", extra)]
     if accel:
         needs[:0] = [(region, gpu_quota_metric(accel, spot), per_node * extra),
                      (None, "GPUS_ALL_REGIONS", per_node * extra)]

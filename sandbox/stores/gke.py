@@ -40,6 +40,16 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
 DEVICE_PLUGIN = "nvidia-gpu-device-plugin"
+# What GKE really runs: one DaemonSet per node size and image (rapidsai/deployment#572 shows
+# nvidia-gpu-device-plugin-medium-cos-h5kkz; kubectl dumps of GKE 1.29 list all six), all labelled
+# k8s-app=nvidia-gpu-device-plugin. Which size takes which node GKE does not publish: here by GPUs per node.
+DEVICE_PLUGIN_SIZES = (("small", 2), ("medium", 4), ("large", 16))
+DEVICE_PLUGINS = tuple(f"{DEVICE_PLUGIN}-{size}-{image}" for size, _ in DEVICE_PLUGIN_SIZES for image in ("cos", "ubuntu"))
+
+
+def device_plugin_for(gpus: int, os_distribution: str) -> str:
+    size = next((s for s, most in DEVICE_PLUGIN_SIZES if gpus <= most), DEVICE_PLUGIN_SIZES[-1][0])
+    return f"{DEVICE_PLUGIN}-{size}-{'ubuntu' if os_distribution.startswith('ubuntu') else 'cos'}"
 
 RUNNING_STATES = ("RUNNING", "RECONCILING")
 

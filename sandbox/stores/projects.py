@@ -99,12 +99,41 @@ def is_enabled(sb: "Sandbox", project: str, service: str) -> bool:
     return service in project_record(sb, project)["enabled"]
 
 
+# Services that need a billing account to be enabled (one real refusal lists compute, container,
+# secretmanager, artifactregistry, containerregistry and dns; kyegomez/zeta#71 shows compute's).
+PAID_SERVICES = frozenset({"compute.googleapis.com", "container.googleapis.com", "secretmanager.googleapis.com",
+                           "artifactregistry.googleapis.com", "containerregistry.googleapis.com", "dns.googleapis.com"})
+
+
 def require_enabled(sb: "Sandbox", project: str, service: str) -> dict:
-    """The project's record, or Google's 403 SERVICE_DISABLED when `service` is not enabled in it."""
+    """The project's record, or Google's 403 SERVICE_DISABLED when `service` is not enabled in it, or was
+    enabled less than the project's `propagation` seconds ago ("If you enabled this API recently, wait a
+    few minutes for the action to propagate to our systems and retry")."""
     rec = project_record(sb, project)
-    if service not in rec["enabled"]:
+    since = (rec.get("enabledAt") or {}).get(service)
+    recent = since is not None and sb.clock.now() - since < float(rec.get("propagation") or 0)
+    if service not in rec["enabled"] or recent:
         raise service_disabled_error(project, service, title(service))
     return rec
+
+
+def billing_refusal(rec: dict, services: list[str]):
+    """Service Usage's refusal to enable paid services in a project without billing (400
+    FAILED_PRECONDITION, ErrorInfo UREQ_PROJECT_BILLING_NOT_FOUND; GoogleCloudPlatform/deploystack#52),
+    as an ApiError, or None."""
+    from ..core import ApiError
+
+    paid = [s for s in services if s in PAID_SERVICES]
+    if rec.get("billing", True) or not paid:
+        return None
+    number, joined = rec["number"], ",".join(paid)
+    return ApiError(400, f"Billing account for project '{number}' is not found. Billing must be enabled for "
+                         f"activation of service(s) '{joined}' to proceed.", status="FAILED_PRECONDITION", details=[
+        {"@type": "type.googleapis.com/google.rpc.PreconditionFailure", "violations": [
+            {"type": "googleapis.com/billing-enabled", "subject": f"?error_code=390001&project={number}&services={joined}",
+             "description": f"Billing must be enabled for activation of service(s) '{joined}' to proceed."}]},
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "UREQ_PROJECT_BILLING_NOT_FOUND",
+         "domain": "serviceusage.googleapis.com/billing-enabled", "metadata": {"project": number, "services": joined}}])
 
 
 def title(service: str) -> str:

@@ -12,6 +12,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -96,6 +97,9 @@ def fault_error(kind: str, op: str) -> ApiError:
 
 
 MAX_BODY = 16 * 1024 * 1024
+# How long a call with the injected `slow` fault takes before it is answered (the real Billing Catalog
+# takes seconds for Compute Engine's thousands of SKUs over many pages).
+SLOW_FAULT_S = 3.0
 # Streams (watches) are served outside the state lock; a response body that is an iterator of
 # bytes is sent chunk by chunk, flushed after each.
 Stream = Iterator[bytes]
@@ -118,13 +122,16 @@ class ApiServer:
 
     `match` adds values every request of this server routes with (the cluster a Kubernetes endpoint
     serves); `authenticate`, when given, runs before routing and raises `ApiError(401)` for a
-    request without valid credentials.
+    request without valid credentials; `guard`, when given, runs after routing under the state lock
+    (the API's own service enabled in the caller's project, for instance).
     """
 
     def __init__(self, sandbox: "Sandbox", api: str, routes: list[Route], render_error: ErrorRenderer,
                  port: int, match: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None,
-                 authenticate: Callable[[Request], None] | None = None):
+                 authenticate: Callable[[Request], None] | None = None,
+                 guard: Callable[["Sandbox", Request], None] | None = None):
         self.sandbox = sandbox
+        self.guard = guard
         self.api = api
         self.routes = routes
         self.render_error = render_error
@@ -168,15 +175,21 @@ class ApiServer:
             op = route.op_for(match)
             req.match.update(match)
             sb = self.sandbox
-            with sb.store.lock:
-                kind = None
-                if self.api != "admin":  # the admin API is the test's hand, not a client's call
+            kind = None
+            if self.api != "admin":  # the admin API is the test's hand, not a client's call
+                with sb.store.lock:
                     sb.counters.record(self.api, op, route.mutating)
                     kind = sb.faults.take(self.api, op)
+            if kind == "slow":  # a slow answer holds back this caller only, never the other APIs
+                time.sleep(SLOW_FAULT_S)
+                kind = None
+            with sb.store.lock:
                 if kind in ("503", "429"):
                     raise fault_error(kind, op)
                 req.fault = kind
                 sb.reconcile()
+                if self.guard is not None:
+                    self.guard(sb, req)
                 try:
                     result = route.handler(sb, req)
                     if req.fault is not None:

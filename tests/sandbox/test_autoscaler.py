@@ -137,28 +137,46 @@ def test_max_node_group_size_keeps_the_second_pod_pending_with_one_event(sandbox
     assert reasons(core, second).count("FailedScheduling") == 1
 
 
+def pool_conditions(sandbox) -> list:
+    return list(gke_client(sandbox).get_node_pool(
+        name=f"projects/{PROJECT}/locations/{LOCATION}/clusters/{CLUSTER}/nodePools/{GPU_POOL}").conditions)
+
+
 def test_gpu_quota_refuses_the_scale_up(sandbox, make_cluster):
+    """GKE's autoscaler: `Warning FailedScaleUp ... Node scale up in zones us-central1-a associated with this
+    pod failed: GCE quota exceeded. Pod is at risk of not being scheduled.` (k8s.io/gke-autoscaling events
+    template; the failure strings of GKE's cluster-autoscaler visibility docs, scale.up.error.quota.exceeded)."""
     core = client.CoreV1Api(make_cluster())
     admin(sandbox, "PUT", "/sandbox/quotas", {"project": PROJECT, "region": "us-central1",
                                               "metric": "NVIDIA_L4_GPUS", "limit": 0})
     name = add_workload(sandbox, "llm")["pod"]
     assert gpu_nodes(core) == [] and pod(core, name).status.phase == "Pending"
     failed = [e for e in events_for(core, "default", name) if e.reason == "FailedScaleUp"]
-    assert len(failed) == 1 and "NVIDIA_L4_GPUS" in failed[0].message and "quota" in failed[0].message
-    assert failed[0].type == "Warning"
+    assert len(failed) == 1 and failed[0].type == "Warning"
+    assert failed[0].message == (f"Node scale up in zones {LOCATION} associated with this pod failed: GCE quota "
+                                 f"exceeded. Pod is at risk of not being scheduled.")
+    [condition] = pool_conditions(sandbox)
+    assert condition.code == container_v1.StatusCondition.Code.GCE_QUOTA_EXCEEDED and "NVIDIA_L4_GPUS" in condition.message
 
 
 def test_a_stockout_refuses_the_scale_up_until_it_clears(sandbox, make_cluster):
+    """A min-0 pool creates no VM, so the stockout meets the first scale-up: `FailedScaleUp ... failed: GCE out
+    of resources.` on the pod (user logs of GKE; GKE visibility messageId scale.up.error.out.of.resources) and a
+    GCE_STOCKOUT StatusCondition on the pool (container/v1 cluster_service.proto StatusCondition.Code)."""
     core = client.CoreV1Api(make_cluster())
     admin(sandbox, "POST", "/sandbox/gke/stockouts", {"zone": LOCATION, "acceleratorType": "nvidia-l4"})
     name = add_workload(sandbox, "llm")["pod"]
     core.list_pod_for_all_namespaces()
     failed = [e for e in events_for(core, "default", name) if e.reason == "FailedScaleUp"]
-    assert len(failed) == 1 and "ZONE_RESOURCE_POOL_EXHAUSTED" in failed[0].message
+    assert len(failed) == 1 and "failed: GCE out of resources. Pod is at risk of not being scheduled." in failed[0].message
     assert gpu_nodes(core) == []
+    [condition] = pool_conditions(sandbox)
+    assert condition.code == container_v1.StatusCondition.Code.GCE_STOCKOUT
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in condition.message
     admin(sandbox, "DELETE", "/sandbox/gke/stockouts")
     core.list_pod_for_all_namespaces()  # the autoscaler retries on its next pass
     assert pod(core, name).status.phase == "Running" and len(gpu_nodes(core)) == 1
+    assert pool_conditions(sandbox) == []
 
 
 def test_a_pod_no_pool_can_take_gets_not_trigger_scale_up(sandbox, make_cluster):

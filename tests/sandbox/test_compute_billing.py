@@ -97,7 +97,7 @@ def test_the_catalog_lists_compute_engine(sandbox):
 def test_skus_carry_category_regions_and_an_hourly_usd_price(sandbox):
     catalog = billing_v1.CloudCatalogClient(**opts(sandbox, "billing"))
     skus = {s.description: s for s in catalog.list_skus(parent="services/6F81-5844-456A")}
-    l4 = skus["Nvidia L4 GPU running in Americas"]
+    l4 = skus["Nvidia L4 GPU running in Iowa"]
     assert l4.category.resource_family == "Compute"
     assert l4.category.resource_group == "GPU"
     assert l4.category.usage_type == "OnDemand"
@@ -106,8 +106,8 @@ def test_skus_carry_category_regions_and_an_hourly_usd_price(sandbox):
     assert expr.usage_unit == "h"
     price = expr.tiered_rates[0].unit_price
     assert price.currency_code == "USD" and price.units == 0 and price.nanos > 0
-    assert skus["G2 Instance Ram running in Americas"].pricing_info[0].pricing_expression.usage_unit == "GiBy.h"
-    for desc in ("Nvidia Tesla T4 GPU running in Americas", "G2 Instance Core running in Americas",
+    assert skus["G2 Instance Ram running in Iowa"].pricing_info[0].pricing_expression.usage_unit == "GiBy.h"
+    for desc in ("Nvidia Tesla T4 GPU running in Americas", "G2 Instance Core running in Iowa",
                  "E2 Instance Core running in Americas", "E2 Instance Ram running in Americas"):
         assert desc in skus
 

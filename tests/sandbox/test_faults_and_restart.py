@@ -14,6 +14,7 @@ from google.cloud import container_v1, secretmanager_v1, service_usage_v1
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from tests.conftest import admin, client_options as opts
+from tests.sandbox.conftest import enable_all
 
 PROJECT = "gpuplat-test"
 PARENT = f"projects/{PROJECT}/locations/us-central1"
@@ -109,8 +110,10 @@ def test_a_quota_fault_on_node_pool_creation_ends_the_operation_with_gke_s_quota
     assert op.status == container_v1.Operation.Status.DONE
     assert op.error.code == 8
     assert op.error.message.startswith('Insufficient regional quota to satisfy request: resource "NVIDIA_L4_GPUS"')
-    assert [p.name for p in gke.list_node_pools(parent=CLUSTER).node_pools] == ["system"]
-    op = finish(gke, gke.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))  # the fault is used up
+    # The failed pool stays in ERROR, as GKE leaves it; deleted, it can be created again (the fault is used up).
+    assert gke.get_node_pool(name=f"{CLUSTER}/nodePools/gpu").status == container_v1.NodePool.Status.ERROR
+    finish(gke, gke.delete_node_pool(name=f"{CLUSTER}/nodePools/gpu"))
+    op = finish(gke, gke.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
     assert not op.error.message
 
 
@@ -120,8 +123,9 @@ def test_a_stockout_fault_on_node_pool_creation_ends_the_operation_with_resource
     assert op.error.code == 8
     assert "ZONE_RESOURCE_POOL_EXHAUSTED" in op.error.message
     assert "us-central1-a" in op.error.message
-    with pytest.raises(exceptions.NotFound):
-        gke.get_node_pool(name=f"{CLUSTER}/nodePools/gpu")
+    failed = gke.get_node_pool(name=f"{CLUSTER}/nodePools/gpu")
+    assert failed.status == container_v1.NodePool.Status.ERROR and failed.conditions[0].code == \
+        container_v1.StatusCondition.Code.GCE_STOCKOUT
 
 
 def test_a_stockout_fault_on_an_update_leaves_the_pool_as_it_was(urls, gke):
@@ -218,6 +222,7 @@ def test_two_clients_working_at_once_see_a_consistent_state(urls):
 # ---- restart ----------------------------------------------------------------------------------------
 def test_state_survives_a_restart_of_the_sandbox_process(sandbox_process, tmp_path):
     urls = sandbox_process.start()
+    enable_all(urls)
     c = container_v1.ClusterManagerClient(**opts(urls, "container"))
     create_running_cluster(c)
     sm = secretmanager_v1.SecretManagerServiceClient(**opts(urls, "secretmanager"))

@@ -280,13 +280,26 @@ def test_autoscaling_limits_gke_refuses_are_bad_requests(running):
                                                                     total_max_node_count=4)))
 
 
-def test_updating_a_node_pool_needs_node_version_and_image_type(running):
-    with pytest.raises(exceptions.BadRequest, match="node_version"):
-        running.update_node_pool(request=container_v1.UpdateNodePoolRequest(
-            name=f"{CLUSTER}/nodePools/system", image_type="COS_CONTAINERD"))
-    with pytest.raises(exceptions.BadRequest, match="image_type"):
-        running.update_node_pool(request=container_v1.UpdateNodePoolRequest(
-            name=f"{CLUSTER}/nodePools/system", node_version=gke.DEFAULT_VERSION))
+def test_updating_a_node_pool_needs_at_least_one_field(running):
+    """The proto marks node_version and image_type REQUIRED; the server takes any one field and refuses an
+    update of none: "At least one of ['node_version', 'image_type', ...] must be specified."
+    (hashicorp/terraform-provider-google#19225)."""
+    with pytest.raises(exceptions.BadRequest, match=r"At least one of \['node_version', 'image_type'"):
+        running.update_node_pool(request=container_v1.UpdateNodePoolRequest(name=f"{CLUSTER}/nodePools/system"))
+    wait(running, running.update_node_pool(request=container_v1.UpdateNodePoolRequest(
+        name=f"{CLUSTER}/nodePools/system", image_type="COS_CONTAINERD")))
+
+
+def test_an_update_cluster_request_carries_exactly_one_update(running):
+    """ClusterUpdate: "Exactly one update can be applied to a cluster with each request, so at most one field
+    can be provided." (container/v1 cluster_service.proto); none is "Must specify a field to update."
+    (hashicorp/terraform-provider-google#23462)."""
+    with pytest.raises(exceptions.BadRequest, match="Exactly one update can be applied"):
+        running.update_cluster(name=CLUSTER, update=container_v1.ClusterUpdate(
+            desired_release_channel=container_v1.ReleaseChannel(channel=container_v1.ReleaseChannel.Channel.STABLE),
+            desired_workload_identity_config=container_v1.WorkloadIdentityConfig(workload_pool=f"{PROJECT}.svc.id.goog")))
+    with pytest.raises(exceptions.BadRequest, match="Must specify a field to update."):
+        running.update_cluster(name=CLUSTER, update=container_v1.ClusterUpdate())
 
 
 def test_updating_a_node_pool_replaces_its_taints_and_labels_and_its_nodes_follow(sandbox, tmp_path, running):
@@ -340,8 +353,15 @@ def test_gpu_nodes_carry_the_labels_taints_and_capacity_gke_gives_them(sandbox, 
     assert node.status.allocatable["nvidia.com/gpu"] == "1"
     assert node.status.node_info.os_image == "Container-Optimized OS from Google"
     assert node.status.node_info.container_runtime_version.startswith("containerd://1.7.")
-    ds = k8s.AppsV1Api(api).read_namespaced_daemon_set("nvidia-gpu-device-plugin", "kube-system")
-    assert ds.status.desired_number_scheduled == 1
+    # GKE's device plugin: one DaemonSet per node size and image, the size in the name (an L4 node takes
+    # the small COS one), all labelled k8s-app=nvidia-gpu-device-plugin (rapidsai/deployment#572;
+    # container-engine-accelerators cmd/nvidia_gpu/device-plugin.yaml for the label).
+    plugins = {ds.metadata.name: ds for ds in k8s.AppsV1Api(api).list_namespaced_daemon_set(
+        "kube-system", label_selector="k8s-app=nvidia-gpu-device-plugin").items}
+    assert set(plugins) == {f"nvidia-gpu-device-plugin-{size}-{image}" for size in ("small", "medium", "large")
+                            for image in ("cos", "ubuntu")}
+    assert plugins["nvidia-gpu-device-plugin-small-cos"].status.desired_number_scheduled == 1
+    assert sum(ds.status.desired_number_scheduled for ds in plugins.values()) == 1
 
 
 def test_a_new_cluster_ships_gke_storage_and_snapshot_crds_but_no_snapshot_class(sandbox, tmp_path, running):
@@ -364,26 +384,36 @@ def test_a_new_cluster_ships_gke_storage_and_snapshot_crds_but_no_snapshot_class
 
 
 # ---- stockouts, quota, drift, upgrades (admin API) -------------------------------------------------------
-def test_a_stockout_fails_gpu_pool_creation_and_the_pool_is_not_created(sandbox, running):
+def test_a_min_zero_pool_cannot_stock_out_and_a_pool_with_nodes_is_left_in_error(sandbox, running):
+    """A pool of 0 nodes asks Compute for no VM: creating it cannot meet a stockout. One that starts with a node
+    can: the operation ends DONE with the error, `statusMessage`/`detail` and a GCE_STOCKOUT condition
+    (kubeflow/pipelines#673 shows such an operation), and the pool stays, in ERROR, as GKE leaves it
+    (hashicorp/terraform-provider-google#10121; cluster_service.proto NodePool.Status.ERROR)."""
     admin(sandbox, "POST", "/sandbox/gke/stockouts", {"zone": f"{REGION}-a", "acceleratorType": "nvidia-l4"})
-    op = wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
-    assert op.status == Status.DONE
-    assert op.error.code == 8
-    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in op.error.message and "GCE_STOCKOUT" in op.error.message
-    with pytest.raises(exceptions.NotFound):
-        running.get_node_pool(name=f"{CLUSTER}/nodePools/gpu")
-    admin(sandbox, "DELETE", "/sandbox/gke/stockouts")
     op = wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
     assert not op.error.message
     assert running.get_node_pool(name=f"{CLUSTER}/nodePools/gpu").status == container_v1.NodePool.Status.RUNNING
+    warm = gpu_pool(name="gpu-warm", initial=1)
+    op = wait(running, running.create_node_pool(parent=CLUSTER, node_pool=warm))
+    assert op.status == Status.DONE and op.error.code == 8
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in op.error.message and "GCE_STOCKOUT" in op.error.message
+    assert op.detail == op.error.message
+    assert op.nodepool_conditions[0].code == container_v1.StatusCondition.Code.GCE_STOCKOUT
+    failed = running.get_node_pool(name=f"{CLUSTER}/nodePools/gpu-warm")
+    assert failed.status == container_v1.NodePool.Status.ERROR and "GCE_STOCKOUT" in failed.status_message
+    assert failed.conditions[0].code == container_v1.StatusCondition.Code.GCE_STOCKOUT
 
 
-def test_a_pool_whose_gpus_exceed_the_regional_quota_fails_with_gke_s_quota_message(sandbox, running):
+def test_a_pool_whose_gpus_exceed_the_regional_quota_is_refused_at_once_with_gke_s_quota_message(sandbox, running):
+    """GKE checks quota when it accepts the create: 403 PERMISSION_DENIED "Insufficient regional quota to
+    satisfy request: resource "CPUS": request requires '12.0' and is short '4.0'. ..." comes back from the
+    call itself (GoogleCloudPlatform/cloud-ops-sandbox#44, googlecodelabs/feedback#950)."""
     admin(sandbox, "PUT", "/sandbox/quotas", {"project": PROJECT, "region": REGION, "metric": "NVIDIA_L4_GPUS",
                                               "limit": 1})
-    op = wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool(initial=2, max_nodes=3)))
-    assert op.error.code == 8
-    assert op.error.message.startswith('Insufficient regional quota to satisfy request: resource "NVIDIA_L4_GPUS"')
+    with pytest.raises(exceptions.Forbidden) as info:
+        running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool(initial=2, max_nodes=3))
+    assert 'Insufficient regional quota to satisfy request: resource "NVIDIA_L4_GPUS": request requires' in \
+        info.value.message and info.value.response.json()["error"]["status"] == "PERMISSION_DENIED"
     assert [p.name for p in running.list_node_pools(parent=CLUSTER).node_pools] == ["system"]
 
 

@@ -148,3 +148,63 @@ def test_the_admin_api_sets_a_project_s_enabled_services_exactly(sandbox, su):
 def test_an_invalid_filter_is_a_bad_request(su):
     with pytest.raises(exceptions.BadRequest):
         list(su.list_services(request={"parent": PROJECT, "filter": "name:foo"}))
+
+
+# ---- what a real project refuses ----------------------------------------------------------------------------------
+def test_every_api_answers_service_disabled_until_its_service_is_enabled(sandbox, su):
+    """Every Google API, not only Service Usage, answers a project that has not enabled it with 403
+    PERMISSION_DENIED, ErrorInfo reason SERVICE_DISABLED and metadata.service (google-gemini/gemini-cli#1343
+    shows the body; api-core maps it to Forbidden with .reason and .metadata)."""
+    from google.cloud import billing_v1, compute_v1, container_v1, secretmanager_v1
+
+    from tests.conftest import client_options
+
+    urls = sandbox.urls()
+    calls = {
+        "container.googleapis.com": lambda: container_v1.ClusterManagerClient(**client_options(urls, "container"))
+        .list_clusters(parent="projects/gpuplat-test/locations/-"),
+        "compute.googleapis.com": lambda: compute_v1.RegionsClient(**client_options(urls, "compute"))
+        .get(project="gpuplat-test", region="us-central1"),
+        "secretmanager.googleapis.com": lambda: list(secretmanager_v1.SecretManagerServiceClient(
+            **client_options(urls, "secretmanager")).list_secrets(parent="projects/gpuplat-test")),
+        # The catalog is project-less: the project is the caller's quota project (the x-goog-user-project header).
+        "cloudbilling.googleapis.com": lambda: list(billing_v1.CloudCatalogClient(**client_options(urls, "billing"))
+                                                    .list_services(metadata=[("x-goog-user-project", "gpuplat-test")])),
+    }
+    for service, call in calls.items():
+        with pytest.raises(exceptions.Forbidden) as info:
+            call()
+        assert info.value.reason == "SERVICE_DISABLED" and info.value.metadata["service"] == service, service
+    su.batch_enable_services(request={"parent": PROJECT, "service_ids": list(calls)}).result(timeout=10)
+    for call in calls.values():
+        call()
+
+
+def test_a_project_without_billing_cannot_enable_paid_services(sandbox, su):
+    """Service Usage refuses paid services in a project without a billing account: 400 FAILED_PRECONDITION
+    "Billing account for project '<number>' is not found. Billing must be enabled for activation of
+    service(s) '...' to proceed.", ErrorInfo UREQ_PROJECT_BILLING_NOT_FOUND (GoogleCloudPlatform/deploystack#52,
+    kyegomez/zeta#71). Free services still enable."""
+    admin(sandbox, "POST", "/sandbox/projects", {"project": "gpuplat-test", "billing": False})
+    with pytest.raises(exceptions.BadRequest) as info:
+        su.batch_enable_services(request={"parent": PROJECT, "service_ids": ["compute.googleapis.com"]})
+    assert "Billing account for project" in info.value.message and "'compute.googleapis.com'" in info.value.message
+    assert info.value.reason == "UREQ_PROJECT_BILLING_NOT_FOUND"
+    su.batch_enable_services(request={"parent": PROJECT, "service_ids": ["iam.googleapis.com"]}).result(timeout=10)
+
+
+def test_a_service_enabled_a_moment_ago_may_still_answer_service_disabled(sandbox, su):
+    """"If you enabled this API recently, wait a few minutes for the action to propagate to our systems and
+    retry." (the SERVICE_DISABLED message itself): the sandbox holds a newly enabled service back for the
+    project's `propagation` seconds of simulated time."""
+    from google.cloud import container_v1
+
+    from tests.conftest import client_options
+
+    admin(sandbox, "POST", "/sandbox/projects", {"project": "gpuplat-test", "propagation": 60})
+    su.batch_enable_services(request={"parent": PROJECT, "service_ids": ["container.googleapis.com"]}).result(timeout=10)
+    gke = container_v1.ClusterManagerClient(**client_options(sandbox.urls(), "container"))
+    with pytest.raises(exceptions.Forbidden, match="enabled this API recently"):
+        gke.list_clusters(parent="projects/gpuplat-test/locations/-")
+    admin(sandbox, "POST", "/sandbox/clock/advance", {"seconds": 61})
+    assert list(gke.list_clusters(parent="projects/gpuplat-test/locations/-").clusters) == []

@@ -1,0 +1,32 @@
+"""The sandbox's own tests call its APIs directly, as a project that has enabled them would.
+
+A new sandbox project has only Service Usage and Resource Manager enabled (as a new GCP project), and
+every other API answers 403 SERVICE_DISABLED until it is enabled (`tests/sandbox/test_identity.py` and
+`test_compute_billing.py` show that). These tests exercise the APIs themselves, so their projects
+start with everything enabled; gpuplat's own tests (tests/assets) start blank and enable what they need.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import admin
+
+PROJECTS = ("gpuplat-test", "gpuplat-sandbox", "p", "other-project", "exact")
+SERVICES = ["serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "container.googleapis.com",
+            "compute.googleapis.com", "secretmanager.googleapis.com", "cloudbilling.googleapis.com",
+            "iam.googleapis.com", "iamcredentials.googleapis.com", "artifactregistry.googleapis.com"]
+
+
+def enable_all(target) -> None:
+    """Every API the tests call, enabled in their projects (`target`: a Sandbox or its URL map)."""
+    for project in PROJECTS:
+        admin(target, "POST", "/sandbox/projects", {"project": project, "enabled": SERVICES})
+
+
+@pytest.fixture(autouse=True)
+def apis_enabled(request):
+    # Service Usage's own tests start from a new project, as the API they test would see one.
+    if "sandbox" not in request.fixturenames or request.module.__name__.endswith("test_serviceusage"):
+        return
+    enable_all(request.getfixturevalue("sandbox"))
