@@ -10,8 +10,11 @@ from .config import EnvConfig
 from .piece import Check, Outcome, Piece, Run
 from .plan import Action
 
-# The fork's Terraform (required_services), plus IAM itself: gpuplat creates the service accounts.
-BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com")
+# The fork's Terraform (required_services), plus IAM itself (gpuplat creates the service accounts) and
+# Cloud Billing: reading the public catalog (what an idle GPU node costs) counts against this project,
+# which must have the API enabled (it is free and needs no billing account).
+BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
+             "cloudbilling.googleapis.com")
 
 
 @dataclass(frozen=True)
@@ -105,4 +108,5 @@ PIECE = Piece(
                   check_required, blocking=True),),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/apis/dashboard?project={env.cluster.projectID}"}
                             if env.is_gke else {}),
+    runs_when_paused=True,
 )

@@ -44,7 +44,7 @@ from . import (
 )
 from .cluster import ADOPT_TAG
 from .config import ConfigError, load_environment, load_environments
-from .piece import Check, Outcome, Piece, PieceError, Run, target_of
+from .piece import Check, Outcome, Piece, PieceError, Run, rests, target_of
 from .plan import Action, fingerprint, mutating, plan_table
 
 PIECES: tuple[Piece, ...] = tuple(m.PIECE for m in (apis_enabled, service_accounts, cluster, workload_identity, gpu_pool,
@@ -52,6 +52,12 @@ PIECES: tuple[Piece, ...] = tuple(m.PIECE for m in (apis_enabled, service_accoun
                                                     snapshot_class, platform_installed))
 APPROVE_VAR = "GPUPLAT_AUTO_APPROVE"
 APPROVE_TAG = "gpuplat/approve"
+# Deleting (a pause) has its own approval, asked even on the sandbox: approving paid creations never
+# approves a teardown.
+DESTROY_VAR = "GPUPLAT_APPROVE_DESTROY"
+DESTROY_TAG = "gpuplat/approve-destroy"
+ERR_DESTROY_APPROVAL = "destroy approval needed"
+PAUSED = "paused (lifecycle: paused): nothing of this asset runs while the environment is paused"
 SENSOR_TAG = "gpuplat/trigger"
 OWNERS = ["team:platform"]
 ERR_APPROVAL = "approval needed"
@@ -78,6 +84,27 @@ def approval_source(tags: dict, env) -> str:
 
 def approved(tags: dict, env) -> bool:
     return bool(approval_source(tags, env))
+
+
+def destroy_source(tags: dict) -> str:
+    """Who approved deleting for this run ("" when nobody did; a sensor run never deletes)."""
+    if tags.get(SENSOR_TAG):
+        return ""
+    if tags.get(DESTROY_TAG) == "true":
+        return f"run tag {DESTROY_TAG}=true"
+    return f"{DESTROY_VAR}=1" if os.environ.get(DESTROY_VAR) == "1" else ""
+
+
+def destroy_message(piece: Piece, env, actions: list[Action], tags: dict) -> str:
+    steps = "; ".join(a.summary() for a in actions if a.kind == "delete")
+    if tags.get(SENSOR_TAG):
+        how = "a drift-sensor run never deletes: materialize it yourself with the destroy approval"
+    else:
+        how = (f"approve with {DESTROY_VAR}=1 dagster asset materialize -m gpuplat_assets --select {piece.name} "
+               f"--partition {env.name}, or launch the run with tag {DESTROY_TAG}=true (the create approval "
+               f"{APPROVE_TAG} does not cover it)")
+    return (f"{ERR_DESTROY_APPROVAL} for {piece.name} in {env.name} (lifecycle: paused): nothing was changed. "
+            f"Planned: {steps}. {how}")
 
 
 def approval_message(piece: Piece, env, actions: list[Action], tags: dict) -> str:
@@ -145,10 +172,16 @@ def _fail(piece: Piece, env, exc: BaseException):
 def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeResult:
     run, tags = open_run(context, resource)
     env = run.env
+    if rests(piece, env):
+        return MaterializeResult(metadata={"plan": MetadataValue.md(PAUSED), "lifecycle": "paused",
+                                           "actions_applied": 0}, data_version=DataVersion("paused"))
     try:
         spec, observed, actions = observe_and_plan(piece, run)
         if any(a.needs_approval for a in actions) and not run.approved:
             raise Failure(description=approval_message(piece, env, actions, tags),
+                          metadata={"plan": MetadataValue.md(plan_table(actions))})
+        if any(a.kind == "delete" for a in actions) and not destroy_source(tags):
+            raise Failure(description=destroy_message(piece, env, actions, tags),
                           metadata={"plan": MetadataValue.md(plan_table(actions))})
         context.log.info(f"{piece.name} plan for {env.name}:\n{plan_table(actions)}")
         after = actions
@@ -177,11 +210,22 @@ def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeRe
     }
     if any(a.needs_approval for a in actions):
         meta["approval"] = approval_source(tags, env)
+    if any(a.kind == "delete" for a in actions):
+        meta["destroy_approval"] = destroy_source(tags)
+    meta["lifecycle"] = env.lifecycle
     for key, url in piece.links(env, observed).items():
         meta[key] = MetadataValue.url(url)
     for key, value in piece.record(env, observed).items():
         meta[key] = MetadataValue.json(value)
     meta.update(piece.provenance(spec))
+    if piece.report is not None:
+        try:
+            meta.update(piece.report(run, spec, observed))
+        except Exception as exc:  # a price that cannot be read never fails the materialization
+            text = describe(exc)
+            if text is None:
+                raise
+            meta["cost_unknown"] = f"cannot price the environment: {text}"
     kube = run.conn.__dict__.get("kube")  # only when this piece used the cluster: never connect just to say so
     if kube is not None:
         t = kube.target
@@ -194,6 +238,13 @@ def _check_result(piece: Piece, check_name: str, outcome: Outcome) -> AssetCheck
             if v is not None and v != ""}
     return AssetCheckResult(passed=outcome.passed, check_name=check_name, asset_key=AssetKey(piece.name),
                             description=outcome.description, metadata=meta, severity=AssetCheckSeverity.ERROR)
+
+
+def is_resting(piece: Piece, env_name: str) -> bool:
+    try:
+        return rests(piece, load_environment(env_name))
+    except ConfigError:
+        return False  # the check itself reports the config error
 
 
 def cached_or_observe(piece: Piece, context, resource: GpuplatResource) -> tuple[Run, Any, Any]:
@@ -210,6 +261,8 @@ def cached_or_observe(piece: Piece, context, resource: GpuplatResource) -> tuple
 def evaluate_check(piece: Piece, check: Check | None, context, resource: GpuplatResource) -> AssetCheckResult:
     name = check.name if check else "in_sync"
     require_environment(context)  # raised, not recorded: a result needs an environment to belong to
+    if is_resting(piece, context.partition_key):
+        return _check_result(piece, name, Outcome(True, PAUSED))
     try:
         run, spec, observed = cached_or_observe(piece, context, resource)
     except Failure as exc:

@@ -9,9 +9,11 @@ from resources.credentials import ERR_TOKEN, TokenUnavailable
 from resources.kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
 from resources.models import ClusterSpec, ClusterState, NodePoolSpec
 
+from . import pause
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
+from .prices import running_cost
 from .service_accounts import node_service_account
 
 BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
@@ -52,9 +54,11 @@ class ClusterObserved:
 
 
 # ---- desired ------------------------------------------------------------------------------------
-def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
+def desired_cluster(env: EnvConfig) -> ClusterSpec | pause.PauseSpec | None:
     if not env.is_gke:
         return None
+    if env.paused:
+        return pause.desired_pause(env)
     cpu = env.substrate.cpu_pool
     return ClusterSpec(
         name=env.cluster.name, location=env.cluster.location, release_channel=env.substrate.release_channel,
@@ -84,7 +88,9 @@ def observe_kube(run: Run) -> KubeFacts:
                      kube_system_uid=uid)
 
 
-def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
+def observe_cluster(run: Run, spec: ClusterSpec | pause.PauseSpec | None) -> ClusterObserved | pause.PauseObserved:
+    if isinstance(spec, pause.PauseSpec):
+        return pause.observe_pause(run, spec)
     if spec is None:
         return ClusterObserved(None, observe_kube(run))
     state = run.conn.google.get_cluster(spec.location, spec.name)
@@ -94,7 +100,9 @@ def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
 
 
 # ---- plan ---------------------------------------------------------------------------------------
-def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Action]:
+def plan_cluster(spec: ClusterSpec | pause.PauseSpec | None, observed) -> list[Action]:
+    if isinstance(spec, pause.PauseSpec):
+        return pause.plan_pause(spec, observed)
     if spec is None:
         if observed.kube.error:
             return [Action("cannot-fix", "kubeconfig", observed.kube.kubeconfig, observed=observed.kube.error,
@@ -109,6 +117,9 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
     if g.status in BUSY:
         # Recorded and waited on, never updated mid-operation (GKE would refuse it anyway).
         return [Action("wait", target, "status", observed=g.status, desired="RUNNING")]
+    if g.status in ("ERROR", "DEGRADED"):
+        return [Action("cannot-fix", target, "status", observed=f"{g.status}: {cluster_trouble(g)}",
+                       remedy=ERROR_REMEDIES[g.status])]
     actions: list[Action] = []
     immutable = (("vpc_native", spec.vpc_native, g.vpc_native),
                  ("datapath_provider", spec.datapath_provider, g.datapath_provider))
@@ -144,6 +155,21 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
     return actions
 
 
+# cluster_service.proto: ERROR "indicates the cluster is unusable. It will be automatically deleted";
+# DEGRADED "requires user action to restore full functionality". Neither is fixed by materializing.
+ERROR_REMEDIES = {
+    "ERROR": "GKE deletes a cluster in ERROR by itself; read the reason, fix it (a stockout: another zone in "
+             "cluster.location; quota: request an increase), and once `gcloud container clusters list` no longer "
+             "shows the cluster, materialize cluster to create it again (with approval)",
+    "DEGRADED": "GKE needs a person: the reason names what (a deleted node service account: materialize "
+                "service_accounts; missing permissions of it: its roles); gpuplat changes nothing until it is RUNNING",
+}
+
+
+def cluster_trouble(g: ClusterState) -> str:
+    return g.status_message or "; ".join(f"{code}: {message}" for code, message in g.conditions) or "no reason given"
+
+
 NOT_RUNNING = ERR_NOT_RUNNING
 # A run tagged so records the kube target it finds as this environment's cluster (off GKE).
 ADOPT_TAG = "gpuplat/adopt-kube-target"
@@ -165,7 +191,9 @@ def kube_remedy(kube: KubeFacts) -> str:
 
 
 # ---- apply --------------------------------------------------------------------------------------
-def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved, actions: list[Action]) -> None:
+def apply_cluster(run: Run, spec: ClusterSpec | pause.PauseSpec | None, observed, actions: list[Action]) -> None:
+    if isinstance(spec, pause.PauseSpec):
+        return pause.apply_pause(run, spec, observed, actions, CLUSTER_TIMEOUT_S)
     if spec is None:
         return
     g = run.conn.google
@@ -206,8 +234,24 @@ def wait_running_operations(run: Run, location: str) -> None:
         g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"operation {op.operation_type}"))
 
 
+def cluster_cost(run: Run, spec, observed) -> dict:
+    """What the running environment costs now (GKE fee, nodes, its PVCs' disks), from the Billing Catalog."""
+    if not isinstance(spec, ClusterSpec) or observed.gke is None or observed.gke.status != "RUNNING":
+        return {}
+    disks = [x for x in run.conn.google.leftovers() if x.kind == "disk" and x.name.startswith("pvc-")]
+    return running_cost(run, spec.location.count("-") == 2, disks)
+
+
 # ---- checks -------------------------------------------------------------------------------------
+def check_paused(spec, observed, env: EnvConfig) -> Outcome:
+    if not isinstance(spec, pause.PauseSpec):
+        return Outcome(True, "lifecycle running: nothing is expected to be torn down")
+    return pause.check_paused_costs_nothing(spec, observed, env)
+
+
 def check_target(spec, observed: ClusterObserved, env: EnvConfig) -> Outcome:
+    if isinstance(spec, pause.PauseSpec):
+        return Outcome(True, "paused (lifecycle: paused): no cluster is expected to answer")
     k = observed.kube
     meta = {"kubeconfig": k.kubeconfig, "context": k.context, "server": k.server,
             "server_version": k.server_version, "nodes": k.node_count,
@@ -235,7 +279,12 @@ PIECE = Piece(
                   "cpu pool autoscaling"),
     desired=desired_cluster, observe=observe_cluster, plan=plan_cluster, apply=apply_cluster,
     checks=(Check("kube_target_reachable", "The environment's own kubeconfig reaches the cluster and its nodes' "
-                  "providerID matches the configured substrate.", check_target, blocking=True),),
+                  "providerID matches the configured substrate.", check_target, blocking=True),
+            Check("paused_costs_nothing", "With lifecycle: paused, no cluster, node pool, PVC-backed disk, forwarding "
+                  "rule or reserved address of the environment remains; each leftover is named with its cost per "
+                  "hour (running: passes).", check_paused)),
+    runs_when_paused=True,
+    report=cluster_cost,
     record=lambda env, obs: ({"kube_identity": {"server": obs.kube.server, "kube_system_uid": obs.kube.kube_system_uid}}
                              if not env.is_gke and obs.kube.kube_system_uid else {}),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/clusters/details/"

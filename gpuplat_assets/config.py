@@ -170,6 +170,8 @@ class EnvConfig(_Strict):
     repoBranch: str = "main"
     domain: str = ""
     profile: Literal["cost", "dev", "prod"] = "dev"
+    # paused: the paid substrate torn down to $0 (the seed's `make pause`), the secrets kept.
+    lifecycle: Literal["running", "paused"] = "running"
     secret_backend: str = "gcpsm"
     secret_store_auth: Literal["workload-identity", "sa-key"] = "workload-identity"
     gpu_stack: Literal["gke-managed", "operator", "none"] = "gke-managed"
@@ -198,6 +200,9 @@ class EnvConfig(_Strict):
                 raise _KeyError("gpu_stack", "operator",
                                 "gke-managed or none on GKE: the GPU Operator's nvidia runtime cannot register "
                                 "with GKE's containerd, so GKE's node image must provide the driver")
+        elif self.lifecycle == "paused":
+            raise _KeyError("lifecycle", "paused", f"running on {sub.kind}: gpuplat pauses only a GKE substrate it "
+                                                   f"created; stop your own machines with your provider's tools")
         elif self.gpu_stack == "gke-managed":
             raise _KeyError("gpu_stack", "gke-managed",
                             f"operator or none on {sub.kind}: only GKE's node image manages the GPU stack; "
@@ -234,6 +239,10 @@ class EnvConfig(_Strict):
         if self.substrate.require_approval is not None:
             return self.substrate.require_approval
         return not self.substrate.sandbox
+
+    @property
+    def paused(self) -> bool:
+        return self.lifecycle == "paused"
 
     @property
     def is_gke(self) -> bool:

@@ -30,6 +30,8 @@ class GpuPoolSpec:
     region: str
     pool: NodePoolSpec | None  # None off GKE: the GPU nodes are observed, not created
     node_selector: tuple[tuple[str, str], ...] = ()
+    # A regional cluster puts min/max nodes in each of its zones (GKE's default for a region: three).
+    zones: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class GpuPoolObserved:
     nodes: tuple[GpuNode, ...] = ()
     # For the scales_to_zero check only: nodes and pods are the autoscaler's, never part of owned().
     scale_to_zero: ScaleToZeroObserved | None = None
+    # What the cluster autoscaler said about pending GPU pods (FailedScaleUp events), newest first.
+    scale_up_failures: tuple[str, ...] = ()
 
     def owned(self) -> dict:
         if self.pool is None:
@@ -67,7 +71,8 @@ def desired_gpu_pool(env: EnvConfig) -> GpuPoolSpec:
                         disk_size_gb=gp.disk_size_gb, accelerator_type=gp.accelerator_type,
                         accelerator_count=gp.accelerator_count, gpu_driver_version=gp.driver_version,
                         taints=(GPU_TAINT,), service_account=node_service_account(env))
-    return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, pool)
+    regional = env.cluster.location == env.region
+    return GpuPoolSpec(env.cluster.name, env.cluster.location, env.region, pool, zones=3 if regional else 1)
 
 
 # Compute's regional quota metric per accelerator type where the name does not follow the rule below
@@ -105,28 +110,64 @@ def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
     pool = cluster.pool(spec.pool.name)
     quotas: tuple[Quota, ...] = ()
     if pool is None:
-        # Quota preflight: before creating anything, never after.
+        # Quota preflight: before creating anything, never after. A metric Compute does not report
+        # (newer GPUs) stays unknown: a warning, never a limit of 0 that blocks for ever.
         regional = g.region_quotas(spec.region)
         glob = g.project_quotas()
-        wanted = (("GPUS_ALL_REGIONS", glob), (quota_metric(spec.pool.accelerator_type), regional), ("CPUS", regional))
-        quotas = tuple(src.get(m, Quota(m, src_scope(src, spec.region), 0, 0)) for m, src in wanted)
-    return GpuPoolObserved(pool, cluster.status, quotas, scale_to_zero=observe_scale_to_zero(run, pool))
+        wanted = ((m, glob, "global") for m in GLOBAL_METRICS)
+        wanted = [*wanted, *((m, regional, spec.region) for m in (quota_metric(spec.pool.accelerator_type),
+                                                                   *REGIONAL_METRICS))]
+        quotas = tuple(src.get(m) or Quota(m, scope, None, 0) for m, src, scope in wanted)
+    failures = scale_up_failures(run) if pool is not None and cluster.status == "RUNNING" else ()
+    return GpuPoolObserved(pool, cluster.status, quotas, scale_to_zero=observe_scale_to_zero(run, pool),
+                           scale_up_failures=failures)
 
 
-def src_scope(src: dict, region: str) -> str:
-    return "global" if any(q.scope == "global" for q in src.values()) else region
+def scale_up_failures(run: Run) -> tuple[str, ...]:
+    """The cluster autoscaler's FailedScaleUp events on pods still Pending (newest first, one per
+    message): where GKE says a GPU node could not be added ("... failed: GCE out of resources." for a
+    stockout). An event outlives its cause by up to an hour; a pod that got its node, or is gone, is no
+    failure. Only the pods named by such events are read: none in the steady state."""
+    kube = run.conn.kube
+    events = [e for e in kube.list("v1", "Event") if e.get("reason") == "FailedScaleUp"]
+    events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), reverse=True)
+    pending: dict[tuple, bool] = {}
+    for e in events:
+        ref = e.get("involvedObject") or {}
+        key = (ref.get("namespace"), ref.get("name"))
+        if ref.get("kind") == "Pod" and key not in pending:
+            pod = kube.get("v1", "Pod", key[1], key[0]) or {}
+            pending[key] = (pod.get("status") or {}).get("phase") == "Pending"
+    return tuple(dict.fromkeys(str(e.get("message") or "") for e in events
+                               if pending.get(((e.get("involvedObject") or {}).get("namespace"),
+                                               (e.get("involvedObject") or {}).get("name")))))
 
 
 # ---- plan ---------------------------------------------------------------------------------------
-def quota_shortfalls(spec: GpuPoolSpec, quotas: tuple[Quota, ...]) -> list[dict]:
-    """What creating the pool and scaling it to max needs, against what is left."""
+# What each GPU node takes from Compute's quotas: its GPUs, its vCPUs (regional and across regions)
+# and an external address (IN_USE_ADDRESSES).
+GLOBAL_METRICS = ("GPUS_ALL_REGIONS", "CPUS_ALL_REGIONS")
+REGIONAL_METRICS = ("CPUS", "IN_USE_ADDRESSES")
+
+
+def quota_needs(spec: GpuPoolSpec) -> dict[str, float]:
     pool = spec.pool
-    gpus = pool.accelerator_count * pool.max_nodes
-    cpus = machine_cpus(pool.machine_type) * pool.max_nodes
-    need = {"GPUS_ALL_REGIONS": gpus, quota_metric(pool.accelerator_type): gpus, "CPUS": cpus}
+    nodes = pool.max_nodes * spec.zones
+    gpus, cpus = pool.accelerator_count * nodes, machine_cpus(pool.machine_type) * nodes
+    return {"GPUS_ALL_REGIONS": gpus, quota_metric(pool.accelerator_type): gpus, "CPUS": cpus,
+            "CPUS_ALL_REGIONS": cpus, "IN_USE_ADDRESSES": nodes}
+
+
+def unknown_quotas(quotas: tuple[Quota, ...]) -> list[str]:
+    return [q.metric for q in quotas if q.limit is None]
+
+
+def quota_shortfalls(spec: GpuPoolSpec, quotas: tuple[Quota, ...]) -> list[dict]:
+    """What creating the pool and scaling it to max needs, against what is left (unknown metrics aside)."""
+    need = quota_needs(spec)
     out = []
     for q in quotas:
-        if q.metric in need and q.available < need[q.metric]:
+        if q.limit is not None and q.metric in need and q.available < need[q.metric]:
             out.append({"metric": q.metric, "region": q.scope, "needed": need[q.metric], "available": q.available,
                         "limit": q.limit})
     return out
@@ -151,6 +192,9 @@ def plan_gpu_pool(spec: GpuPoolSpec, observed: GpuPoolObserved) -> list[Action]:
     if observed.cluster_status in BUSY or (observed.pool is not None and observed.pool.status in BUSY):
         return [Action("wait", target, "status", observed=observed.cluster_status, desired="RUNNING")]
     p = observed.pool
+    if p is not None and p.status in ("ERROR", "RUNNING_WITH_ERROR"):
+        return [Action("cannot-fix", target, "status", observed=f"{p.status}: {pool_trouble(p)}",
+                       remedy=error_remedy(spec, p))]
     if p is None:
         short = quota_shortfalls(spec, observed.quotas)
         if short:
@@ -215,6 +259,21 @@ class StockoutError(PieceError):
     pass
 
 
+def pool_trouble(p: NodePoolState) -> str:
+    return p.status_message or "; ".join(f"{code}: {message}" for code, message in p.conditions) or "no reason given"
+
+
+def error_remedy(spec: GpuPoolSpec, p: NodePoolState) -> str:
+    """What works for a pool GKE left in ERROR / RUNNING_WITH_ERROR (cluster_service.proto: "Customer may
+    need to reissue a request"): gpuplat neither deletes pools nor retries a paid create on its own."""
+    stockout = "STOCKOUT" in pool_trouble(p) or any(code == "GCE_STOCKOUT" for code, _ in p.conditions)
+    why = f" It was a stockout: {STOCKOUT_REMEDY}." if stockout else ""
+    if p.status == "RUNNING_WITH_ERROR":
+        return f"the pool works in part and GKE keeps retrying; if it persists, recreate it.{why}"
+    return (f"delete the failed pool yourself (gcloud container node-pools delete {p.name} --cluster {spec.cluster} "
+            f"--location {spec.location}), then materialize gpu_pool to create it again (with approval).{why}")
+
+
 # ---- checks -------------------------------------------------------------------------------------
 def check_autoscaling(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:
     if spec.pool is None:
@@ -236,12 +295,41 @@ def check_quota(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) ->
     if observed.pool is not None:
         return Outcome(True, f"pool {spec.pool.name} exists: its quota was sufficient when it was created")
     short = quota_shortfalls(spec, observed.quotas)
-    meta = {q.metric: f"{q.available:g} available of {q.limit:g} ({q.scope})" for q in observed.quotas}
+    meta = {q.metric: (f"{q.available:g} available of {q.limit:g} ({q.scope})" if q.limit is not None else
+                       f"unknown: Compute does not report {q.metric} in {q.scope}") for q in observed.quotas}
+    unknown = unknown_quotas(observed.quotas)
+    if unknown:
+        meta["warning"] = (f"cannot check {', '.join(unknown)}: Compute does not report it; GKE refuses the create "
+                           f"if it is short (request the quota in the console if so)")
     if short:
         return Outcome(False, "; ".join(f"{s['metric']} in {s['region']}: needs {s['needed']:g}, {s['available']:g} "
                                         f"available" for s in short),
                        {**meta, "remedy": "request a quota increase in the console (IAM & Admin > Quotas)"})
-    return Outcome(True, "GPU quota sufficient", meta)
+    return Outcome(True, "quota sufficient for the GPU pool at max" + (f" ({', '.join(unknown)} unknown)" if unknown
+                                                                      else ""), meta)
+
+
+def check_capacity(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:
+    """Stockouts and quota at scale-up, read where GKE reports them: the pool's StatusConditions and the
+    autoscaler's FailedScaleUp events on pending GPU pods."""
+    if spec.pool is None:
+        return Outcome(True, "off GKE: no autoscaler adds GPU nodes")
+    p = observed.pool
+    codes = [f"{code}: {message}" for code, message in (p.conditions if p else ())
+             if code in ("GCE_STOCKOUT", "GCE_QUOTA_EXCEEDED", "GKE_SERVICE_ACCOUNT_DELETED")]
+    if not codes and not observed.scale_up_failures:
+        return Outcome(True, "no scale-up failure reported for the GPU pool")
+    said = " ".join([*codes, *observed.scale_up_failures])
+    if "STOCKOUT" in said or "out of resources" in said:
+        remedy = STOCKOUT_REMEDY
+    elif "QUOTA" in said or "quota" in said:
+        remedy = "request a quota increase in the console (IAM & Admin > Quotas); the check gpu_quota_sufficient " \
+                 "names the metrics"
+    else:
+        remedy = "the node service account was deleted: materialize service_accounts, then recreate the pool"
+    return Outcome(False, f"GPU nodes cannot be added: {(codes or observed.scale_up_failures)[0]}",
+                   {"pool_conditions": "; ".join(codes), "failed_scale_ups": "; ".join(observed.scale_up_failures[:3]),
+                    "remedy": remedy})
 
 
 PIECE = Piece(
@@ -251,9 +339,12 @@ PIECE = Piece(
     owned_fields=("machine_type", "accelerator", "autoscaling enabled/min/max", "nvidia.com/gpu taint present",
                   "disk_size_gb"),
     desired=desired_gpu_pool, observe=observe_gpu_pool, plan=plan_gpu_pool, apply=apply_gpu_pool,
-    checks=(Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS and CPUS leave room "
-                  "for the GPU pool at max.", check_quota, blocking=True),
+    checks=(Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS, "
+                  "CPUS and IN_USE_ADDRESSES leave room for the GPU pool at max (per zone of a regional cluster).",
+                  check_quota, blocking=True),
             Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling),
+            Check("gpu_capacity_available", "No stockout or quota failure is reported for the GPU pool's scale-ups "
+                  "(its StatusConditions, the autoscaler's FailedScaleUp events).", check_capacity),
             SCALES_TO_ZERO_CHECK),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/nodepool/{env.cluster.location}/"
                                         f"{env.cluster.name}/{env.substrate.gpu_pool.name}?project={env.cluster.projectID}"}

@@ -16,7 +16,10 @@ from .piece import Check, Outcome, Piece, PieceError, Run, wait_until
 from .plan import Action
 from .preflight import driver_decision, failures, is_gpu_node, read_reports, run_preflight, summary
 
-GKE_DEVICE_PLUGIN = ("kube-system", "nvidia-gpu-device-plugin")
+# GKE runs its plugin as DaemonSets named by node size and image (nvidia-gpu-device-plugin-small-cos,
+# -medium-ubuntu, ...; rapidsai/deployment#572), labelled k8s-app=nvidia-gpu-device-plugin
+# (GoogleCloudPlatform/container-engine-accelerators cmd/nvidia_gpu/device-plugin.yaml).
+GKE_DEVICE_PLUGIN = "nvidia-gpu-device-plugin"
 OPERATOR_APP = "nvidia-gpu-operator"
 OPERATOR_REPO = "https://nvidia.github.io/gpu-operator"
 READY_TIMEOUT_S = 900
@@ -85,8 +88,9 @@ def observe_gpu_stack(run: Run, spec: GpuStackSpec) -> GpuStackObserved:
         return GpuStackObserved("none")
     kube = run.conn.kube
     if spec.mode == "gke-managed":
-        ns, name = GKE_DEVICE_PLUGIN
-        plugin = kube.get("apps/v1", "DaemonSet", name, ns) is not None
+        plugin = any(ds["metadata"]["name"].startswith(GKE_DEVICE_PLUGIN)
+                     or (ds["metadata"].get("labels") or {}).get("k8s-app") == GKE_DEVICE_PLUGIN
+                     for ds in kube.list("apps/v1", "DaemonSet", "kube-system"))
         cluster = run.conn.google.get_cluster(run.env.cluster.location, run.env.cluster.name)
         pool = cluster.pool(spec.pool) if cluster else None
         return GpuStackObserved(spec.mode, pool.gpu_driver_version if pool else "", plugin)
@@ -154,7 +158,7 @@ def _plan_gke(spec: GpuStackSpec, observed: GpuStackObserved) -> list[Action]:
                               remedy="the driver installation is chosen when the pool is created: create the pool "
                                      "under a new substrate.gpu_pool.name and delete the old one yourself"))
     if not observed.device_plugin:
-        actions.append(Action("cannot-fix", "DaemonSet kube-system/nvidia-gpu-device-plugin", observed="absent",
+        actions.append(Action("cannot-fix", f"DaemonSets kube-system/{GKE_DEVICE_PLUGIN}-*", observed="absent",
                               remedy="GKE deploys it on clusters with GPU pools; check that the GPU pool exists and "
                                      "that nothing deleted the DaemonSet (GKE's addon manager recreates it)"))
     return actions

@@ -64,6 +64,11 @@ class Piece:
     plan: Callable[[Any, Any], list[Action]]
     apply: Callable[[Run, Any, Any, list[Action]], None]
     checks: tuple[Check, ...] = ()
+    # With lifecycle: paused, only the pieces that keep something (APIs, identities, secrets) or tear
+    # the substrate down (cluster) run; the others have nothing to keep and change nothing.
+    runs_when_paused: bool | Callable[[EnvConfig], bool] = False
+    # Metadata only a materialization computes (it may cost reads a sensor tick should not make).
+    report: Callable[[Run, Any, Any], dict] | None = None
     # Metadata shown on the materialization page besides plan and observed state: links (URLs) and
     # facts recorded for later runs (JSON), such as the kube target's identity.
     links: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
@@ -95,3 +100,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log, int
             log.info(f"waiting for {what}: {now - start:.0f}s elapsed (limit {timeout:.0f}s)")
             last = now
         sleeper(interval)
+
+
+def rests(piece: Piece, env: EnvConfig) -> bool:
+    """Whether `piece` does nothing in this environment because it is paused."""
+    keeps = piece.runs_when_paused(env) if callable(piece.runs_when_paused) else piece.runs_when_paused
+    return env.paused and not keeps

@@ -9,8 +9,9 @@ from dataclasses import field as dc_field
 from typing import Any, Literal
 
 # "wait": GKE is busy with an operation already in flight (say, from an interrupted run); apply waits
-# for it instead of starting another, then plans again.
-ActionKind = Literal["create", "update", "replace", "wait", "cannot-fix"]
+# for it instead of starting another, then plans again. "delete": only in a pause the user declared
+# (lifecycle: paused), and only with the destroy approval.
+ActionKind = Literal["create", "update", "replace", "wait", "delete", "cannot-fix"]
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,19 @@ scheduled drift checks, and the scale-to-zero guard sensor adds how long each no
 
 from __future__ import annotations
 
-import re
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from resources.errors import describe
-from resources.models import NodePoolState, NodeState, PdbState, PodState, SkuPrice, Taint
+from resources.models import NodePoolState, NodeState, PdbState, PodState, Taint
 
 from .config import EnvConfig
 from .piece import Check, Outcome, Run
+from .prices import NodePrice, node_price, quantity
 from .preflight import is_gpu_node
 
 GPU = "nvidia.com/gpu"
 POOL_LABEL = "cloud.google.com/gke-nodepool"
-ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SAFE_TO_EVICT_LOCAL = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
@@ -44,7 +41,6 @@ UTILIZATION_THRESHOLD = 0.5
 EXPENDABLE_PRIORITY = -10
 CHECK_NAME = "scales_to_zero"
 # The Billing Catalog is a price list: it changes monthly, not between two sensor ticks.
-PRICE_TTL_S = 3600.0
 
 # The autoscaler's reasons.
 NOT_SAFE_TO_EVICT = "NotSafeToEvictAnnotation"
@@ -77,15 +73,6 @@ REMEDIES = {
 
 # ---- what is observed ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class NodePrice:
-    """What one GPU node costs per hour, and where that number comes from (None: unknown, and why)."""
-
-    per_hour: float | None
-    currency: str
-    source: str
-
-
-@dataclass(frozen=True)
 class ScaleToZeroObserved:
     applies: bool
     note: str = ""  # why it does not apply, or what could not be observed
@@ -99,6 +86,9 @@ class ScaleToZeroObserved:
     affinity: dict[tuple[str, str], tuple[dict, ...]] = field(default_factory=dict)
     price: NodePrice | None = None
     error: str = ""
+    # Since when each GPU node has had no GPU pod, by the cluster's own records: the end of its last
+    # GPU pod still listed, or the node's creation (a GPU pod deleted outright leaves no record).
+    quiet_since: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,8 +149,11 @@ def observe_scale_to_zero(run: Run, pool: NodePoolState | None) -> ScaleToZeroOb
         nodes = kube.nodes()
         gpu = gpu_nodes_of(env, nodes)
         others = tuple(n for n in nodes if n not in gpu)
-        pods = {n.name: tuple(p for p in kube.pods(field_selector=f"spec.nodeName={n.name}") if _active(p))
-                for n in gpu}
+        listed = {n.name: tuple(kube.pods(field_selector=f"spec.nodeName={n.name}")) for n in gpu}
+        pods = {name: tuple(p for p in on if _active(p)) for name, on in listed.items()}
+        quiet_since = {n.name: max([_epoch(n.created), *(_epoch(p.finished) for p in listed[n.name]
+                                                         if p.gpu_request and p.finished)])
+                       for n in gpu if n.created}
         idle = [n for n in gpu if not any(p.gpu_request for p in pods[n.name])]
         candidates = [p for n in idle for p in pods[n.name] if not _never_blocks(p)]
         pdbs = tuple(kube.pdbs()) if candidates else ()
@@ -176,7 +169,8 @@ def observe_scale_to_zero(run: Run, pool: NodePoolState | None) -> ScaleToZeroOb
         return ScaleToZeroObserved(applies_to(env), pool=name, pool_min=pool.min_nodes if pool else None,
                                    error=f"cannot observe the GPU nodes: {text}")
     facts = ScaleToZeroObserved(applies_to(env), "" if applies_to(env) else _not_applicable(env), name,
-                                pool.min_nodes if pool else None, tuple(gpu), others, pods, pdbs, affinity)
+                                pool.min_nodes if pool else None, tuple(gpu), others, pods, pdbs, affinity,
+                                quiet_since=quiet_since)
     # The price is read only when it will be shown: an idle node that something holds, or off GKE.
     d = diagnose(facts)
     if d.idle and (d.blockers or not facts.applies):
@@ -191,6 +185,11 @@ def _not_applicable(env: EnvConfig) -> str:
     return f"substrate.gpu_pool.min is {env.substrate.gpu_pool.min}: the pool is meant to keep nodes"
 
 
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def _active(p: PodState) -> bool:
     return p.phase not in ("Succeeded", "Failed")
 
@@ -199,88 +198,6 @@ def _required_terms(pod: dict) -> tuple[dict, ...]:
     aff = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
     req = aff.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
     return tuple(req.get("nodeSelectorTerms") or ())
-
-
-# ---- price ---------------------------------------------------------------------------------------
-_PRICES: dict[tuple[str, str], tuple[float, list[SkuPrice]]] = {}
-
-
-def node_price(run: Run, node: NodeState) -> NodePrice:
-    """On GKE from the Cloud Billing Catalog; elsewhere from substrate.prices in the config."""
-    env = run.env
-    if not env.is_gke:
-        prices = env.substrate.prices
-        if prices.gpu_node_per_hour is None:
-            return NodePrice(None, prices.currency, f"no price known: set substrate.prices.gpu_node_per_hour in "
-                                                    f"{env.path or 'the environment config'}")
-        return NodePrice(prices.gpu_node_per_hour, prices.currency, "substrate.prices.gpu_node_per_hour")
-    gp = env.substrate.gpu_pool
-    machine = node.labels.get(INSTANCE_TYPE_LABEL) or gp.machine_type
-    accelerator = node.labels.get(ACCELERATOR_LABEL) or gp.accelerator_type
-    gpus = int(_quantity(node.allocatable.get(GPU)) or gp.accelerator_count)
-    try:
-        live = run.conn.kube.get("v1", "Node", node.name) or {}
-        capacity = (live.get("status") or {}).get("capacity") or {}
-        skus = _catalog(run, env.region)
-    except Exception as exc:
-        text = describe(exc)
-        if text is None:
-            raise
-        return NodePrice(None, "", f"no price known: the Cloud Billing Catalog could not be read ({text})")
-    return price_from_catalog(skus, env.region, machine, accelerator, gpus, _quantity(capacity.get("cpu")),
-                              _quantity(capacity.get("memory")) / 2**30)
-
-
-def _catalog(run: Run, region: str) -> list[SkuPrice]:
-    google = run.conn.google
-    key = (repr(getattr(google, "endpoints", None)), region)
-    hit = _PRICES.get(key)
-    if hit is not None and time.monotonic() - hit[0] < PRICE_TTL_S:
-        return hit[1]
-    skus = google.compute_sku_prices(region)
-    _PRICES[key] = (time.monotonic(), skus)
-    return skus
-
-
-def accelerator_sku_name(accelerator: str) -> str:
-    """The catalog's name of an accelerator type: nvidia-l4 -> "Nvidia L4 GPU", nvidia-tesla-t4 -> "Nvidia Tesla
-    T4 GPU", nvidia-h100-80gb -> "Nvidia H100 80GB GPU"."""
-    words = accelerator.lower().removeprefix("nvidia-").split("-")
-    return "Nvidia " + " ".join(w.capitalize() if w == "tesla" else w.upper() for w in words) + " GPU"
-
-
-def price_from_catalog(skus: list[SkuPrice], region: str, machine_type: str, accelerator: str, gpus: int,
-                       vcpus: float, memory_gib: float) -> NodePrice:
-    """GPU SKU x GPUs + the machine family's core SKU x vCPUs + its RAM SKU x GiB (on-demand list prices)."""
-    gpu_name = accelerator_sku_name(accelerator)
-    family = machine_type.split("-", 1)[0].upper()
-    gpu = next((s for s in skus if s.description.startswith(f"{gpu_name} running in")), None)
-    core_re = re.compile(rf"^{re.escape(family)} (Predefined )?Instance Core running in")
-    ram_re = re.compile(rf"^{re.escape(family)} (Predefined )?Instance Ram running in")
-    core = next((s for s in skus if core_re.match(s.description)), None)
-    ram = next((s for s in skus if ram_re.match(s.description)), None)
-    missing = [what for what, sku in ((f'"{gpu_name}"', gpu), (f"{family} instance core", core),
-                                      (f"{family} instance RAM", ram)) if sku is None]
-    if missing or not vcpus or not memory_gib:
-        why = f"no Billing Catalog SKU for {', '.join(missing)} in {region}" if missing else \
-            "the node does not report its CPU and memory capacity"
-        return NodePrice(None, (gpu or core or ram).currency if (gpu or core or ram) else "", f"no price known: {why}")
-    total = gpu.per_hour * gpus + core.per_hour * vcpus + ram.per_hour * memory_gib
-    source = (f"Cloud Billing Catalog, on-demand in {region}: {gpus} x {gpu.description} ({gpu.per_hour:g}/h) + "
-              f"{vcpus:g} x {core.description} ({core.per_hour:g}/h) + {memory_gib:g} GiB x {ram.description} "
-              f"({ram.per_hour:g}/GiB/h)")
-    return NodePrice(round(total, 4), gpu.currency, source)
-
-
-def _quantity(q: Any) -> float:
-    if q is None or q == "":
-        return 0.0
-    s = str(q)
-    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40), ("m", 1e-3), ("k", 1e3),
-                           ("M", 1e6), ("G", 1e9), ("T", 1e12)):
-        if s.endswith(suffix):
-            return float(s[: -len(suffix)]) * factor
-    return float(s)
 
 
 # ---- the rules (pure) ----------------------------------------------------------------------------
@@ -342,7 +259,7 @@ def fits_elsewhere(pod: PodState, node: NodeState, terms: tuple[dict, ...]) -> b
         if taint.effect in ("NoSchedule", "NoExecute") and not _tolerates(pod.tolerations, taint):
             return False
     for resource in ("cpu", "memory", GPU):
-        if pod.requests.get(resource, 0) > _quantity(node.allocatable.get(resource)):
+        if pod.requests.get(resource, 0) > quantity(node.allocatable.get(resource)):
             return False
     return True
 
@@ -385,12 +302,12 @@ def pod_blockers(pod: PodState, node: str, pdbs: tuple[PdbState, ...], others: t
 
 def node_utilization(node: NodeState, pods: tuple[PodState, ...]) -> float:
     """The autoscaler's utilization: GPU requests on a GPU node, else the larger of CPU and memory."""
-    gpu_alloc = _quantity(node.allocatable.get(GPU))
+    gpu_alloc = quantity(node.allocatable.get(GPU))
     if gpu_alloc > 0:
         return sum(p.gpu_request for p in pods) / gpu_alloc
     shares = []
     for resource in ("cpu", "memory"):
-        alloc = _quantity(node.allocatable.get(resource))
+        alloc = quantity(node.allocatable.get(resource))
         if alloc > 0:
             shares.append(sum(p.requests.get(resource, 0.0) for p in pods) / alloc)
     return max(shares, default=0.0)

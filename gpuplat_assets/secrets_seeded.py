@@ -307,4 +307,6 @@ PIECE = Piece(
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/security/secret-manager?project="
                                        f"{env.cluster.projectID}"} if env.secret_backend == "gcpsm" else
                             {"eso_provider_docs": ESO_PROVIDER_DOCS}),
+    # Secret Manager outlives the cluster; another backend is read through the cluster, gone while paused.
+    runs_when_paused=lambda env: env.secret_backend == "gcpsm",
 )

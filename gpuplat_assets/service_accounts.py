@@ -162,4 +162,5 @@ PIECE = Piece(
                   check_accounts),),
     links=lambda env, obs: ({"console": f"https://console.cloud.google.com/iam-admin/serviceaccounts?project="
                                        f"{env.cluster.projectID}"} if env.is_gke else {}),
+    runs_when_paused=True,
 )

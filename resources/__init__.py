@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,7 @@ from .credentials import GoogleTokens, tokens_for
 from .google import Google
 from .kube import Endpoint, Kube, KubeconfigMissing, KubeTargetMismatch, write_private
 from .models import ClusterState, KubeIdentity
-from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_serve_git, sandbox_kubeconfig
+from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_kubeconfig, sandbox_now, sandbox_serve_git
 
 # GKE states in which the control plane answers (RECONCILING: an update is in progress, the API is up).
 API_UP = ("RUNNING", "RECONCILING")
@@ -59,6 +60,10 @@ class Connection:
     @cached_property
     def sandbox_urls(self) -> dict[str, str] | None:
         return ensure_sandbox(self.sandbox_state) if self.target.sandbox else None
+
+    def now(self) -> float:
+        """The clusters' time: the sandbox's simulated clock on the sandbox, this host's elsewhere."""
+        return time.time() if self.sandbox_urls is None else sandbox_now(self.sandbox_urls)
 
     @cached_property
     def google(self) -> Google:

@@ -24,6 +24,19 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, ServiceUsageDisabled):
         return (f"{exc}: enable the bootstrap APIs first: gcloud services enable serviceusage.googleapis.com "
                 f"cloudresourcemanager.googleapis.com --project {exc.project}")
+    if isinstance(exc, gexc.Forbidden) and exc.reason == "SERVICE_DISABLED":
+        service = (exc.metadata or {}).get("service", "the API")
+        project = (exc.metadata or {}).get("consumer", "").removeprefix("projects/")
+        return (f"{service} is not enabled in project {project}: materialize apis_enabled, or gcloud services enable "
+                f"{service} --project {project} (just enabled: Google needs a few minutes to propagate it)")
+    if isinstance(exc, gexc.Forbidden) and "quota" in exc.message.lower():
+        # GKE refuses a create over quota with 403 PERMISSION_DENIED: a quota to raise, not a role to grant.
+        return (f"quota exceeded: {exc.message.split(': ', 1)[-1]} (request an increase in the console, IAM & Admin > "
+                f"Quotas; approval can take hours)")
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.reason == "UREQ_PROJECT_BILLING_NOT_FOUND":
+        project = (exc.metadata or {}).get("project", "")
+        return (f"billing is not enabled for project {project}: link a billing account (gcloud billing projects link "
+                f"<project> --billing-account <ACCOUNT_ID>) and materialize apis_enabled again")
     if isinstance(exc, gexc.Forbidden):
         return f"permission denied by Google: {exc.message} (check the credentials' IAM roles on the project)"
     if isinstance(exc, gexc.GoogleAPICallError):

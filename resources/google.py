@@ -8,11 +8,15 @@ credentials. Transient errors (5xx, 429, GKE's "operation in progress") are retr
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
-from .models import ClusterSpec, ClusterState, NodePoolSpec, NodePoolState, OperationState, Quota, SkuPrice, Taint
+from .models import (ClusterSpec, ClusterState, Leftover, NodePoolSpec, NodePoolState, OperationState, Quota,
+                     SkuPrice, Taint)
 
 ERR_OPERATION = "GKE operation failed"
 ERR_OPERATION_TIMEOUT = "GKE operation did not finish in time"
@@ -40,14 +44,47 @@ def _busy(exc: Exception) -> bool:
         "incompatible" in str(exc).lower() or "please wait" in str(exc).lower() or "currently" in str(exc).lower())
 
 
+# A service enabled a moment ago may answer SERVICE_DISABLED for a few minutes ("wait a few minutes for
+# the action to propagate to our systems and retry", the error's own words), so it is retried for that
+# long. Dagster runs each step in its own process: when gpuplat enabled what is noted in a file, one
+# folder per Google target (the real APIs, or one sandbox's endpoints).
+PROPAGATION_S = 300.0
+
+
 def is_transient(exc: Exception) -> bool:
     return isinstance(exc, (gexc.ServiceUnavailable, gexc.TooManyRequests, gexc.InternalServerError,
                             gexc.GatewayTimeout, gexc.BadGateway)) or _busy(exc)
 
 
-def default_retry(deadline: float = 180.0):
+def default_retry(deadline: float = 180.0, predicate: Callable[[Exception], bool] = is_transient):
     from google.api_core.retry import Retry
-    return Retry(predicate=is_transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
+    return Retry(predicate=predicate, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
+
+
+class EnabledMarks:
+    """When gpuplat enabled which service, per project, for one Google target."""
+
+    def __init__(self, endpoints: dict[str, str] | None):
+        import hashlib
+        target = hashlib.sha1(repr(sorted(endpoints.items())).encode()).hexdigest()[:12] if endpoints else "google"
+        self.root = Path(tempfile.gettempdir()) / f"gpuplat-enabled-{os.getuid()}" / target
+
+    def mark(self, project: str, services: list[str]) -> None:
+        for service in services:
+            marker = self.root / project / service
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
+    def propagating(self, exc: Exception) -> bool:
+        """A SERVICE_DISABLED for a service gpuplat enabled less than PROPAGATION_S ago."""
+        if not isinstance(exc, gexc.Forbidden) or getattr(exc, "reason", None) != "SERVICE_DISABLED":
+            return False
+        meta = exc.metadata or {}
+        marker = self.root / (meta.get("consumer", "").removeprefix("projects/") or "-") / (meta.get("service") or "-")
+        try:
+            return time.time() - marker.stat().st_mtime < PROPAGATION_S
+        except OSError:
+            return False
 
 
 class OperationFailed(Exception):
@@ -64,7 +101,8 @@ class Google:
         self.endpoints = endpoints
         self.sleeper = sleeper
         self.timer = timer
-        self.retry = default_retry(retry_deadline)
+        self.enabled_marks = EnabledMarks(endpoints)
+        self.retry = default_retry(retry_deadline, lambda exc: is_transient(exc) or self.enabled_marks.propagating(exc))
 
     def _kwargs(self, api: str) -> dict:
         if self.endpoints is None:
@@ -181,6 +219,22 @@ class Google:
         op = self._gke.update_cluster(name=self.cluster_path(location, name), update=update, retry=self.retry)
         return _op_state(op, location, self.project)
 
+    # Deletes exist only for a pause the user declared and approved (lifecycle: paused).
+    def delete_node_pool(self, location: str, cluster: str, pool: str) -> OperationState:
+        try:
+            op = self._gke.delete_node_pool(name=f"{self.cluster_path(location, cluster)}/nodePools/{pool}",
+                                            retry=self.retry)
+        except gexc.NotFound:
+            return OperationState(name="", status="NOT_FOUND")
+        return _op_state(op, location, self.project)
+
+    def delete_cluster(self, location: str, name: str) -> OperationState:
+        try:
+            op = self._gke.delete_cluster(name=self.cluster_path(location, name), retry=self.retry)
+        except gexc.NotFound:
+            return OperationState(name="", status="NOT_FOUND")
+        return _op_state(op, location, self.project)
+
     def running_operations(self, location: str) -> list[OperationState]:
         resp = self._gke.list_operations(parent=self._loc(location), retry=self.retry)
         return [s for s in (_op_state(op, location, self.project) for op in resp.operations) if s.status != "DONE"]
@@ -231,6 +285,7 @@ class Google:
             op = self._usage.batch_enable_services(
                 request={"parent": f"projects/{self.project}", "service_ids": names[i:i + 20]}, retry=self.retry)
             op.result(timeout=timeout)
+            self.enabled_marks.mark(self.project, names[i:i + 20])
 
     # ---- Secret Manager ----------------------------------------------------------------------------
     def secret_ids(self) -> set[str]:
@@ -284,23 +339,49 @@ class Google:
         p = self._projects.get(project=self.project, retry=self.retry)
         return {q.metric: Quota(q.metric, "global", q.limit, q.usage) for q in p.quotas}
 
-    # ---- Billing Catalog ----------------------------------------------------------------------------------
-    def compute_sku_prices(self, region: str) -> list[SkuPrice]:
-        """On-demand hourly SKUs of Compute Engine offered in `region`."""
-        services = self._catalog.list_services(retry=self.retry)
-        compute = next((s for s in services if s.display_name == "Compute Engine"), None)
-        if compute is None:
-            return []
+    # ---- Compute: what outlives a cluster ------------------------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        """The project's forwarding rules, reserved addresses and persistent disks, every scope (the
+        aggregated lists `gcloud compute ... list` reads)."""
+        from google.cloud import compute_v1
         out = []
-        for sku in self._catalog.list_skus(parent=compute.name, retry=self.retry):
-            if region not in sku.service_regions or sku.category.usage_type != "OnDemand" or not sku.pricing_info:
-                continue
-            expr = sku.pricing_info[0].pricing_expression
-            if not expr.tiered_rates:
-                continue
-            price = expr.tiered_rates[-1].unit_price
-            out.append(SkuPrice(sku.description, price.units + price.nanos / 1e9, price.currency_code,
-                                expr.usage_unit))
+        for kind, client in (("forwarding rule", compute_v1.ForwardingRulesClient),
+                             ("address", compute_v1.AddressesClient), ("disk", compute_v1.DisksClient)):
+            api = client(**self._kwargs("compute"))
+            for scope, listed in api.aggregated_list(project=self.project, retry=self.retry):
+                for item in getattr(listed, {"forwarding rule": "forwarding_rules", "address": "addresses",
+                                             "disk": "disks"}[kind]):
+                    out.append(Leftover(kind, item.name, scope, int(getattr(item, "size_gb", 0) or 0),
+                                        getattr(item, "type_", "").rsplit("/", 1)[-1]))
+        return out
+
+    def delete_disk(self, zone: str, name: str) -> None:
+        from google.cloud import compute_v1
+        try:
+            compute_v1.DisksClient(**self._kwargs("compute")).delete(
+                project=self.project, zone=zone, disk=name, retry=self.retry).result(timeout=300)
+        except gexc.NotFound:
+            pass
+
+    # ---- Billing Catalog ----------------------------------------------------------------------------------
+    def sku_prices(self, region: str) -> list[SkuPrice]:
+        """On-demand SKUs of Compute Engine and Kubernetes Engine offered in `region` (or globally)."""
+        # The catalog belongs to no project: the caller's quota project (this one) must have the Cloud
+        # Billing API enabled, and says so in x-goog-user-project.
+        quota_project = [("x-goog-user-project", self.project)]
+        services = self._catalog.list_services(retry=self.retry, metadata=quota_project)
+        out = []
+        for service in (s for s in services if s.display_name in ("Compute Engine", "Kubernetes Engine")):
+            for sku in self._catalog.list_skus(parent=service.name, retry=self.retry, metadata=quota_project):
+                if not ({region, "global"} & set(sku.service_regions)) or sku.category.usage_type != "OnDemand" \
+                        or not sku.pricing_info:
+                    continue
+                expr = sku.pricing_info[0].pricing_expression
+                if not expr.tiered_rates:
+                    continue
+                price = expr.tiered_rates[-1].unit_price
+                out.append(SkuPrice(sku.description, price.units + price.nanos / 1e9, price.currency_code,
+                                    expr.usage_unit))
         return out
 
 
@@ -345,7 +426,12 @@ def _pool_state(p) -> NodePoolState:
         min_nodes=p.autoscaling.min_node_count, max_nodes=p.autoscaling.max_node_count,
         taints=tuple(Taint(t.key, t.value, _EFFECT_TO_K8S.get(t.effect.name, t.effect.name)) for t in p.config.taints),
         labels=dict(p.config.labels), service_account=p.config.service_account, version=p.version,
-        image_type=p.config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(p.config.oauth_scopes))
+        image_type=p.config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(p.config.oauth_scopes),
+        status_message=p.status_message, conditions=_conditions(p.conditions))
+
+
+def _conditions(conditions) -> tuple[tuple[str, str], ...]:
+    return tuple((c.code.name if c.code else c.canonical_code.name, c.message) for c in conditions)
 
 
 def _cluster_state(c) -> ClusterState:
@@ -355,7 +441,8 @@ def _cluster_state(c) -> ClusterState:
         vpc_native=bool(c.ip_allocation_policy.use_ip_aliases), datapath_provider=c.network_config.datapath_provider.name,
         endpoint=c.endpoint, master_version=c.current_master_version,
         node_pools=tuple(_pool_state(p) for p in c.node_pools),
-        ca_certificate=c.master_auth.cluster_ca_certificate)
+        ca_certificate=c.master_auth.cluster_ca_certificate, status_message=c.status_message,
+        conditions=_conditions(c.conditions))
 
 
 def _op_error(op) -> str:

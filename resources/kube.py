@@ -208,12 +208,15 @@ class Kube:
         return self._resource(api_version, kind) is not None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
-        res = self._resource(api_version, kind)
-        if res is None and not self.has_kind(api_version, kind):
+        def call():
+            res = self._resource(api_version, kind)
+            # None: a refreshed discovery says the kind is not served after all (a CRD not installed yet).
+            return None if res is None else self._call(res.get, namespace=namespace,
+                                                       label_selector=label_selector or None)
+        if self._resource(api_version, kind) is None and not self.has_kind(api_version, kind):
             return []
-        out = self._fresh(lambda: self._call(self._resource(api_version, kind).get, namespace=namespace,
-                                             label_selector=label_selector or None))
-        return [i.to_dict() for i in out.items]
+        out = self._fresh(call)
+        return [] if out is None else [i.to_dict() for i in out.items]
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         from kubernetes.dynamic.exceptions import NotFoundError
@@ -264,6 +267,17 @@ class Kube:
         res = self._resource(api_version, kind)
         return self._call(res.patch, body=patch, name=name, namespace=namespace,
                           content_type="application/merge-patch+json").to_dict()
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        """Delete one object; one already gone is fine. Only a pause the user approved calls this."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+        res = self._resource(api_version, kind)
+        if res is None:
+            return
+        try:
+            self._call(res.delete, name=name, namespace=namespace)
+        except NotFoundError:
+            pass
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Only for gpuplat's own short-lived preflight pods."""
@@ -347,4 +361,7 @@ def _pod_state(p) -> PodState:
         owner_kinds=tuple(o.kind for o in (p.metadata.owner_references or [])),
         priority=int(p.spec.priority or 0), gpu_request=gpu, requests=requests, volumes=tuple(volumes),
         node_selector=dict(p.spec.node_selector or {}), has_affinity=p.spec.affinity is not None,
-        tolerations=tuple({"key": t.key, "effect": t.effect} for t in (p.spec.tolerations or [])))
+        tolerations=tuple({"key": t.key, "effect": t.effect} for t in (p.spec.tolerations or [])),
+        finished=max((c.state.terminated.finished_at.isoformat() for c in (p.status.container_statuses or [])
+                      if p.status and c.state and c.state.terminated and c.state.terminated.finished_at),
+                     default="") if p.status else "")

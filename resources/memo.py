@@ -31,7 +31,7 @@ from .kube import KubeUnreachable
 # a state to observe. Not here on purpose: what is polled until it changes (get_operation,
 # running_operations, pod_log), secret values (PASS_THROUGH) and everything that writes.
 GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "has_enabled_version", "region_quotas",
-                          "project_quotas", "compute_sku_prices"})
+                          "project_quotas", "sku_prices"})
 KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get"})
 # The reads of `Google.iam` (resources/iam.py): memoized in the same (project) scope as Google's.
 IAM_READS = frozenset({"account_exists", "policy", "repository"})

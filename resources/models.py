@@ -31,6 +31,10 @@ class NodePoolState:
     image_type: str
     locations: tuple[str, ...]
     oauth_scopes: tuple[str, ...] = ()
+    # Why the pool is in ERROR / RUNNING_WITH_ERROR, and GKE's StatusConditions ((code, message), e.g.
+    # ("GCE_STOCKOUT", "...")): where GKE reports stockouts and quota failures of the pool's VMs.
+    status_message: str = ""
+    conditions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class ClusterState:
     master_version: str
     node_pools: tuple[NodePoolState, ...]
     ca_certificate: str = ""
+    status_message: str = ""
+    conditions: tuple[tuple[str, str], ...] = ()
 
     def pool(self, name: str) -> NodePoolState | None:
         return next((p for p in self.node_pools if p.name == name), None)
@@ -55,12 +61,12 @@ class ClusterState:
 class Quota:
     metric: str
     scope: str  # "global" or a region
-    limit: float
+    limit: float | None  # None: Compute does not report this metric (unknown, never 0)
     usage: float
 
     @property
     def available(self) -> float:
-        return self.limit - self.usage
+        return float("inf") if self.limit is None else self.limit - self.usage
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,17 @@ class SkuPrice:
     per_hour: float
     currency: str
     unit: str
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A paid Compute resource that can outlive a cluster: a forwarding rule, an address, a disk."""
+
+    kind: str  # "forwarding rule" | "address" | "disk"
+    name: str
+    scope: str  # zones/<zone>, regions/<region> or global
+    size_gb: int = 0
+    disk_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,7 @@ class PodState:
     node_selector: dict
     has_affinity: bool
     tolerations: tuple[dict, ...]
+    finished: str = ""  # when its last container terminated (ISO 8601), for a pod that ended
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,10 @@ def sandbox_serve_git(urls: dict[str, str], repo_url: str, checkout: Path) -> No
                                  data=json.dumps({"repoURL": repo_url, "path": str(checkout)}).encode(),
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).read()
+
+
+def sandbox_now(urls: dict[str, str]) -> float:
+    """The sandbox's simulated clock (its clusters' timestamps are in it)."""
+    import urllib.request
+    with urllib.request.urlopen(f"{urls['admin']}/sandbox/clock", timeout=10) as resp:
+        return float(json.loads(resp.read())["now"])

@@ -55,7 +55,7 @@ from dagster import (
 
 from gpuplat_assets.assets import PARTITIONS, PIECES, SENSOR_TAG, recorded_identity
 from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environment, load_environments
-from gpuplat_assets.piece import Piece, Run, target_of
+from gpuplat_assets.piece import Piece, Run, rests, target_of
 from gpuplat_assets.plan import Action, mutating, plan_hash, plan_table
 from resources import GpuplatResource
 from resources.errors import describe
@@ -158,6 +158,8 @@ def observe_env(resource: GpuplatResource, name: str, root: Path | None, materia
         return EnvReport(name, error=str(exc), seconds=time.monotonic() - start)
     report = EnvReport(name, run.env.remediation)
     for piece in pieces:
+        if rests(piece, run.env):
+            continue  # nothing of it is kept while paused: not drift, never rebuilt
         if name not in materialized.get(piece.name, set()):
             report.findings.append(Finding(piece.name, "skipped", reason=NOT_MATERIALIZED))
             continue
@@ -246,10 +248,14 @@ def _drift_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding
         tick.count(f"known drift ({prev.get('mode')})")
         return
     fixable = bool(mutating(f.actions))
-    mode = "run" if report.remediation == "auto" and fixable else "report"
+    # A paused environment's leftovers are drift to remove, but only with the destroy approval, which
+    # a sensor run never has: reported, never a run.
+    destroys = any(a.kind == "delete" for a in f.actions)
+    mode = "run" if report.remediation == "auto" and fixable and not destroys else "report"
     since = now
     cursor.drift[key] = {"hash": h, "since": since, "mode": mode}
     why = ("remediation: report" if report.remediation == "report" else
+           "paused: deleting needs the destroy approval, which a sensor run never has" if destroys else
            "only cannot-fix actions: a run could change nothing" if not fixable else "")
     meta = {"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": h, "first_seen": _iso(since),
             "remediation": report.remediation, "action": "run requested" if mode == "run" else f"reported ({why})"}

@@ -43,13 +43,13 @@ from dagster import (
 from gpuplat_assets.assets import PARTITIONS, SENSOR_TAG
 from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environments
 from gpuplat_assets.gpu_pool import PIECE as GPU_POOL
+from gpuplat_assets.prices import node_price
 from gpuplat_assets.scale_to_zero import (
     CHECK_NAME,
     Diagnosis,
     applies_to,
     diagnose,
     metadata,
-    node_price,
     observe_scale_to_zero,
     summary,
 )
@@ -77,7 +77,7 @@ class GuardReport:
 
 
 def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, materialized: set[str],
-                      previous: dict[str, float], now: float, answers: Answers | None = None,
+                      previous: dict[str, float], now: float | None, answers: Answers | None = None,
                       env: EnvConfig | None = None) -> GuardReport:
     """One environment: the pool's autoscaling, its nodes and pods, since when each node is idle."""
     try:
@@ -91,6 +91,8 @@ def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, m
         return GuardReport(name, skipped=f"gpu_pool {NOT_MATERIALIZED}")
     grace_s = env.substrate.gpu_pool.scale_to_zero_grace_minutes * 60.0
     try:
+        if now is None:  # the cluster's clock: node and pod timestamps are in it (simulated on the sandbox)
+            now = run.conn.now()
         cluster = run.conn.google.get_cluster(env.cluster.location, env.cluster.name)
         pool = cluster.pool(env.substrate.gpu_pool.name) if cluster else None
         if pool is None:
@@ -98,8 +100,12 @@ def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, m
         facts = observe_scale_to_zero(run, pool)
         idle_since = {}
         if not facts.error:
-            idle = diagnose(facts).idle
-            idle_since = {n: previous.get(n, now) for n in idle}
+            first = diagnose(facts)
+            # The cluster's record first (a node idle since before the guard ever looked is late on the
+            # guard's first tick), never earlier than this guard last saw the node busy: a GPU pod
+            # deleted outright leaves no record. Busy nodes are kept as "busy at now" for that.
+            idle_since = {n: max(facts.quiet_since.get(n, now), previous.get(n, 0.0)) for n in first.idle}
+            idle_since.update({n: now for n in first.busy})
         d = diagnose(facts, idle_since, now, grace_s)
         if d.stuck and d.price is None:
             node = next(n for n in facts.gpu_nodes if n.name == d.stuck[0])
@@ -187,9 +193,10 @@ def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[lis
 
 def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", environments_root: Path | None = None,
                                minimum_interval_seconds: int = DEFAULT_INTERVAL_S,
-                               clock: Callable[[], float] = time.time, workers: int = WORKERS,
+                               clock: Callable[[], float] | None = None, workers: int = WORKERS,
                                default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
-    """The guard over the environments under `environments_root`; `clock` is injectable for tests."""
+    """The guard over the environments under `environments_root`; `clock` (default: each environment's
+    cluster clock, the sandbox's simulated one on the sandbox) is injectable for tests."""
 
     @sensor(name=name, target=AssetSelection.assets(GPU_POOL.name), default_status=default_status,
             minimum_interval_seconds=minimum_interval_seconds,
@@ -203,7 +210,7 @@ def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", environments_r
         materialized = context.instance.get_materialized_partitions(AssetKey(GPU_POOL.name))
         start_sandbox_once(gpuplat, [found.configs[n] for n in names if n in found.configs])
         cursor = GuardCursor.load(context.cursor)
-        now = clock()
+        now = clock() if clock else None
         answers = Answers()
 
         def observe(n: str) -> GuardReport:

@@ -108,6 +108,19 @@ def admin(target, method: str, path: str, body=None):
     return json.loads(raw) if "json" in ctype else raw.decode()
 
 
+SANDBOX_PROJECTS = ("gpuplat-test", "gpuplat-sandbox", "p", "other-project", "exact")
+ALL_SERVICES = ["serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "container.googleapis.com",
+                "compute.googleapis.com", "secretmanager.googleapis.com", "cloudbilling.googleapis.com",
+                "iam.googleapis.com", "iamcredentials.googleapis.com", "artifactregistry.googleapis.com"]
+
+
+def enable_all(target) -> None:
+    """Every API the tests call, enabled in their projects (`target`: a Sandbox or its URL map), for tests
+    of the APIs themselves: a new sandbox project, like a new GCP project, has only the bootstrap APIs."""
+    for project in SANDBOX_PROJECTS:
+        admin(target, "POST", "/sandbox/projects", {"project": project, "enabled": ALL_SERVICES})
+
+
 def client_options(target, api: str) -> dict:
     """Keyword arguments that point an official Google client at one of the sandbox's APIs."""
     from google.api_core.client_options import ClientOptions

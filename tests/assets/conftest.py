@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,20 @@ def gp(sandbox, tmp_path, monkeypatch):
     g = Gpuplat(sandbox, tmp_path)
     g.configure()
     return g
+
+
+@pytest.fixture
+def fast_clock(gp):
+    """Simulated time 60 times faster than the wall clock while the test runs (30 s every 0.5 s): the
+    simulated GPU Operator rolls out in 60 simulated seconds, a Gateway's load balancer goes 120
+    simulated seconds after it."""
+    stop = threading.Event()
+
+    def run():
+        while not stop.wait(0.5):
+            gp.admin.call("POST", "/sandbox/clock/advance", {"seconds": 30})
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    yield
+    stop.set()
+    t.join()

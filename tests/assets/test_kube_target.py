@@ -19,7 +19,7 @@ from gpuplat_assets.assets import PIECES, recorded_identity
 from sandbox.app import Sandbox
 from tests.conftest import EPHEMERAL
 
-from .test_off_gke import fast_clock, failure_message, use_shipped  # noqa: F401 - fast_clock is a fixture
+from .test_off_gke import failure_message, use_shipped
 
 ASSETS = [p.name for p in PIECES]
 

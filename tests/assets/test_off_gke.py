@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,6 @@ from kubernetes import client, config
 from tests.conftest import TEST_ENVIRONMENTS, kube_api as sandbox_kube_api
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fast_clock(gp):
-    """The simulated GPU Operator rolls out in 60 simulated seconds: let the sandbox clock run fast."""
-    stop = threading.Event()
-
-    def run():
-        while not stop.wait(0.5):
-            gp.admin.call("POST", "/sandbox/clock/advance", {"seconds": 30})
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    yield
-    stop.set()
-    t.join()
 
 
 def use_shipped(gp, shipped: str, name: str, **substrate) -> dict:

@@ -30,6 +30,7 @@ def latest(client, secret_id: str) -> bytes:
 
 def test_a_secret_left_without_a_version_is_repaired_and_fails_the_check_until_then(gp):
     client = sm(gp)
+    assert gp.materialize(select=["apis_enabled"]).success  # Secret Manager answers SERVICE_DISABLED before
     # A run killed between create and add-version left this behind.
     client.create_secret(parent=PARENT, secret_id="litellm-master-key", secret=secretmanager_v1.Secret(
         replication=secretmanager_v1.Replication(automatic=secretmanager_v1.Replication.Automatic())))

@@ -251,13 +251,23 @@ def terraform_apply(gp, fork: Path) -> None:
     iam.set_iam_policy(request={"resource": f"projects/{PROJECT}/serviceAccounts/{eso_sa}", "policy": sa_policy})
 
 
-def test_a_substrate_terraform_built_is_adopted_with_no_mutating_call(gp, seed):
+def test_a_substrate_terraform_built_is_adopted_enabling_only_the_billing_catalog_api(gp, seed):
+    """The fork's Terraform does not enable cloudbilling.googleapis.com; gpuplat needs it to price GPU
+    nodes (the catalog's quota project must have it), so that free API is its one change; the second
+    run makes none."""
     terraform_apply(gp, seed.fork)
     gp.admin.reset()
     built = ["apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry"]
     result = gp.materialize(built, env=ENV)
     assert result.success
     calls = gp.admin.calls()
-    assert calls["_total"]["mutate"] == 0, {api: c["methods"] for api, c in calls.items() if api != "_total"}
+    changes = {api: c["methods"] for api, c in calls.items() if api != "_total" and c["mutate"]}
+    assert calls["_total"]["mutate"] == 1 and list(changes) == ["serviceusage"], changes
     for mat in result.get_asset_materialization_events():
-        assert mat.materialization.metadata["actions_applied"].value == 0, mat.asset_key
+        applied = mat.materialization.metadata["actions_applied"].value
+        assert applied == (1 if mat.asset_key.path[-1] == "apis_enabled" else 0), mat.asset_key
+    plan = result.asset_materializations_for_node("apis_enabled")[0].metadata["plan"].value
+    assert "cloudbilling.googleapis.com" in plan
+    gp.admin.reset()
+    assert gp.materialize(built, env=ENV).success
+    assert gp.admin.calls()["_total"]["mutate"] == 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SandboxProcess
+from tests.conftest import SandboxProcess, enable_all
 
 TOOLS = ("kubectl", "gcloud", "gke-gcloud-auth-plugin")
 PROJECT = "gpuplat-sandbox"
@@ -72,6 +72,7 @@ def tools(tmp_path_factory):
     root = tmp_path_factory.mktemp("conformance")
     sp = SandboxProcess(root / "sandbox")
     sp.start()
+    enable_all(sp.urls)  # gcloud and kubectl are met on a project that has its APIs
     home = root / "home"
     home.mkdir()
     kubeconfig = root / "byo.kubeconfig"

@@ -3,26 +3,15 @@
 A new sandbox project has only Service Usage and Resource Manager enabled (as a new GCP project), and
 every other API answers 403 SERVICE_DISABLED until it is enabled (`tests/sandbox/test_identity.py` and
 `test_compute_billing.py` show that). These tests exercise the APIs themselves, so their projects
-start with everything enabled; gpuplat's own tests (tests/assets) start blank and enable what they need.
+start with everything enabled (`tests.conftest.enable_all`); gpuplat's own tests (tests/assets) start
+blank and enable what they need.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import admin
-
-PROJECTS = ("gpuplat-test", "gpuplat-sandbox", "p", "other-project", "exact")
-SERVICES = ["serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "container.googleapis.com",
-            "compute.googleapis.com", "secretmanager.googleapis.com", "cloudbilling.googleapis.com",
-            "iam.googleapis.com", "iamcredentials.googleapis.com", "artifactregistry.googleapis.com"]
-
-
-def enable_all(target) -> None:
-    """Every API the tests call, enabled in their projects (`target`: a Sandbox or its URL map)."""
-    for project in PROJECTS:
-        admin(target, "POST", "/sandbox/projects", {"project": project, "enabled": SERVICES})
-
+from tests.conftest import enable_all
 
 @pytest.fixture(autouse=True)
 def apis_enabled(request):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from dagster import AssetCheckEvaluation, AssetObservation, RunRequest, SensorResult, build_sensor_context
 
-from tests.assets.conftest import Gpuplat, gp  # noqa: F401 - gp is a fixture, used by name
+from tests.assets.conftest import Gpuplat, fast_clock, gp  # noqa: F401 - fixtures, used by name
 from tests.conftest import ENV_NAMES, TEST_ENVIRONMENTS
 from tests.platform_tree import example_platform
 

@@ -151,9 +151,10 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
                                                  "AccessSecretVersion": 2}, calls["secretmanager"]
     # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
     # the argocd-redis Secret, its bootstrap Job, its self-managing Application; the identities: two
-    # accounts, three IAM policies, the repository). The project's policy is read once for all pieces.
+    # accounts, three IAM policies, the repository; the autoscaler's events, for FailedScaleUp). The
+    # project's policy is read once for all pieces.
     assert calls["cloudresourcemanager"]["methods"] == {"GetIamPolicy": 1}, calls["cloudresourcemanager"]
-    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 20, json.dumps(calls, indent=1)
+    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 21, json.dumps(calls, indent=1)
 
 
 @pytest.mark.parametrize("overrides", [

@@ -27,10 +27,9 @@ from gpuplat_assets.scale_to_zero import (
     SAFE_TO_EVICT_LOCAL,
     SCALE_DOWN_DISABLED_REASON,
     UNMOVABLE_KUBE_SYSTEM,
-    accelerator_sku_name,
-    node_price,
     pod_blockers,
 )
+from gpuplat_assets.prices import accelerator_sku_name, node_price
 from resources.models import NodeState, PdbState, PodState, Taint
 from sensors.scale_to_zero import TRIGGER, build_scale_to_zero_sensor
 
@@ -187,8 +186,23 @@ def catalog_price(gp) -> float:
     for sku in client.list_skus(parent=compute.name):
         rate = sku.pricing_info[0].pricing_expression.tiered_rates[-1].unit_price
         price[sku.description] = rate.units + rate.nanos / 1e9
-    return (price["Nvidia L4 GPU running in Americas"] + 4 * price["G2 Instance Core running in Americas"]
-            + 16 * price["G2 Instance Ram running in Americas"])
+    return (price["Nvidia L4 GPU running in Iowa"] + 4 * price["G2 Instance Core running in Iowa"]
+            + 16 * price["G2 Instance Ram running in Iowa"])
+
+
+def test_a_node_idle_since_before_the_guard_first_looked_is_reported_on_that_first_tick(gp, envs):
+    """The idle clock is the cluster's (the node's creationTimestamp, or the end of its last GPU pod), not
+    when the guard first looked: a guard started, or restarted with a fresh cursor, after a node sat idle
+    past the grace period reports it at once. The guard's default clock is the cluster's, so on the
+    sandbox it is the simulated one."""
+    pool = Pool(gp, envs)
+    node = pool.idle_gpu_node()
+    pool.block(node, "bare-pod")
+    pool.advance(25)  # idle 25 minutes; the guard has never ticked
+    fresh = Ticker(build_scale_to_zero_sensor(environments_root=envs.root), gp)  # default clock: the cluster's
+    [ev] = evaluations(fresh.tick())
+    assert (ev.check_name, ev.passed) == ("scales_to_zero", False) and node in ev.description
+    assert "idle for 2" in ev.description or "idle for 25" in ev.description, ev.description
 
 
 @pytest.mark.parametrize("kind", list(BLOCKERS))

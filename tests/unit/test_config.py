@@ -37,6 +37,10 @@ GOOD = {"cluster": {"name": "ai-dev", "projectID": "p"}}
                  id="a typo'd secret backend lists the allowed ones instead of becoming an external backend"),
     pytest.param({**GOOD, "substrate": {"kind": "aws"}}, "substrate.kind", "'aws'", "'gke', 'hetzner' or 'byo'",
                  id="an unknown substrate kind is refused"),
+    pytest.param({**GOOD, "lifecycle": "pause"}, "lifecycle", "'pause'", "'running' or 'paused'",
+                 id="a lifecycle typo is refused, never read as running"),
+    pytest.param({**GOOD, "lifecycle": "paused", "gpu_stack": "none", "substrate": {"kind": "byo"}}, "lifecycle",
+                 "'paused'", "running on byo", id="only a GKE substrate gpuplat created can be paused"),
 ])
 def test_bad_config_gets_one_clear_message(raw, key, value_text, allowed_text):
     with pytest.raises(ConfigError) as err:

@@ -35,7 +35,8 @@ def cluster_state(pools=(), **over):
 
 
 # ---- apis_enabled ------------------------------------------------------------------------------------
-BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com"}
+BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
+        "cloudbilling.googleapis.com"}
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -137,6 +138,47 @@ def test_quota_shortfall_names_metric_region_needed_and_available():
          Quota("CPUS", "us-central1", 24, 0))
     [action] = gpu_pool.plan_gpu_pool(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", q))
     assert "NVIDIA_L4_GPUS in us-central1: needs 2, 1 available" in action.remedy
+
+
+def test_a_regional_cluster_needs_quota_for_max_nodes_in_each_of_its_zones():
+    """A regional cluster's node pool autoscales per zone, three by default (GKE docs, "Regional clusters":
+    node pools are replicated to three zones of the region), so max 1 asks quota for 3 nodes."""
+    spec = gpu_pool.desired_gpu_pool(env(cluster={"name": "ai-dev", "projectID": "proj", "location": "us-central1"}))
+    q = (Quota("GPUS_ALL_REGIONS", "global", 8, 0), Quota("NVIDIA_L4_GPUS", "us-central1", 2, 0),
+         Quota("CPUS", "us-central1", 24, 0), Quota("IN_USE_ADDRESSES", "us-central1", 8, 0),
+         Quota("CPUS_ALL_REGIONS", "global", 32, 0))
+    [action] = gpu_pool.plan_gpu_pool(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", q))
+    assert action.kind == "cannot-fix" and "NVIDIA_L4_GPUS in us-central1: needs 3, 2 available" in action.remedy
+
+
+def test_a_quota_metric_compute_does_not_report_never_blocks_the_create():
+    """Compute returns only the metrics the project has (compute/v1 Quota.Metric); a missing one is unknown."""
+    spec = gpu_pool.desired_gpu_pool(env(substrate={"gpu_pool": {"accelerator_type": "nvidia-h100-80gb",
+                                                                 "machine_type": "a3-highgpu-1g"}}))
+    q = (Quota("GPUS_ALL_REGIONS", "global", 4, 0), Quota("CPUS", "us-central1", 48, 0),
+         Quota("NVIDIA_H100_GPUS", "us-central1", None, 0))
+    [action] = gpu_pool.plan_gpu_pool(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", q))
+    assert action.kind == "create"
+    outcome = gpu_pool.check_quota(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", q), env())
+    assert outcome.passed and "NVIDIA_H100_GPUS" in outcome.metadata["warning"]
+
+
+@pytest.mark.parametrize("status", ["ERROR", "RUNNING_WITH_ERROR"])
+def test_a_pool_in_error_is_cannot_fix_with_its_message_and_never_materialize(status):
+    """NodePool.Status ERROR / RUNNING_WITH_ERROR ("Customer may need to reissue a request", container v1)."""
+    import dataclasses
+    p = dataclasses.replace(pool_state(), status=status, status_message="GCE_STOCKOUT: ZONE_RESOURCE_POOL_EXHAUSTED")
+    [action] = gpu_pool.plan_gpu_pool(gpu_pool.desired_gpu_pool(env()), gpu_pool.GpuPoolObserved(p, "RUNNING"))
+    assert action.kind == "cannot-fix" and "ZONE_RESOURCE_POOL_EXHAUSTED" in str(action.observed)
+    assert "nvidia-tesla-t4" in action.remedy and not action.remedy.startswith("materialize")
+
+
+@pytest.mark.parametrize("status", ["ERROR", "DEGRADED"])
+def test_a_cluster_in_error_or_degraded_is_cannot_fix(status):
+    observed = cluster_state(status=status, status_message="GKE_SERVICE_ACCOUNT_DELETED: the node account is gone")
+    got = cluster.plan_cluster(cluster.desired_cluster(env()), cluster.ClusterObserved(observed, cluster.KubeFacts()))
+    assert [(a.kind, a.field) for a in got] == [("cannot-fix", "status")]
+    assert "GKE_SERVICE_ACCOUNT_DELETED" in str(got[0].observed) and "materialize cluster first" not in got[0].remedy
 
 
 @pytest.mark.parametrize("acc, metric", [("nvidia-l4", "NVIDIA_L4_GPUS"), ("nvidia-tesla-t4", "NVIDIA_T4_GPUS"),
@@ -251,3 +293,22 @@ def test_plan_hash_and_fingerprint_are_stable():
     assert plan_hash(a) != plan_hash([Action("update", "node pool gpu-l4", "taints")])
     assert fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
     assert "| update | node pool gpu-l4 | autoscaling |" in plan_table(a)
+
+
+# ---- pause (lifecycle: paused) ---------------------------------------------------------------------
+def test_a_pause_plan_follows_pause_sh_and_every_step_is_a_delete():
+    """scripts/pause.sh: suspend Argo CD, delete Gateways, clear PDBs, destroy pools and cluster, audit disks."""
+    from gpuplat_assets import pause
+    from resources.models import Leftover
+    spec = pause.desired_pause(env(lifecycle="paused"))
+    disk = Leftover("disk", "pvc-1234", "zones/us-central1-a", 20, "pd-balanced")
+    observed = pause.PauseObserved("RUNNING", ("default-pool", "gpu-l4"), ("argo-cd-argocd-application-controller",),
+                                   ("default/public",), ("litellm/litellm-pg",), ("litellm/litellm-pg-primary",),
+                                   (disk,))
+    got = pause.plan_pause(spec, observed)
+    assert [a.target for a in got] == ["Argo CD controllers", "Gateways", "PodDisruptionBudgets", "node pool default-pool",
+                                       "node pool gpu-l4", "GKE cluster ai-dev", "disk pvc-1234"]
+    assert {a.kind for a in got} == {"delete"}
+    assert pause.plan_pause(spec, pause.PauseObserved("ABSENT")) == []
+    [left] = pause.plan_pause(spec, pause.PauseObserved("ABSENT", leftovers=(disk,)))
+    assert (left.kind, left.target) == ("delete", "disk pvc-1234")
