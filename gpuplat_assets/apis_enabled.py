@@ -10,17 +10,20 @@ from .config import EnvConfig
 from .piece import Check, Outcome, Piece, Run
 from .plan import Action
 
-# The fork's Terraform (required_services), plus IAM itself (gpuplat creates the service accounts) and
-# Cloud Billing: reading the public catalog (what an idle GPU node costs) counts against this project,
-# which must have the API enabled (it is free and needs no billing account).
-BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
-             "cloudbilling.googleapis.com")
+# The fork's Terraform (required_services), plus IAM itself: gpuplat creates the service accounts.
+BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com")
+# Wanted, not required: the Billing Catalog prices the nodes (running cost, idle GPU nodes), and reading
+# it counts against this project, which must have the API enabled (free, no billing account needed).
+# It rides along when gpuplat enables APIs anyway; gpuplat never makes a call for it alone, so a
+# project the fork's Terraform built is adopted unchanged, and its prices say how to enable it.
+OPTIONAL_APIS = ("cloudbilling.googleapis.com",)
 
 
 @dataclass(frozen=True)
 class ApisSpec:
     project: str
     services: tuple[str, ...]  # empty off GKE: no cloud APIs apply
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def desired_apis(env: EnvConfig) -> ApisSpec:
         services.append("secretmanager.googleapis.com")
     if env.substrate.model_registry.enabled:
         services.append("artifactregistry.googleapis.com")
-    return ApisSpec(env.cluster.projectID, tuple(services))
+    return ApisSpec(env.cluster.projectID, tuple(services), OPTIONAL_APIS)
 
 
 # ---- observe ------------------------------------------------------------------------------------
@@ -55,7 +58,7 @@ def observe_apis(run: Run, spec: ApisSpec) -> ApisObserved:
         enabled = run.conn.google.enabled_services()
     except ServiceUsageDisabled:
         return ApisObserved(applies=True, service_usage_disabled=True)
-    return ApisObserved(applies=True, enabled=tuple(s for s in spec.services if s in enabled))
+    return ApisObserved(applies=True, enabled=tuple(s for s in (*spec.services, *spec.optional) if s in enabled))
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -73,6 +76,7 @@ def plan_apis(spec: ApisSpec, observed: ApisObserved) -> list[Action]:
     missing = [s for s in spec.services if s not in observed.enabled]
     if not missing:
         return []
+    missing += [s for s in spec.optional if s not in observed.enabled]
     return [Action("update", f"project {spec.project}", "enabled services", desired=missing, observed=[],
                    args={"services": missing})]
 
@@ -92,10 +96,13 @@ def check_required(spec: ApisSpec, observed: ApisObserved, env: EnvConfig) -> Ou
     if observed.service_usage_disabled:
         return Outcome(False, "Service Usage is disabled", {"remedy": bootstrap_command(spec.project)})
     missing = [s for s in spec.services if s not in observed.enabled]
+    off = [s for s in spec.optional if s not in observed.enabled]
     return Outcome(not missing, "required APIs enabled" if not missing else f"missing: {', '.join(missing)}",
                    {"required": list(spec.services), "missing": missing,
                     "remedy": f"materialize apis_enabled, or gcloud services enable {' '.join(missing)} "
-                              f"--project {spec.project}" if missing else ""})
+                              f"--project {spec.project}" if missing else "",
+                    "optional_not_enabled": (f"{', '.join(off)}: prices unavailable until gcloud services enable "
+                                             f"{' '.join(off)} --project {spec.project}") if off else ""})
 
 
 PIECE = Piece(

@@ -104,8 +104,15 @@ def leftover_price(run: Run, x: Leftover) -> tuple[float | None, str]:
 def running_cost(run: Run, zonal: bool, leftovers: list[Leftover]) -> dict:
     """What the environment costs per hour now: GKE's cluster fee, every node (GPU and CPU), the disks
     of its PVCs; per month at this rate (730 h). Parts the catalog cannot price are named."""
+    try:  # a materialization may wait for a cold catalog
+        if CATALOG.prices(run.conn.google, run.env.region, wait=60.0) is None:
+            return {"cost_unknown": "prices unavailable: the Cloud Billing Catalog is still loading"}
+    except Exception as exc:
+        text = describe(exc)
+        if text is None:
+            raise
+        return {"cost_unknown": f"prices unavailable: {text}"}
     kube = run.conn.kube
-    CATALOG.prices(run.conn.google, run.env.region, wait=60.0)  # a materialization may wait for a cold catalog
     lines, total, currency, unknown = [], 0.0, "", []
     fee = find_sku(run, "zonal kubernetes clusters" if zonal else "regional kubernetes clusters")
     if fee is None:

@@ -27,8 +27,8 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, gexc.Forbidden) and exc.reason == "SERVICE_DISABLED":
         service = (exc.metadata or {}).get("service", "the API")
         project = (exc.metadata or {}).get("consumer", "").removeprefix("projects/")
-        return (f"{service} is not enabled in project {project}: materialize apis_enabled, or gcloud services enable "
-                f"{service} --project {project} (just enabled: Google needs a few minutes to propagate it)")
+        return (f"{service} is not enabled in project {project}: gcloud services enable {service} --project {project} "
+                f"(apis_enabled enables the ones gpuplat needs; just enabled: Google needs a few minutes to propagate it)")
     if isinstance(exc, gexc.Forbidden) and "quota" in exc.message.lower():
         # GKE refuses a create over quota with 403 PERMISSION_DENIED: a quota to raise, not a role to grant.
         return (f"quota exceeded: {exc.message.split(': ', 1)[-1]} (request an increase in the console, IAM & Admin > "

@@ -127,8 +127,8 @@ def test_an_api_nobody_enabled_names_the_service_and_the_command(gp):
         "serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com"]})
     result = gp.materialize(select=["secrets_seeded"], raise_on_error=False)
     assert not result.success
-    assert ("secretmanager.googleapis.com is not enabled in project gpuplat-test: materialize apis_enabled, or "
-            "gcloud services enable secretmanager.googleapis.com --project gpuplat-test") in failure(result)
+    assert ("secretmanager.googleapis.com is not enabled in project gpuplat-test: gcloud services enable "
+            "secretmanager.googleapis.com --project gpuplat-test (apis_enabled enables") in failure(result)
 
 
 def test_a_project_without_billing_says_to_link_a_billing_account(gp):

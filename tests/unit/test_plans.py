@@ -35,8 +35,7 @@ def cluster_state(pools=(), **over):
 
 
 # ---- apis_enabled ------------------------------------------------------------------------------------
-BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com",
-        "cloudbilling.googleapis.com"}
+BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com"}
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -55,7 +54,17 @@ def test_missing_apis_are_enabled_in_one_update():
     spec = apis.desired_apis(env())
     actions = apis.plan_apis(spec, apis.ApisObserved(True, ("container.googleapis.com",)))
     assert [a.kind for a in actions] == ["update"]
-    assert set(actions[0].args["services"]) == set(spec.services) - {"container.googleapis.com"}
+    assert set(actions[0].args["services"]) == set(spec.services) - {"container.googleapis.com"} | {
+        "cloudbilling.googleapis.com"}  # the catalog's API rides along with an enable gpuplat makes anyway
+
+
+def test_the_billing_catalog_api_alone_is_never_a_reason_to_call():
+    """A project the fork's Terraform built (every required API on, cloudbilling off) is adopted unchanged."""
+    spec = apis.desired_apis(env())
+    assert apis.plan_apis(spec, apis.ApisObserved(True, spec.services)) == []
+    outcome = apis.check_required(spec, apis.ApisObserved(True, spec.services), env())
+    assert outcome.passed and "gcloud services enable cloudbilling.googleapis.com" in \
+        outcome.metadata["optional_not_enabled"]
 
 
 def test_service_usage_off_names_the_exact_gcloud_line():
