@@ -161,8 +161,11 @@ def sandbox_controllers(state_dir: Path, copy: Path, n: int, calls: float, passe
         for name, secs in sorted(timings.items(), key=lambda kv: -kv[1])[:5]:
             print(f"  {name:<32} {secs / passes * 1000:7.2f} ms")
     finally:
-        for srv in sb.servers.values():
-            srv.httpd.server_close()
+        for srv in sb.servers.values():  # bound, never started: close the sockets (gRPC: stop the server)
+            if hasattr(srv, "httpd"):
+                srv.httpd.server_close()
+            else:
+                srv.stop()
 
 
 def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -> int:

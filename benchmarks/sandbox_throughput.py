@@ -61,6 +61,11 @@ def rate(call, seconds: float) -> float:
 
 def setup(sb: Sandbox, nodes: int, workdir: Path):
     urls = sb.urls()
+    # A new project answers SERVICE_DISABLED until its APIs are enabled, as a real one does.
+    from google.cloud import service_usage_v1
+    usage = service_usage_v1.ServiceUsageClient(**opts(urls["serviceusage"]))
+    usage.batch_enable_services(request={"parent": f"projects/{PROJECT}", "service_ids": [
+        "container.googleapis.com", "secretmanager.googleapis.com"]}).result(timeout=30)
     gke = container_v1.ClusterManagerClient(**opts(urls["container"]))
     pool = container_v1.NodePool(name="system", initial_node_count=nodes,
                                  config=container_v1.NodeConfig(machine_type="e2-standard-4"))
