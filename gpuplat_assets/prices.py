@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from resources.errors import describe
@@ -55,8 +55,6 @@ def node_price(run: Run, node: NodeState) -> NodePrice:
     accelerator = node.labels.get(ACCELERATOR_LABEL) or gp.accelerator_type
     gpus = int(quantity(node.allocatable.get(GPU)) or gp.accelerator_count)
     try:
-        live = run.conn.kube.get("v1", "Node", node.name) or {}
-        capacity = (live.get("status") or {}).get("capacity") or {}
         skus = CATALOG.prices(run.conn.google, env.region)
     except Exception as exc:
         text = describe(exc)
@@ -66,8 +64,8 @@ def node_price(run: Run, node: NodeState) -> NodePrice:
     if skus is None:
         return NodePrice(None, "", "price loading: the Cloud Billing Catalog is being read in the background; a later "
                                    "tick knows it")
-    return price_from_catalog(skus, env.region, machine, accelerator, gpus, quantity(capacity.get("cpu")),
-                              quantity(capacity.get("memory")) / 2**30)
+    return price_from_catalog(skus, env.region, machine, accelerator, gpus, quantity(node.capacity.get("cpu")),
+                              quantity(node.capacity.get("memory")) / 2**30)
 
 
 def find_sku(run: Run, *phrases: str) -> SkuPrice | None:
@@ -101,49 +99,59 @@ def leftover_price(run: Run, x: Leftover) -> tuple[float | None, str]:
     return (sku.per_hour * x.size_gb / HOURS_PER_MONTH if x.kind == "disk" else sku.per_hour), sku.currency
 
 
-def running_cost(run: Run, zonal: bool, leftovers: list[Leftover]) -> dict:
-    """What the environment costs per hour now: GKE's cluster fee, every node (GPU and CPU), the disks
-    of its PVCs; per month at this rate (730 h). Parts the catalog cannot price are named."""
-    try:  # a materialization may wait for a cold catalog
-        if CATALOG.prices(run.conn.google, run.env.region, wait=60.0) is None:
-            return {"cost_unknown": "prices unavailable: the Cloud Billing Catalog is still loading"}
+@dataclass
+class Cost:
+    """A sum of priced parts, one line each, and the parts the catalog could not price."""
+
+    per_hour: float = 0.0
+    currency: str = ""
+    lines: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def add(self, what: str, per_hour: float | None, currency: str, why: str = "") -> None:
+        if per_hour is None:
+            self.unknown.append(f"{what}{f' ({why})' if why else ''}")
+            return
+        self.per_hour += per_hour
+        self.currency = self.currency or currency
+        self.lines.append(f"{what}: {per_hour:.4f}/h")
+
+
+def cluster_cost(run: Run, nodes: list[NodeState], zonal: bool, wait: float = COLD_WAIT_S) -> Cost | str:
+    """GKE's cluster fee and every node (GPU and CPU) from the Billing Catalog, or why no price is known."""
+    try:
+        skus = CATALOG.prices(run.conn.google, run.env.region, wait=wait)
     except Exception as exc:
         text = describe(exc)
         if text is None:
             raise
-        return {"cost_unknown": f"prices unavailable: {text}"}
-    kube = run.conn.kube
-    lines, total, currency, unknown = [], 0.0, "", []
+        return f"prices unavailable: {text}"
+    if skus is None:
+        return "prices unavailable: the Cloud Billing Catalog is still loading"
+    cost = Cost()
     fee = find_sku(run, "zonal kubernetes clusters" if zonal else "regional kubernetes clusters")
-    if fee is None:
-        unknown.append("the GKE cluster fee")
-    else:
-        total, currency = fee.per_hour, fee.currency
-        lines.append(f"{fee.description}: {fee.per_hour:.4f}/h")
-    for node in kube.nodes():
-        live = (kube.get("v1", "Node", node.name) or {}).get("status") or {}
-        capacity = live.get("capacity") or {}
-        price = price_from_catalog(CATALOG.prices(run.conn.google, run.env.region) or [], run.env.region,
-                                   node.labels.get(INSTANCE_TYPE_LABEL, ""), node.labels.get(ACCELERATOR_LABEL, ""),
-                                   int(quantity(node.allocatable.get(GPU))), quantity(capacity.get("cpu")),
-                                   quantity(capacity.get("memory")) / 2**30)
-        if price.per_hour is None:
-            unknown.append(f"node {node.name} ({price.source})")
-            continue
-        total += price.per_hour
-        currency = currency or price.currency
-        lines.append(f"node {node.name} ({node.labels.get(INSTANCE_TYPE_LABEL, '?')}): {price.per_hour:.4f}/h")
+    cost.add(fee.description if fee else "the GKE cluster fee", fee.per_hour if fee else None,
+             fee.currency if fee else "")
+    for node in nodes:
+        price = price_from_catalog(skus, run.env.region, node.labels.get(INSTANCE_TYPE_LABEL, ""),
+                                   node.labels.get(ACCELERATOR_LABEL, ""), int(quantity(node.allocatable.get(GPU))),
+                                   quantity(node.capacity.get("cpu")), quantity(node.capacity.get("memory")) / 2**30)
+        cost.add(f"node {node.name} ({node.labels.get(INSTANCE_TYPE_LABEL, '?')})", price.per_hour, price.currency,
+                 price.source)
+    return cost
+
+
+def running_cost(run: Run, zonal: bool, leftovers: list[Leftover]) -> dict:
+    """What the environment costs per hour now: GKE's cluster fee, every node (GPU and CPU), the disks
+    of its PVCs; per month at this rate (730 h). Parts the catalog cannot price are named."""
+    cost = cluster_cost(run, run.conn.kube.nodes(), zonal, wait=60.0)  # a materialization may wait for it
+    if isinstance(cost, str):
+        return {"cost_unknown": cost}
     for disk in (x for x in leftovers if x.kind == "disk"):
-        per_hour, cur = leftover_price(run, disk)
-        if per_hour is None:
-            unknown.append(f"disk {disk.name}")
-            continue
-        total += per_hour
-        currency = currency or cur
-        lines.append(f"disk {disk.name} ({disk.size_gb} GB): {per_hour:.4f}/h")
-    return {"cost_per_hour": round(total, 4), "cost_per_month": round(total * HOURS_PER_MONTH, 2),
-            "cost_currency": currency, "cost_lines": "\n".join(lines),
-            "cost_unknown": ", ".join(unknown)}
+        per_hour, currency = leftover_price(run, disk)
+        cost.add(f"disk {disk.name} ({disk.size_gb} GB)", per_hour, currency)
+    return {"cost_per_hour": round(cost.per_hour, 4), "cost_per_month": round(cost.per_hour * HOURS_PER_MONTH, 2),
+            "cost_currency": cost.currency, "cost_lines": "\n".join(cost.lines), "cost_unknown": ", ".join(cost.unknown)}
 
 
 class Catalog:

@@ -165,7 +165,8 @@ class Kube:
                 allocatable=dict(n.status.allocatable or {}), unschedulable=bool(n.spec.unschedulable),
                 ready=conds.get("Ready") == "True",
                 created=n.metadata.creation_timestamp.isoformat() if n.metadata.creation_timestamp else "",
-                kernel=n.status.node_info.kernel_version if n.status.node_info else ""))
+                kernel=n.status.node_info.kernel_version if n.status.node_info else "",
+                capacity=dict(n.status.capacity or {})))
         return out
 
     def pods(self, field_selector: str = "") -> list[PodState]:

@@ -128,6 +128,7 @@ class NodeState:
     ready: bool
     created: str
     kernel: str = ""
+    capacity: dict = field(default_factory=dict)  # status.capacity: what the machine has (cpu, memory)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from dagster import (
 from gpuplat_assets.assets import PARTITIONS, SENSOR_TAG
 from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environments
 from gpuplat_assets.gpu_pool import PIECE as GPU_POOL
-from gpuplat_assets.prices import node_price
+from gpuplat_assets.prices import Cost, cluster_cost, node_price
 from gpuplat_assets.scale_to_zero import (
     CHECK_NAME,
     Diagnosis,
@@ -74,6 +74,7 @@ class GuardReport:
     remediation: str = "auto"
     idle_since: dict[str, float] = field(default_factory=dict)  # this tick's view, for the cursor
     diagnosis: Diagnosis | None = None
+    cost: Cost | str | None = None  # what the environment costs now (fee and every node), or why unknown
 
 
 def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, materialized: set[str],
@@ -110,6 +111,8 @@ def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, m
         if d.stuck and d.price is None:
             node = next(n for n in facts.gpu_nodes if n.name == d.stuck[0])
             d = replace(d, price=node_price(run, node))
+        cost = None if facts.error else cluster_cost(run, [*facts.gpu_nodes, *facts.other_nodes],
+                                                     env.cluster.location.count("-") == 2)
     except Exception as exc:  # one environment's outside world must not stop the others
         text = describe(exc)
         if text is None:
@@ -119,7 +122,7 @@ def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, m
                            idle_since=dict(previous))
     if d.error:  # the nodes could not be read: keep what we knew
         return GuardReport(name, error=d.error, remediation=env.remediation, idle_since=dict(previous))
-    return GuardReport(name, remediation=env.remediation, idle_since=idle_since, diagnosis=d)
+    return GuardReport(name, remediation=env.remediation, idle_since=idle_since, diagnosis=d, cost=cost)
 
 
 @dataclass
@@ -165,6 +168,8 @@ def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[lis
         new = {n: t for n, t in stuck.items() if reported.get(n) != t}
         if new:
             meta = metadata(d)
+            if isinstance(r.cost, Cost):
+                meta["environment_cost_per_hour"] = f"{r.cost.per_hour:.2f} {r.cost.currency}/h (fee and every node)"
             meta["idle_since"] = ", ".join(f"{n}: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t))}"
                                            for n, t in sorted(stuck.items()))
             if r.remediation == "auto":
@@ -184,11 +189,22 @@ def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[lis
             cursor.reported.pop(r.name, None)
         else:
             notes.append(f"{r.name}: {summary(d)}" + (" (already reported)" if stuck else ""))
+    notes += running_costs(reports)
     live = {r.name for r in reports}
     for table in (cursor.idle, cursor.reported):
         for env in [e for e in table if e not in live]:
             del table[env]
     return runs, events, notes
+
+
+def running_costs(reports: list[GuardReport]) -> list[str]:
+    """What the watched environments cost now, summed per currency, each named."""
+    by_currency: dict[str, list[tuple[str, float]]] = {}
+    for r in reports:
+        if isinstance(r.cost, Cost):
+            by_currency.setdefault(r.cost.currency, []).append((r.name, r.cost.per_hour))
+    return [f"running now: {sum(v for _, v in parts):.2f} {currency}/h across {len(parts)} environment(s) ("
+            + ", ".join(f"{n} {v:.2f}" for n, v in parts) + ")" for currency, parts in sorted(by_currency.items())]
 
 
 def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", environments_root: Path | None = None,

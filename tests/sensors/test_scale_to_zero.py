@@ -190,6 +190,13 @@ def catalog_price(gp) -> float:
             + 16 * price["G2 Instance Ram running in Iowa"])
 
 
+def test_the_guard_sums_what_the_watched_environments_cost_now(pool):
+    """Every tick says what the environments it watches cost per hour, per currency: GKE's fee and every
+    node, from the Billing Catalog (the sandbox's illustrative one)."""
+    text = skip_text(pool.ticker.tick())
+    assert "running now: " in text and " USD/h across 1 environment(s) (sandbox " in text, text
+
+
 def test_a_node_idle_since_before_the_guard_first_looked_is_reported_on_that_first_tick(gp, envs):
     """The idle clock is the cluster's (the node's creationTimestamp, or the end of its last GPU pod), not
     when the guard first looked: a guard started, or restarted with a fresh cursor, after a node sat idle
