@@ -98,9 +98,9 @@ def destroy_source(tags: dict) -> str:
 def destroy_message(piece: Piece, env, actions: list[Action], tags: dict) -> str:
     steps = "; ".join(a.summary() for a in actions if a.kind == "delete")
     if tags.get(SENSOR_TAG):
-        how = "a drift-sensor run never deletes: materialize it yourself with the destroy approval"
+        how = "A drift-sensor run never deletes: materialize it yourself with the destroy approval"
     else:
-        how = (f"approve with {DESTROY_VAR}=1 dagster asset materialize -m gpuplat_assets --select {piece.name} "
+        how = (f"Approve with {DESTROY_VAR}=1 dagster asset materialize -m gpuplat_assets --select {piece.name} "
                f"--partition {env.name}, or launch the run with tag {DESTROY_TAG}=true (the create approval "
                f"{APPROVE_TAG} does not cover it)")
     return (f"{ERR_DESTROY_APPROVAL} for {piece.name} in {env.name} (lifecycle: paused): nothing was changed. "
