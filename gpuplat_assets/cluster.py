@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from resources import ERR_NOT_RUNNING, ERR_OTHER_CLUSTER
 from resources.credentials import ERR_TOKEN, TokenUnavailable
 from resources.kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
-from resources.models import ClusterSpec, ClusterState, NodePoolSpec
+from resources.models import GKE_BUSY, ClusterSpec, ClusterState, NodePoolSpec
 
 from . import pause
 from .config import EnvConfig
@@ -16,7 +16,6 @@ from .plan import Action
 from .prices import running_cost
 from .service_accounts import node_service_account
 
-BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
 # What each substrate's nodes carry in spec.providerID; a mismatch means the kubeconfig points elsewhere.
 PROVIDER_SCHEMES = {"gke": ("gce",), "hetzner": ("hcloud", "hrobot"), "byo": ()}
 CLUSTER_TIMEOUT_S = 1800
@@ -114,7 +113,7 @@ def plan_cluster(spec: ClusterSpec | pause.PauseSpec | None, observed) -> list[A
         return [Action("create", target, desired=f"{spec.location}, {spec.release_channel}, CPU pool "
                        f"{spec.cpu_pool.machine_type} {spec.cpu_pool.min_nodes}..{spec.cpu_pool.max_nodes}",
                        needs_approval=True)]
-    if g.status in BUSY:
+    if g.status in GKE_BUSY:
         # Recorded and waited on, never updated mid-operation (GKE would refuse it anyway).
         return [Action("wait", target, "status", observed=g.status, desired="RUNNING")]
     if g.status in ("ERROR", "DEGRADED"):

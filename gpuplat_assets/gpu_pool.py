@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resources.google import OperationFailed
-from resources.models import NodePoolSpec, NodePoolState, Quota, Taint
+from resources.models import GKE_BUSY, NodePoolSpec, NodePoolState, Quota, Taint
 
-from .cluster import BUSY, CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
+from .cluster import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
@@ -189,7 +189,7 @@ def plan_gpu_pool(spec: GpuPoolSpec, observed: GpuPoolObserved) -> list[Action]:
     target = f"node pool {pool.name}"
     if observed.cluster_status == "ABSENT":
         return [Action("cannot-fix", target, observed="cluster absent", remedy="materialize cluster first")]
-    if observed.cluster_status in BUSY or (observed.pool is not None and observed.pool.status in BUSY):
+    if observed.cluster_status in GKE_BUSY or (observed.pool is not None and observed.pool.status in GKE_BUSY):
         return [Action("wait", target, "status", observed=observed.cluster_status, desired="RUNNING")]
     p = observed.pool
     if p is not None and p.status in ("ERROR", "RUNNING_WITH_ERROR"):

@@ -8,8 +8,8 @@ PodDisruptionBudgets that would hang the node pools' drain (CloudNativePG's, aft
 operator, which recreates them), delete the node pools and the cluster, and delete the PVC-backed disks
 left behind. Every step is a `delete` action: it runs only with the destroy approval, never from a
 sensor. Secret Manager secrets are kept (resume reuses them: ESO re-materializes the same values), and
-so are the service accounts, ESO's Workload Identity binding and the model registry: they cost nothing
-while nothing runs, and resume finds them as they were. Forwarding rules and addresses are counted for
+so are the service accounts and ESO's Workload Identity binding (free) and the model registry (billed
+only for the images stored in it): resume finds them as they were. Forwarding rules and addresses are counted for
 the whole project, as pause.sh does (one lab per project).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources.models import Leftover
+from resources.models import GKE_BUSY, Leftover
 
 from .config import EnvConfig
 from .piece import Outcome, Run, wait_until
@@ -31,7 +31,6 @@ CNPG = ("postgresql.cnpg.io/v1", "Cluster")
 PDB = ("policy/v1", "PodDisruptionBudget")
 CNPG_NAMESPACE = "cnpg-system"
 LB_WAIT_S = 300.0  # pause.sh: 30 x 10 s
-BUSY = {"PROVISIONING", "RECONCILING", "STOPPING"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def plan_pause(spec: PauseSpec, observed: PauseObserved) -> list[Action]:
         return [Action("delete", f"disk {x.name}", desired="absent", observed=x.scope,
                        remedy="a PVC's disk left behind by the cluster (pause.sh's audit deletes it)",
                        args={"leftover": x}) for x in disks]
-    if observed.cluster_status in BUSY:
+    if observed.cluster_status in GKE_BUSY:
         return [Action("wait", target, "status", observed=observed.cluster_status, desired="ABSENT")]
     steps = []
     if observed.controllers:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# GKE statuses of a cluster or node pool with an operation in flight: waited on, never changed.
+GKE_BUSY = ("PROVISIONING", "RECONCILING", "STOPPING")
+
+
 @dataclass(frozen=True)
 class Taint:
     key: str
