@@ -240,15 +240,12 @@ def _check_result(piece: Piece, check_name: str, outcome: Outcome) -> AssetCheck
                             description=outcome.description, metadata=meta, severity=AssetCheckSeverity.ERROR)
 
 
-def is_resting(piece: Piece, env_name: str) -> bool:
-    try:
-        return rests(piece, load_environment(env_name))
-    except ConfigError:
-        return False  # the check itself reports the config error
-
-
 def cached_or_observe(piece: Piece, context, resource: GpuplatResource) -> tuple[Run, Any, Any]:
+    """The run, and the piece's desired and observed state: this run's own observation when the asset
+    was materialized in it; (None, None) for a piece resting in a paused environment (nothing to look at)."""
     run, _ = open_run(context, resource)
+    if rests(piece, run.env):
+        return run, None, None
     hit = _OBSERVED.get((context.run.run_id, piece.name, run.env.name))
     if hit is not None:
         return run, hit[0], hit[1]
@@ -261,8 +258,6 @@ def cached_or_observe(piece: Piece, context, resource: GpuplatResource) -> tuple
 def evaluate_check(piece: Piece, check: Check | None, context, resource: GpuplatResource) -> AssetCheckResult:
     name = check.name if check else "in_sync"
     require_environment(context)  # raised, not recorded: a result needs an environment to belong to
-    if is_resting(piece, context.partition_key):
-        return _check_result(piece, name, Outcome(True, PAUSED))
     try:
         run, spec, observed = cached_or_observe(piece, context, resource)
     except Failure as exc:
@@ -272,6 +267,8 @@ def evaluate_check(piece: Piece, check: Check | None, context, resource: Gpuplat
         if text is None:
             raise
         return _check_result(piece, name, Outcome(False, f"cannot observe: {text}", {"error": text}))
+    if rests(piece, run.env):
+        return _check_result(piece, name, Outcome(True, PAUSED))
     if check is None:
         actions = piece.plan(spec, observed)
         return _check_result(piece, name, Outcome(

@@ -173,8 +173,10 @@ def apply_pause(run: Run, spec: PauseSpec, observed: PauseObserved, actions: lis
         log.info(f"deleting GKE cluster {spec.cluster}")
         op = g.delete_cluster(spec.location, spec.cluster)
         g.wait_operation(op, timeout, run.progress(f"deleting cluster {spec.cluster}"))
-    for x in (observe_pause(run, spec).leftovers if observed.cluster_status != "ABSENT" else observed.leftovers):
-        if x.kind == "disk" and x.scope.startswith("zones/"):
+    # The cluster's deletion may have orphaned more disks than were observed before it.
+    left = observed.leftovers if observed.cluster_status == "ABSENT" else tuple(g.leftovers())
+    for x in (x for x in left if x.kind == "disk" and tied(x, spec)):
+        if x.scope.startswith("zones/"):
             log.info(f"deleting disk {x.name} ({x.scope}) left behind by the cluster")
             g.delete_disk(x.scope.split("/", 1)[1], x.name)
 

@@ -40,8 +40,6 @@ UTILIZATION_THRESHOLD = 0.5
 # --expendable-pods-priority-cutoff: pods below it are deleted without a second thought.
 EXPENDABLE_PRIORITY = -10
 CHECK_NAME = "scales_to_zero"
-# The Billing Catalog is a price list: it changes monthly, not between two sensor ticks.
-
 # The autoscaler's reasons.
 NOT_SAFE_TO_EVICT = "NotSafeToEvictAnnotation"
 NOT_REPLICATED = "NotReplicated"

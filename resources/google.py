@@ -345,12 +345,12 @@ class Google:
         aggregated lists `gcloud compute ... list` reads)."""
         from google.cloud import compute_v1
         out = []
-        for kind, client in (("forwarding rule", compute_v1.ForwardingRulesClient),
-                             ("address", compute_v1.AddressesClient), ("disk", compute_v1.DisksClient)):
+        for kind, client, field in (("forwarding rule", compute_v1.ForwardingRulesClient, "forwarding_rules"),
+                                    ("address", compute_v1.AddressesClient, "addresses"),
+                                    ("disk", compute_v1.DisksClient, "disks")):
             api = client(**self._kwargs("compute"))
             for scope, listed in api.aggregated_list(project=self.project, retry=self.retry):
-                for item in getattr(listed, {"forwarding rule": "forwarding_rules", "address": "addresses",
-                                             "disk": "disks"}[kind]):
+                for item in getattr(listed, field):
                     out.append(Leftover(kind, item.name, scope, int(getattr(item, "size_gb", 0) or 0),
                                         getattr(item, "type_", "").rsplit("/", 1)[-1]))
         return out

@@ -130,6 +130,20 @@ def client_options(target, api: str) -> dict:
             "client_options": ClientOptions(api_endpoint=_urls(target)[api])}
 
 
+def compute_leftovers(target, project: str) -> dict[str, list[str]]:
+    """The project's forwarding rules, addresses and disks by name, every scope, through the official
+    Compute client's aggregated lists (what `gcloud compute ... list` and the seed's pause audit read)."""
+    from google.cloud import compute_v1
+
+    out = {}
+    for collection, client, field in (("forwardingRules", compute_v1.ForwardingRulesClient, "forwarding_rules"),
+                                      ("addresses", compute_v1.AddressesClient, "addresses"),
+                                      ("disks", compute_v1.DisksClient, "disks")):
+        api = client(**client_options(target, "compute"))
+        out[collection] = sorted(i.name for _, page in api.aggregated_list(project=project) for i in getattr(page, field))
+    return out
+
+
 def kube_api(target, tmp_path: Path, cluster: str):
     """An official kubernetes client from the administrator kubeconfig the sandbox writes for `cluster`."""
     import kubernetes

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from ..stores import gke as gke_store
 from ..stores.kube import KubeStore, RT_NODE, RT_POD
 from . import gke_nodes
-from .util import (GPU, GKE_POOL_LABEL, fits_node, gke_cluster_kube_id, gpu_request, kube_clusters, match_selector,
+from .disruption import allows_none, covers
+from .util import (GPU, GKE_POOL_LABEL, fits_node, gke_cluster_kube_id, gpu_request, kube_clusters,
                    node_gpus, pod_active, record_event, running_status, scan, sim_meta, write_fields, write_status)
 
 if TYPE_CHECKING:
@@ -337,10 +338,7 @@ def pod_blocking_reason(pod: dict, pdbs: list[dict], other_nodes: list[dict]) ->
     safe = ann.get(SAFE_TO_EVICT)
     if safe == "false":
         return "NotSafeToEvictAnnotation"
-    # policy/v1: an empty selector selects every pod of the namespace, a missing one none.
-    matching_pdbs = [p for p in pdbs if p["metadata"].get("namespace") == meta.get("namespace")
-                     and (p.get("spec") or {}).get("selector") is not None
-                     and match_selector(p["spec"]["selector"], meta.get("labels"))]
+    matching_pdbs = [p for p in pdbs if covers(p, pod)]
     if safe != "true":
         if controller is None:
             return "NotReplicated"
@@ -351,9 +349,8 @@ def pod_blocking_reason(pod: dict, pdbs: list[dict], other_nodes: list[dict]) ->
             local = "hostPath" in vol or ("emptyDir" in vol and (vol.get("emptyDir") or {}).get("medium") != "Memory")
             if local and vol.get("name") not in allowed:
                 return "LocalStorageRequested"
-    for pdb in matching_pdbs:
-        if int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1:
-            return "NotEnoughPdb"
+    if any(allows_none(pdb) for pdb in matching_pdbs):
+        return "NotEnoughPdb"
     if not any(fits_node(pod, n)[0] for n in other_nodes):
         return "NoPlaceToMovePods"
     return None

@@ -26,12 +26,20 @@ def _count(value, total: int, round_up: bool) -> int:
     return int(value)
 
 
+def covers(pdb: dict, pod: dict) -> bool:
+    """policy/v1: a budget selects pods of its own namespace; an empty selector every one, a missing one none."""
+    selector = (pdb.get("spec") or {}).get("selector")
+    return (pdb["metadata"].get("namespace") == pod["metadata"].get("namespace") and selector is not None
+            and match_selector(selector, pod["metadata"].get("labels")))
+
+
+def allows_none(pdb: dict) -> bool:
+    return int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1
+
+
 def pdb_status(pdb: dict, pods: list[dict]) -> dict:
     spec = pdb.get("spec") or {}
-    ns = pdb["metadata"].get("namespace")
-    selector = spec.get("selector")
-    matched = [p for p in pods if p["metadata"].get("namespace") == ns and selector is not None
-               and match_selector(selector, p["metadata"].get("labels"))]
+    matched = [p for p in pods if covers(pdb, p)]
     healthy = sum(1 for p in matched if (p.get("status") or {}).get("phase") == "Running")
     if "minAvailable" in spec:
         desired = _count(spec["minAvailable"], len(matched), True)

@@ -20,7 +20,8 @@ from ..core import ApiError, kube_id_for_gke
 from ..stores.compute import capacity_problem
 from ..stores.gke import ACCEL_LABEL, DEVICE_PLUGIN, DEVICE_PLUGINS, OP_DONE_AFTER_S, canonical, deep_merge, etag, find_pool, initial_size, resolve_version, split_cluster_key, state, validate_autoscaling
 from ..stores.kube import KubeStore
-from .gke_nodes import kube_of, pool_size, resize_pool, sync_nodes
+from .disruption import allows_none, covers
+from .gke_nodes import kube_of, pool_nodes, pool_size, resize_pool, sync_nodes
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -310,19 +311,13 @@ def drain_blocked(sb: "Sandbox", rec: dict, now: float) -> bool:
     PDBs first for this reason)."""
     if rec["effect"]["kind"] != "delete_pool" or now - rec["start"] >= DRAIN_PDB_TIMEOUT_S:
         return False
-    from .gke_nodes import pool_nodes
-    from .util import match_selector
-    cid = kube_id_for_gke(*split_cluster_key(rec["cluster"]))
-    if cid not in sb.store.section("kube"):
-        return False
-    kube = sb.kube(cid)
+    if kube_id_for_gke(*split_cluster_key(rec["cluster"])) not in sb.store.section("kube"):
+        return False  # a cluster whose API never came up has nothing to drain
+    kube = kube_of(sb, rec["cluster"])
     nodes = {n["metadata"]["name"] for n in pool_nodes(kube, rec["effect"]["pool"])}
-    closed = [p for p in kube.list_objects("policy", "poddisruptionbudgets")
-              if int((p.get("status") or {}).get("disruptionsAllowed") or 0) < 1 and (p.get("spec") or {}).get("selector")]
-    return any((pod.get("spec") or {}).get("nodeName") in nodes and any(
-        b["metadata"].get("namespace") == pod["metadata"].get("namespace")
-        and match_selector(b["spec"]["selector"], pod["metadata"].get("labels")) for b in closed)
-        for pod in kube.list_objects("", "pods"))
+    closed = [b for b in kube.list_objects("policy", "poddisruptionbudgets") if allows_none(b)]
+    return any((pod.get("spec") or {}).get("nodeName") in nodes and any(covers(b, pod) for b in closed)
+               for pod in kube.list_objects("", "pods"))
 
 
 # ClusterUpdate fields that land somewhere other than Cluster.<name without "desired">.

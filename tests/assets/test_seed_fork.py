@@ -1,7 +1,7 @@
 """gpuplat against the seed platform's own files, with the seed's own tools beside it.
 
 The fork is the seed snapshot (`platform_fork`: --platform-fork or GPUPLAT_PLATFORM_FORK, default
-../shared/fixtures/seed-platform; skipped with a line without one). What the seed's `make` targets
+`tests.conftest.DEFAULT_FORK`; skipped with a line without one). What the seed's `make` targets
 run is run as they run it: `kubectl apply -f` of the root files (`make root`), the fork's
 `bootstrap/install.sh` (`make bootstrap`), its `scripts/seed-secrets.sh` (`make seed-secrets`, with the
 real gcloud against the sandbox's Secret Manager). Only helm is a stand-in: the machine has no

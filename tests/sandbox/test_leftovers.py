@@ -6,7 +6,7 @@ from __future__ import annotations
 from google.cloud import compute_v1, container_v1
 from kubernetes import client
 
-from tests.conftest import admin, client_options
+from tests.conftest import admin, client_options, compute_leftovers
 from tests.sandbox.test_autoscaler import LOCATION, NAME, PROJECT, gke_client, make_cluster, wait  # noqa: F401
 
 GATEWAY_CRD = {
@@ -19,13 +19,7 @@ GATEWAY_CRD = {
 
 
 def listed(sandbox) -> dict[str, list[str]]:
-    out = {}
-    for kind, api, attr in (("forwardingRules", compute_v1.ForwardingRulesClient, "forwarding_rules"),
-                            ("addresses", compute_v1.AddressesClient, "addresses"),
-                            ("disks", compute_v1.DisksClient, "disks")):
-        out[kind] = sorted(i.name for _, page in api(**client_options(sandbox, "compute")).aggregated_list(
-            project=PROJECT) for i in getattr(page, attr))
-    return out
+    return compute_leftovers(sandbox, PROJECT)
 
 
 def gateway(api: client.ApiClient, name: str = "public") -> None:

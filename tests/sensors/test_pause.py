@@ -4,12 +4,12 @@ the sandbox through the official clients, with the drift sensor watching."""
 from __future__ import annotations
 
 import pytest
-from google.cloud import compute_v1, secretmanager_v1
+from google.cloud import secretmanager_v1
 from kubernetes import client
 
 from gpuplat_assets.assets import DESTROY_TAG
 from sensors.drift import build_drift_sensor
-from tests.conftest import admin, client_options, kube_api
+from tests.conftest import admin, client_options, compute_leftovers, kube_api
 from tests.sensors.conftest import GKE_CLUSTER, Ticker, evaluations, runs
 
 PROJECT = "gpuplat-test"
@@ -29,12 +29,8 @@ def secrets_state(gp) -> dict:
 
 
 def leftovers(gp) -> list[str]:
-    out = []
-    for kind, api, attr in (("forwardingRule", compute_v1.ForwardingRulesClient, "forwarding_rules"),
-                            ("address", compute_v1.AddressesClient, "addresses"), ("disk", compute_v1.DisksClient, "disks")):
-        for _, listed in api(**client_options(gp.admin.urls, "compute")).aggregated_list(project=PROJECT):
-            out += [f"{kind} {i.name}" for i in getattr(listed, attr)]
-    return out
+    """Every forwarding rule, address and disk of the project, as `<collection> <name>`."""
+    return [f"{kind} {name}" for kind, names in compute_leftovers(gp.admin.urls, PROJECT).items() for name in names]
 
 
 def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_nothing(gp, envs):
@@ -111,7 +107,7 @@ def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pd
     cpu_node = next(n.metadata.name for n in core.list_node().items
                     if n.metadata.labels.get("cloud.google.com/gke-nodepool") == "default-pool")
     admin(gp.admin.urls, "POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": cpu_node, "kind": "pdb-zero"})
-    assert sorted(x.split()[0] for x in leftovers(gp)) == ["address", "disk", "forwardingRule"]
+    assert sorted(x.split()[0] for x in leftovers(gp)) == ["addresses", "disks", "forwardingRules"]
 
     gp.configure(lifecycle="paused")
     gp.admin.reset()
