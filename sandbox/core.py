@@ -30,7 +30,14 @@ GOOGLE_STATUS = {
 }
 
 # "concurrent-change": another writer changes the IAM policy between the caller's read and its write.
-FAULT_KINDS = ("503", "429", "quota", "stockout", "concurrent-change", "slow")
+# "500": an internal error before anything is done. "timeout": the answer is held `seconds` (default 70)
+# before it is given, longer than a client waits. "lost": the call is carried out and its answer lost
+# (the connection drops): the real world's worst case for a create, which the caller cannot tell from
+# one that never arrived.
+# "busy": GKE refuses a change because another operation (an upgrade begun a moment ago) runs on the
+# cluster: 400 FAILED_PRECONDITION in GKE's words.
+FAULT_KINDS = ("503", "429", "500", "quota", "stockout", "concurrent-change", "slow", "timeout", "lost", "busy")
+TIMEOUT_FAULT_S = 70.0
 
 
 def kube_id_for_gke(project: str, location: str, cluster: str) -> str:
@@ -83,6 +90,7 @@ class FaultRule:
     method: str
     kind: str
     remaining: int
+    seconds: float = 0.0  # how long a `timeout` fault holds the answer (0: TIMEOUT_FAULT_S)
 
     def matches(self, api: str, method: str) -> bool:
         return fnmatch.fnmatchcase(api, self.api) and fnmatch.fnmatchcase(method, self.method)
@@ -92,23 +100,25 @@ class FaultRule:
 class Faults:
     rules: list[FaultRule] = field(default_factory=list)
 
-    def add(self, api: str, method: str, kind: str, count: int) -> FaultRule:
+    def add(self, api: str, method: str, kind: str, count: int, seconds: float = 0.0) -> FaultRule:
         if kind not in FAULT_KINDS:
             raise ApiError(400, f"fault kind {kind!r} is not one of {', '.join(FAULT_KINDS)}")
         if count < 1:
             raise ApiError(400, f"fault count must be >= 1, got {count}")
-        rule = FaultRule(api=api, method=method, kind=kind, remaining=int(count))
+        if seconds < 0:
+            raise ApiError(400, f"fault seconds must be >= 0, got {seconds}")
+        rule = FaultRule(api=api, method=method, kind=kind, remaining=int(count), seconds=float(seconds))
         self.rules.append(rule)
         return rule
 
-    def take(self, api: str, method: str) -> str | None:
-        """Consume one matching fault, oldest first; return its kind or None."""
+    def take(self, api: str, method: str) -> FaultRule | None:
+        """Consume one matching fault, oldest first; return it (its kind and seconds) or None."""
         for rule in self.rules:
             if rule.remaining > 0 and rule.matches(api, method):
                 rule.remaining -= 1
-                kind = rule.kind
+                taken = FaultRule(rule.api, rule.method, rule.kind, 1, rule.seconds)
                 self.rules = [r for r in self.rules if r.remaining > 0]
-                return kind
+                return taken
         return None
 
     def to_json(self) -> list[dict]:

@@ -34,7 +34,8 @@ def add_fault(sb: "Sandbox", req: Request):
     missing = [k for k in ("api", "method", "kind") if k not in body]
     if missing:
         raise ApiError(400, f"fault needs {', '.join(missing)}")
-    rule = sb.faults.add(body["api"], body["method"], str(body["kind"]), int(body.get("count", 1)))
+    rule = sb.faults.add(body["api"], body["method"], str(body["kind"]), int(body.get("count", 1)),
+                         float(body.get("seconds") or 0))
     return vars(rule).copy()
 
 

@@ -85,12 +85,17 @@ def admin_drift_cluster(sb: "Sandbox", req: Request):
 
 
 def admin_upgrade(sb: "Sandbox", req: Request):
-    """Simulated auto-upgrade: moves the master and (unless `nodePools: false`) every pool to `version`."""
+    """Simulated auto-upgrade: moves the master and (unless `nodePools: false`) every pool to `version`.
+
+    `busySeconds`: the upgrade's operation keeps running for that long on the sandbox's clock, the cluster
+    RECONCILING meanwhile; every mutating call on it is refused as GKE refuses one during an upgrade
+    (a new cluster is often busy for many minutes with its first upgrade or repair)."""
     body = req.json()
     key, cl = admin_cluster(sb, body)
     version = body.get("version")
     if not isinstance(version, str) or not version:
         raise ApiError(400, "upgrade needs `version`, e.g. 1.34.1-gke.1100")
+    busy = float(body.get("busySeconds") or 0)
     cl["currentMasterVersion"] = version
     kube_of(sb, key).data["meta"]["gitVersion"] = f"v{version}"
     if body.get("nodePools", True):
@@ -102,6 +107,14 @@ def admin_upgrade(sb: "Sandbox", req: Request):
     etag(cl)
     op = new_operation(sb, key, "UPGRADE_MASTER", key, {"kind": "noop"})
     gke = state(sb)
+    if busy > 0:
+        op_key = gke["pending"][-1]
+        op.update({"status": "RUNNING", "detail": "Automatic upgrade (simulated)"})
+        gke["operations"][op_key].update(op=op, holdUntil=sb.clock.now() + busy)
+        cl["status"] = "RECONCILING"
+        etag(cl)
+        sb.store.mark()
+        return cl
     op_key = gke["pending"].pop()
     op.update({"status": "DONE", "endTime": sb.clock.rfc3339(), "detail": "Automatic upgrade (simulated)"})
     gke["operations"][op_key]["op"] = op

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 
 def admin_set_project(sb: "Sandbox", req: Request):
-    """{project, enabled?: [...], number?, billing?: bool, propagation?: seconds}: set the project's
-    enabled services exactly (no dependencies), whether it has a billing account, and how long a
-    newly enabled service still answers SERVICE_DISABLED."""
+    """{project, enabled?: [...], number?, billing?: bool, propagation?: seconds, iam_propagation?: seconds}:
+    set the project's enabled services exactly (no dependencies), whether it has a billing account, how
+    long a newly enabled service still answers SERVICE_DISABLED, and how long a new service account is
+    not yet usable ("does not exist")."""
     body = req.json()
     project = body.get("project")
     enabled = body.get("enabled")
@@ -36,6 +37,8 @@ def admin_set_project(sb: "Sandbox", req: Request):
         rec["billing"] = bool(body["billing"])
     if "propagation" in body:
         rec["propagation"] = float(body["propagation"] or 0)
+    if "iam_propagation" in body:
+        rec["iamPropagation"] = float(body["iam_propagation"] or 0)
     sb.store.mark()
     return rec
 

@@ -19,7 +19,7 @@ from ..core import ApiError
 from ..stores import iam, projects
 from ..wire.google import emit_google, google_page
 from ..wire.http import Request, Route
-from .iam import concurrent_change, policy_body
+from .iam import concurrent_change, policy_body, requested_version, update_mask
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -120,11 +120,11 @@ def list_locations(sb: "Sandbox", req: Request):
 
 
 def get_policy(sb: "Sandbox", req: Request):
-    return iam.get_policy(sb, _repo(sb, req)["name"])
+    return iam.get_policy(sb, _repo(sb, req)["name"], requested_version(req))
 
 
 def set_policy(sb: "Sandbox", req: Request):
-    return iam.set_policy(sb, _repo(sb, req)["name"], policy_body(req), concurrent_change(req))
+    return iam.set_policy(sb, _repo(sb, req)["name"], policy_body(req), concurrent_change(req), update_mask(req))
 
 
 ROUTES = [

@@ -37,9 +37,11 @@ def build_pool(sb: "Sandbox", cluster_key: str, cluster: dict, spec: dict) -> di
     cfg.setdefault("imageType", "COS_CONTAINERD")
     cfg.setdefault("oauthScopes", list(DEFAULT_OAUTH_SCOPES))
     cfg.setdefault("serviceAccount", "default")
-    if cfg["serviceAccount"] != "default" and not iam.account_exists(sb, cfg["serviceAccount"]):
-        # sassoftware/viya4-iac-gcp#148: `Error 400: Service account "..." does not exist., badRequest`
-        raise ApiError(400, f'Service account "{cfg["serviceAccount"]}" does not exist.')
+    account = cfg["serviceAccount"]
+    if account != "default" and not (iam.account_exists(sb, account) and iam.propagated(sb, account)):
+        # sassoftware/viya4-iac-gcp#148: `Error 400: Service account "..." does not exist., badRequest`; also
+        # for an account created moments ago, not yet propagated to GKE (terraform-google-kubernetes-engine#1160)
+        raise ApiError(400, f'Service account "{account}" does not exist.')
     cfg.setdefault("metadata", {}).setdefault("disable-legacy-endpoints", "true")
     cfg.setdefault("shieldedInstanceConfig", {"enableIntegrityMonitoring": True})
     if cluster.get("workloadIdentityConfig", {}).get("workloadPool"):

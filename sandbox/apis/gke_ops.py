@@ -34,12 +34,21 @@ def take_fault(req: Request) -> str | None:
 
 
 def refuse_if_busy(sb: "Sandbox", cluster_key: str) -> None:
+    """400 FAILED_PRECONDITION while an operation runs on the cluster, in GKE's words: during an upgrade
+    "Operation <op> is currently upgrading cluster <name>. Please wait and try again once it is done."
+    (hashicorp/terraform-provider-google#3650), otherwise "Cluster is running incompatible operation <op>."
+    (rancher/gke-operator#509)."""
     gke = state(sb)
     for op_key in gke["pending"]:
         rec = gke["operations"][op_key]
         if rec["cluster"] == cluster_key:
-            raise ApiError(400, f"Cluster is running incompatible operation {rec['op']['name']}.",
-                           status="FAILED_PRECONDITION")
+            name = rec["op"]["name"]
+            if rec["op"]["operationType"] == "UPGRADE_MASTER":
+                message = (f"Operation {name} is currently upgrading cluster {split_cluster_key(cluster_key)[2]}. "
+                           f"Please wait and try again once it is done.")
+            else:
+                message = f"Cluster is running incompatible operation {name}."
+            raise ApiError(400, message, status="FAILED_PRECONDITION")
 
 
 def refuse_over_quota(sb: "Sandbox", project: str, pool: dict) -> None:
@@ -98,7 +107,7 @@ def get_operation(sb: "Sandbox", req: Request):
     if op["status"] == "PENDING":
         op["status"] = "RUNNING"
         sb.store.mark()
-    elif op["status"] == "RUNNING" and not rec.get("due"):
+    elif op["status"] == "RUNNING" and not rec.get("due") and sb.clock.now() >= rec.get("holdUntil", 0):
         # The simulated control plane (sims.gke_control) lands a polled operation's effect now.
         rec["due"] = True
         sb.store.mark()

@@ -47,6 +47,25 @@ def policy_body(req: Request) -> dict:
     return policy
 
 
+def requested_version(req: Request) -> int:
+    """`options.requestedPolicyVersion` of a getIamPolicy request: in the body (POST) or the query (GET)."""
+    body = (req.json() or {}) if req.method == "POST" and req.body else {}
+    raw = ((body.get("options") or {}).get("requestedPolicyVersion") if isinstance(body, dict) else None) \
+        or req.param("options.requestedPolicyVersion") or 0
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"Invalid requestedPolicyVersion {raw!r}: valid values are 0, 1 and 3.") from None
+
+
+def update_mask(req: Request) -> str | None:
+    """The `updateMask` of a setIamPolicy request (a FieldMask: comma-separated paths in JSON)."""
+    mask = (req.json() or {}).get("updateMask")
+    if isinstance(mask, dict):  # the gRPC transcoding may carry {"paths": [...]}
+        mask = ",".join(mask.get("paths") or [])
+    return mask or None
+
+
 def concurrent_change(req: Request) -> str | None:
     """Take an injected `concurrent-change` fault (another writer lands first); others stay for the server."""
     if req.fault != "concurrent-change":
@@ -56,7 +75,7 @@ def concurrent_change(req: Request) -> str | None:
 
 
 def _public(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k != "number"}
+    return iam._public_account(rec)
 
 
 def list_accounts(sb: "Sandbox", req: Request):
@@ -78,11 +97,11 @@ def create_account(sb: "Sandbox", req: Request):
 
 
 def get_policy(sb: "Sandbox", req: Request):
-    return iam.get_policy(sb, _account(sb, req)["name"])
+    return iam.get_policy(sb, _account(sb, req)["name"], requested_version(req))
 
 
 def set_policy(sb: "Sandbox", req: Request):
-    return iam.set_policy(sb, _account(sb, req)["name"], policy_body(req), concurrent_change(req))
+    return iam.set_policy(sb, _account(sb, req)["name"], policy_body(req), concurrent_change(req), update_mask(req))
 
 
 ROUTES = [

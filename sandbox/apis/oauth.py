@@ -73,7 +73,8 @@ def token(sb: "Sandbox", req: Request):
         raise _invalid(f"Unsupported grant type: {form.get('grant_type')!r}", "unsupported_grant_type")
     key = sb.service_account_key()
     claims = verify_assertion(key, sb.urls()["oauth2"] + "/token", form.get("assertion", ""))
-    access = issue_token(sb, claims["iss"])
+    access = issue_token(sb, claims["iss"], scopes=tuple(str(claims.get("scope") or "").split()),
+                         unique_id=str(key.get("client_id") or ""))
     return {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
 
 

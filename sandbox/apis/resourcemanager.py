@@ -14,7 +14,7 @@ from google.cloud import resourcemanager_v3
 from ..stores import iam, projects
 from ..wire.google import emit_google
 from ..wire.http import Request, Route
-from .iam import concurrent_change, policy_body
+from .iam import concurrent_change, policy_body, requested_version, update_mask
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -41,12 +41,12 @@ def get_project_v1(sb: "Sandbox", req: Request):
 
 def get_policy(sb: "Sandbox", req: Request):
     rec = _project(sb, req)
-    return iam.get_policy(sb, f"projects/{rec['id']}")
+    return iam.get_policy(sb, f"projects/{rec['id']}", requested_version(req))
 
 
 def set_policy(sb: "Sandbox", req: Request):
     rec = _project(sb, req)
-    return iam.set_policy(sb, f"projects/{rec['id']}", policy_body(req), concurrent_change(req))
+    return iam.set_policy(sb, f"projects/{rec['id']}", policy_body(req), concurrent_change(req), update_mask(req))
 
 
 ROUTES = [

@@ -68,11 +68,12 @@ def _etag(sb: "Sandbox") -> str:
 
 
 def _resolve_version(name: str, rec: dict, version: str) -> dict:
-    enabled = [v for v in rec["versions"] if v["meta"].get("state") == "ENABLED"]
+    """`latest` is "an alias to the most recently created SecretVersion" whatever its state
+    (https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets.versions/access)."""
     if version == "latest":
-        if not enabled:
+        if not rec["versions"]:
             raise ApiError(404, f"Secret [{name}] not found or has no versions.")
-        return enabled[-1]
+        return rec["versions"][-1]
     if not version.isdigit():
         raise ApiError(400, f"Invalid secret version \"{version}\": expected a number or \"latest\".")
     for v in rec["versions"]:
@@ -168,6 +169,12 @@ def access_version(sb: "Sandbox", req: Request):
             raise ApiError(404, f"Secret [{name}] not found or has no versions.")
         raise ApiError(404, f"Secret Version [{name}/versions/{version}] not found.")
     v = _resolve_version(name, rec, version)
+    state_ = v["meta"].get("state", "ENABLED")
+    if state_ != "ENABLED":
+        # What ESO's `versions/latest` read meets when the newest version is disabled
+        # (external-secrets/external-secrets#4042; REST: google-github-actions/get-secretmanager-secrets#268).
+        raise ApiError(400, f"Secret Version [{v['meta']['name']}] is in {state_} state.",
+                       status="FAILED_PRECONDITION")
     return emit_google(req, secretmanager_v1.AccessSecretVersionResponse,
                  {"name": v["meta"]["name"], "payload": {"data": v["data"], "dataCrc32c": v["crc32c"]}})
 

@@ -135,7 +135,7 @@ def _guard(handler):
         project = req.match["project"]
         rec = projects.project_record(sb, project)
         if projects.SERVICE_USAGE not in rec["enabled"]:
-            return service_disabled(project, projects.SERVICE_USAGE, projects.title(projects.SERVICE_USAGE))
+            return service_disabled(rec["number"], projects.SERVICE_USAGE, projects.title(projects.SERVICE_USAGE))
         return handler(sb, req, project, rec)
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__

@@ -179,6 +179,8 @@ def apply_effect(sb: "Sandbox", rec: dict) -> dict | None:
     key = rec["cluster"]
     project = split_cluster_key(key)[0]
     kind = effect["kind"]
+    if kind == "noop":  # an upgrade or repair whose changes the admin verb already made
+        return None
     if kind == "create_cluster":
         cl = state(sb)["clusters"][key]
         for pool in cl["nodePools"]:
@@ -294,6 +296,8 @@ def reconcile(sb: "Sandbox") -> None:
     now = sb.clock.now()
     for op_key in list(gke["pending"]):
         rec = gke["operations"][op_key]
+        if now < rec.get("holdUntil", 0):
+            continue  # held busy (an upgrade or repair that takes its time)
         if (rec.get("due") or now - rec["start"] >= OP_DONE_AFTER_S) and not drain_blocked(sb, rec, now):
             finish_operation(sb, op_key)
 

@@ -1,9 +1,15 @@
 """Who may call the sandbox's Kubernetes APIs: Google access tokens from the fake OAuth server, and each
 pre-provisioned cluster's own static token (what a bring-your-own kubeconfig carries).
 
-Simulation: tokens are random strings kept in the state with their principal and expiry. Expiry is
-wall-clock time, not the simulated clock, because clients (google-auth) judge a token's age by
-their own clock; advancing the simulated clock must not expire everyone's credentials.
+Simulation: tokens are random strings kept in the state with their principal, scopes and expiry.
+Expiry is wall-clock time, not the simulated clock, because clients (google-auth) judge a token's age
+by their own clock; advancing the simulated clock must not expire everyone's credentials.
+
+GKE knows a Google token's service account by its email only when the token carries the
+`userinfo.email` scope, otherwise by its numeric unique id, so RBAC bound to the email applies only
+then (kubernetes/cloud-provider-gcp, cmd/gke-gcloud-auth-plugin/default_credentials_token_provider.go:
+"userinfo.email is used to authenticate to GKE APIs with gserviceaccount email instead of numeric
+uniqueID").
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
 
 ACCESS_TOKEN_TTL_S = 3600
+USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
 # What a real cluster's administrator kubeconfig authenticates as.
 CLUSTER_ADMIN = "kubernetes-admin"
 
@@ -27,14 +34,15 @@ def state(sb: "Sandbox") -> dict:
     return section
 
 
-def issue_token(sb: "Sandbox", principal: str, ttl_s: int = ACCESS_TOKEN_TTL_S) -> str:
+def issue_token(sb: "Sandbox", principal: str, ttl_s: int = ACCESS_TOKEN_TTL_S, scopes: tuple[str, ...] = (),
+                unique_id: str = "") -> str:
     """A new access token for `principal` (a service account email), valid `ttl_s` seconds."""
     tokens = state(sb)["tokens"]
     now = time.time()
     for token in [t for t, rec in tokens.items() if rec["expires"] < now]:
         del tokens[token]  # expired ones go, so the state does not grow without bound
     token = "ya29.sandbox-" + secrets.token_urlsafe(32)
-    tokens[token] = {"principal": principal, "expires": now + ttl_s}
+    tokens[token] = {"principal": principal, "expires": now + ttl_s, "scopes": list(scopes), "uniqueId": unique_id}
     sb.store.mark()
     return token
 
@@ -56,4 +64,6 @@ def principal(sb: "Sandbox", cluster_id: str, token: str) -> str | None:
     rec = section["tokens"].get(token)
     if rec is None or rec["expires"] < time.time():
         return None
+    if cluster_id and rec.get("uniqueId") and USERINFO_EMAIL not in (rec.get("scopes") or [USERINFO_EMAIL]):
+        return rec["uniqueId"]
     return rec["principal"]

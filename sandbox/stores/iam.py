@@ -12,6 +12,23 @@ Simulation: records in the sandbox state (`iam` section). What is strict because
   project has Workload Identity: "Identity Pool does not exist (<pool>). ..."
   (terraform-google-modules/terraform-google-kubernetes-engine#916, jenkins-x/jx#7627).
 Each project starts with an owner and GKE's service agent bound, so callers must keep others' bindings.
+
+Over time, as real IAM behaves (each off by default, set per project with `POST /sandbox/projects`):
+- a service account created moments ago does not exist yet for what uses it, for the project's
+  `iam_propagation` seconds on the sandbox's clock: a binding naming it, its own `setIamPolicy` and a
+  GKE node pool running as it are refused 400 INVALID_ARGUMENT "Service account <email> does not
+  exist." (https://cloud.google.com/iam/docs/service-accounts-create: "you might need to wait for 60
+  seconds or more before you use the service account"; Terraform retries exactly this, its
+  `IamServiceAccountNotFound` predicate);
+- policy versions and conditions as google/iam/v1/policy.proto documents them: a policy holding a
+  conditional binding is version 3 and is read as such only with `requestedPolicyVersion: 3`; a lower
+  request gets version 1 with each conditional binding's role renamed `<role>_withcond_<hash>` and no
+  condition (https://cloud.google.com/iam/docs/troubleshooting-withcond); a write that sets conditions
+  must say version 3; a version-1 write over a version-3 policy is refused when it carries the etag
+  ("Specified policy version (1) cannot be less than the existing policy version (3)",
+  hashicorp/vault-plugin-secrets-gcp#88) and, without the etag, overwrites it and loses every condition
+  (policy.proto's "Important" note); `auditConfigs` change only when the update mask names them (the
+  default mask is "bindings, etag", google/iam/v1/iam_policy.proto).
 """
 
 from __future__ import annotations
@@ -61,6 +78,25 @@ def account_exists(sb: "Sandbox", email: str) -> bool:
     return m is not None and any(r["number"] == m.group(1) for r in projects.state(sb)["projects"].values())
 
 
+def propagated(sb: "Sandbox", email: str) -> bool:
+    """Whether an account that exists is known everywhere yet (its project's `iam_propagation` has passed)."""
+    rec = state(sb)["accounts"].get(email)
+    if rec is None or "createdAt" not in rec:
+        return True
+    wait = float(projects.project_record(sb, rec["projectId"]).get("iamPropagation") or 0)
+    return sb.clock.now() - rec["createdAt"] >= wait
+
+
+def require_usable(sb: "Sandbox", email: str) -> None:
+    """IAM's answer for an account not yet propagated: it "does not exist" for whatever uses it."""
+    if not propagated(sb, email):
+        raise ApiError(400, f"Service account {email} does not exist.", status="INVALID_ARGUMENT")
+
+
+def _public_account(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in ("number", "createdAt")}
+
+
 def find_account(sb: "Sandbox", project: str, key: str) -> dict | None:
     """By email or unique id; project `-` finds it in any project, as IAM's wildcard does."""
     for rec in state(sb)["accounts"].values():
@@ -87,7 +123,7 @@ def create_account(sb: "Sandbox", project: str, account_id: str, display_name: s
     unique = str(10 ** 20 + int(hashlib.sha256(email.encode()).hexdigest(), 16) % 10 ** 20)
     account = {"name": f"projects/{rec['id']}/serviceAccounts/{email}", "projectId": rec["id"], "number": rec["number"],
                "uniqueId": unique, "email": email, "displayName": display_name, "description": description,
-               "etag": base64.b64encode(b"\x00" * 8).decode(), "oauth2ClientId": unique}
+               "etag": base64.b64encode(b"\x00" * 8).decode(), "oauth2ClientId": unique, "createdAt": sb.clock.now()}
     state(sb)["accounts"][email] = account
     sb.store.mark()
     return account
@@ -114,29 +150,59 @@ def _etag(sb: "Sandbox") -> str:
     return base64.b64encode(b"BwY" + iam["seq"].to_bytes(5, "big")).decode()
 
 
-def get_policy(sb: "Sandbox", resource: str) -> dict:
+def _stored(sb: "Sandbox", resource: str) -> dict:
     policies = state(sb)["policies"]
     if resource not in policies:
         policies[resource] = {**_initial(sb, resource), "etag": _etag(sb)}
         sb.store.mark()
-    return copy.deepcopy(policies[resource])
+    return policies[resource]
+
+
+def _conditional(policy: dict) -> bool:
+    return any(b.get("condition") for b in policy.get("bindings") or [])
+
+
+def get_policy(sb: "Sandbox", resource: str, requested_version: int = 1) -> dict:
+    """The policy as IAM answers a read asking `requested_version`: a version-3 policy read with less is its
+    version-1 view (conditional bindings renamed `<role>_withcond_<hash>`, without their condition)."""
+    stored = copy.deepcopy(_stored(sb, resource))
+    if not _conditional(stored) or requested_version >= 3:
+        return stored
+    view = []
+    for b in stored["bindings"]:
+        if b.get("condition"):
+            digest = hashlib.sha256(json.dumps(b["condition"], sort_keys=True).encode()).hexdigest()[:20]
+            b = {"role": f"{b['role']}_withcond_{digest}", "members": b["members"]}
+        view.append(b)
+    return {**stored, "version": 1, "bindings": view}
 
 
 def concurrent_change(sb: "Sandbox", resource: str) -> None:
     """Simulation of another writer's read-modify-write landing first (the `concurrent-change` fault):
     a binding of its own is added, so the caller's etag is stale."""
-    current = get_policy(sb, resource)
+    current = get_policy(sb, resource, 3)
     n = state(sb)["seq"]
     current["bindings"].append({"role": "roles/viewer", "members": [f"user:concurrent-writer-{n}@example.com"]})
-    set_policy(sb, resource, {k: v for k, v in current.items() if k != "etag"})
+    set_policy(sb, resource, {k: v for k, v in current.items() if k != "etag"}, update_mask="bindings,etag")
 
 
-def set_policy(sb: "Sandbox", resource: str, policy: dict, fault: str | None = None) -> dict:
+def set_policy(sb: "Sandbox", resource: str, policy: dict, fault: str | None = None,
+               update_mask: str | None = None) -> dict:
     if fault == "concurrent-change":
         concurrent_change(sb, resource)
-    current = get_policy(sb, resource)
+    current = copy.deepcopy(_stored(sb, resource))
     if policy.get("etag") and policy["etag"] != current["etag"]:
         raise ApiError(409, ABORTED, status="ABORTED")
+    version = int(policy.get("version") or 1)
+    if _conditional(policy) and version < 3:
+        raise ApiError(400, f"Invalid policy version {version}: a policy with conditional role bindings must "
+                            f"specify version 3.", status="INVALID_ARGUMENT")
+    if _conditional(current) and version < 3 and policy.get("etag"):
+        raise ApiError(400, f"Specified policy version ({version}) cannot be less than the existing policy "
+                            f"version (3). For more information, please refer to "
+                            f"https://cloud.google.com/iam/docs/policies#versions.", status="INVALID_ARGUMENT")
+    if account_resource(resource):
+        require_usable(sb, account_resource(resource))
     # IAM keeps one binding per role and condition: members of two bindings of one role are merged.
     merged: dict[tuple[str, str], dict] = {}
     for b in policy.get("bindings") or []:
@@ -151,11 +217,19 @@ def set_policy(sb: "Sandbox", resource: str, policy: dict, fault: str | None = N
     for b in bindings:
         for member in b["members"]:
             _check_member(sb, member)
-    version = 3 if any(b.get("condition") for b in bindings) else int(policy.get("version") or 1)
-    stored = {"version": version, "etag": _etag(sb), "bindings": bindings}
+    version = 3 if any(b.get("condition") for b in bindings) else 1
+    fields = {f.strip() for f in (update_mask or "bindings,etag").split(",")}
+    audit = policy.get("auditConfigs") if "auditConfigs" in fields else current.get("auditConfigs")
+    stored = {"version": version, "etag": _etag(sb), "bindings": bindings, **({"auditConfigs": audit} if audit else {})}
     state(sb)["policies"][resource] = stored
     sb.store.mark()
     return copy.deepcopy(stored)
+
+
+def account_resource(resource: str) -> str:
+    """The email of a `projects/<p>/serviceAccounts/<email>` resource ("" for anything else)."""
+    parts = resource.split("/serviceAccounts/", 1)
+    return parts[1] if len(parts) == 2 else ""
 
 
 def _check_member(sb: "Sandbox", member: str) -> None:
@@ -172,8 +246,11 @@ def _check_member(sb: "Sandbox", member: str) -> None:
     # A user-managed account of a project (<id>@<project>.iam.gserviceaccount.com) must exist;
     # Google-managed ones (service agents of other domains) are not the sandbox's to check.
     m = re.match(rf"^serviceAccount:([^@]+)@([a-z][-a-z0-9]*)\.{re.escape(SA_DOMAIN)}$", member)
-    if m and m.group(2) in projects.state(sb)["projects"] and not account_exists(sb, member.split(":", 1)[1]):
-        raise ApiError(400, f"Service account {member.split(':', 1)[1]} does not exist.")
+    if m and m.group(2) in projects.state(sb)["projects"]:
+        email = member.split(":", 1)[1]
+        if not account_exists(sb, email):
+            raise ApiError(400, f"Service account {email} does not exist.")
+        require_usable(sb, email)
 
 
 def has_binding(policy: dict, role: str, member: str) -> bool:
@@ -181,4 +258,6 @@ def has_binding(policy: dict, role: str, member: str) -> bool:
 
 
 def member_roles(sb: "Sandbox", resource: str, member: str) -> set[str]:
-    return {b["role"] for b in get_policy(sb, resource).get("bindings") or [] if member in b.get("members", [])}
+    """The roles `member` holds unconditionally on `resource` (what the simulations grant by)."""
+    return {b["role"] for b in get_policy(sb, resource, 3).get("bindings") or []
+            if member in b.get("members", []) and not b.get("condition")}

@@ -29,6 +29,7 @@ TITLES = {
     "autoscaling.googleapis.com": "Cloud Autoscaling API",
     "certificatemanager.googleapis.com": "Certificate Manager API",
     "cloudbilling.googleapis.com": "Cloud Billing API",
+    "cloudbuild.googleapis.com": "Cloud Build API",
     "cloudresourcemanager.googleapis.com": "Cloud Resource Manager API",
     "compute.googleapis.com": "Compute Engine API",
     "container.googleapis.com": "Kubernetes Engine API",
@@ -113,7 +114,9 @@ def require_enabled(sb: "Sandbox", project: str, service: str) -> dict:
     since = (rec.get("enabledAt") or {}).get(service)
     recent = since is not None and sb.clock.now() - since < float(rec.get("propagation") or 0)
     if service not in rec["enabled"] or recent:
-        raise service_disabled_error(project, service, title(service))
+        # The consumer is named by its number (error_reason.proto's example: "consumer": "projects/123"),
+        # as real answers name it (terraform-google-modules/cloud-foundation-training#20).
+        raise service_disabled_error(rec["number"], service, title(service))
     return rec
 
 

@@ -91,6 +91,8 @@ class GrpcServer:
             elif body == "*":
                 raw = json.dumps(fields).encode()
             reply: Response = self.rest.dispatch(http_method, path, raw, {"Content-Type": "application/json"})
+            if reply.lost:  # carried out, the answer lost: what a dropped connection looks like to a gRPC client
+                context.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
             text = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
             if reply.status >= 400:
                 error = (json.loads(text) if text else {}).get("error") or {}

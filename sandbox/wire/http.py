@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from ..core import ApiError
+from ..core import TIMEOUT_FAULT_S, ApiError
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -61,6 +61,9 @@ class Response:
     status: int = 200
     body: Any = None  # dict/list -> JSON; bytes/str as is
     content_type: str = "application/json"
+    # The call was carried out and its answer is lost: the server drops the connection instead (the
+    # `lost` fault); over gRPC the client sees UNAVAILABLE.
+    lost: bool = False
 
 
 @dataclass
@@ -88,6 +91,12 @@ ErrorRenderer = Callable[[ApiError], Response]
 def fault_error(kind: str, op: str) -> ApiError:
     if kind == "503":
         return ApiError(503, f"The service is currently unavailable (injected fault on {op}).")
+    if kind == "500":
+        return ApiError(500, f"Internal error encountered (injected fault on {op}).")
+    if kind == "busy":  # hashicorp/terraform-provider-google#3650
+        return ApiError(400, f"Operation operation-{int(time.time() * 1000)}-injected is currently upgrading cluster "
+                             f"(injected fault on {op}). Please wait and try again once it is done.",
+                        status="FAILED_PRECONDITION")
     if kind == "429":
         return ApiError(429, f"Too many requests (injected fault on {op}).", reason="TooManyRequests")
     if kind == "quota":
@@ -175,16 +184,23 @@ class ApiServer:
             op = route.op_for(match)
             req.match.update(match)
             sb = self.sandbox
-            kind = None
+            rule = None
             if self.api != "admin":  # the admin API is the test's hand, not a client's call
                 with sb.store.lock:
                     sb.counters.record(self.api, op, route.mutating)
-                    kind = sb.faults.take(self.api, op)
+                    rule = sb.faults.take(self.api, op)
+            kind = rule.kind if rule else None
             if kind == "slow":  # a slow answer holds back this caller only, never the other APIs
                 time.sleep(SLOW_FAULT_S)
                 kind = None
+            if kind == "timeout":  # held longer than the caller waits; then answered as usual
+                time.sleep(rule.seconds or TIMEOUT_FAULT_S)
+                kind = None
+            lost = kind == "lost"
+            if lost:
+                kind = None
             with sb.store.lock:
-                if kind in ("503", "429"):
+                if kind in ("503", "429", "500", "busy"):
                     raise fault_error(kind, op)
                 req.fault = kind
                 sb.reconcile()
@@ -197,7 +213,10 @@ class ApiServer:
                         raise fault_error(req.fault, op)
                 finally:
                     sb.store.save_if_dirty()
-            return result if isinstance(result, Response) else Response(200, result)
+            resp = result if isinstance(result, Response) else Response(200, result)
+            if lost:
+                return Response(resp.status, None, lost=True)
+            return resp
         except ApiError as err:
             return self.render_error(err)
         except RecursionError:  # a body nested deeper than the parsers go
@@ -271,7 +290,11 @@ class ApiServer:
                     resp = server.render_error(ApiError(400, str(exc), reason="BadRequest"))
                     self.close_connection = True  # the rest of the stream cannot be framed
                     return self._send(resp)
-                self._send(server.dispatch(self.command, self.path, body, self.headers))
+                resp = server.dispatch(self.command, self.path, body, self.headers)
+                if resp.lost:  # carried out; the connection drops before the answer leaves
+                    self.close_connection = True
+                    return None
+                self._send(resp)
 
             def _send(self, resp: Response) -> None:
                 if not isinstance(resp.body, (dict, list, str, bytes, type(None))):
