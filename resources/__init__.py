@@ -12,14 +12,17 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import yaml
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from .credentials import GoogleTokens, tokens_for
+from .errors import ClusterNotRunning, KubeTargetMismatch
 from .google import Google
-from .kube import Endpoint, Kube, KubeconfigMissing, KubeTargetMismatch, write_private
+from .iam import Iam
+from .kube import Endpoint, Kube, write_private
 from .models import ClusterState, KubeIdentity
 from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_kubeconfig, sandbox_now, sandbox_serve_git
 
@@ -27,6 +30,7 @@ from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_kubeconfig, sa
 API_UP = ("RUNNING", "RECONCILING")
 ERR_NOT_RUNNING = "cluster not running yet"
 ERR_OTHER_CLUSTER = "the kubeconfig reaches another cluster than the one this environment recorded"
+ADOPT_TAG = "gpuplat/adopt-kube-target"
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,13 @@ class Target:
 class Connection:
     """One environment's clients, built lazily."""
 
-    def __init__(self, target: Target, kube_dir: Path, sandbox_state: Path, retry_deadline: float = 180.0):
+    def __init__(self, target: Target, kube_dir: Path, sandbox_state: Path, retry_deadline: float = 180.0,
+                 progress: Callable[[str], None] | None = None):
         self.target = target
         self.kube_dir = kube_dir
         self.sandbox_state = sandbox_state
         self.retry_deadline = retry_deadline
+        self.progress = progress  # where long waits report (a run's log)
 
     @cached_property
     def sandbox_urls(self) -> dict[str, str] | None:
@@ -67,7 +73,14 @@ class Connection:
 
     @cached_property
     def google(self) -> Google:
-        return Google(self.target.project, endpoints=self.sandbox_urls, retry_deadline=self.retry_deadline)
+        return Google(self.target.project, endpoints=self.sandbox_urls, retry_deadline=self.retry_deadline,
+                      progress=self.progress)
+
+    @cached_property
+    def iam(self) -> Iam:
+        """Service accounts, IAM policies and Artifact Registry (resources/iam.py)."""
+        return Iam(self.target.project, endpoints=self.sandbox_urls, retry_deadline=self.retry_deadline,
+                   progress=self.progress)
 
     @cached_property
     def tokens(self) -> GoogleTokens:
@@ -125,21 +138,24 @@ class Connection:
         kube = Kube(str(path))
         expected = self.target.identity
         if expected is not None:
+            remedy = (f"point {path} back at this environment's cluster; if the cluster was replaced on purpose, "
+                      f"materialize cluster with the run tag {ADOPT_TAG}=true to record the new one")
             if kube.target.server != expected.server:
                 raise KubeTargetMismatch(f"{ERR_OTHER_CLUSTER}: {path} points at {kube.target.server}, this "
-                                         f"environment's cluster is {expected.describe()}")
+                                         f"environment's cluster is {expected.describe()}", remedy)
             found = kube.identity()
             if found.kube_system_uid != expected.kube_system_uid:
                 raise KubeTargetMismatch(f"{ERR_OTHER_CLUSTER}: {path} reaches {found.describe()}, this "
-                                         f"environment's cluster is {expected.describe()}")
+                                         f"environment's cluster is {expected.describe()}", remedy)
         return kube
 
     def _gke_kube(self) -> Kube:
         t = self.target
         cluster = self.google.get_cluster(t.location, t.cluster)
         if cluster is None or cluster.status not in API_UP or not cluster.endpoint:
-            raise KubeconfigMissing(f"{ERR_NOT_RUNNING}: GKE cluster {t.cluster} in {t.location} is "
-                                    f"{cluster.status if cluster else 'absent'}")
+            raise ClusterNotRunning(f"{ERR_NOT_RUNNING}: GKE cluster {t.cluster} in {t.location} is "
+                                    f"{cluster.status if cluster else 'absent'}",
+                                    "materialize cluster: the GKE cluster does not exist or is still being created")
         path = self.write_gke_kubeconfig(cluster)
         ca_file = write_private(self.kube_dir / f"{t.env}.ca.crt", base64.b64decode(cluster.ca_certificate).decode())
         endpoint = Endpoint(server=f"https://{cluster.endpoint}", ca_file=str(ca_file), token=self.tokens.token,
@@ -156,7 +172,9 @@ class GpuplatResource(ConfigurableResource):
     sandbox_state_dir: str = Field(default="", description="The sandbox's state directory; empty means "
                                    "GPUPLAT_SANDBOX_DIR or .gpuplat/sandbox.")
 
-    def connect(self, target: Target, retry_deadline: float = 180.0) -> Connection:
-        """`retry_deadline` bounds how long transient Google errors are retried (a sensor tick has 60 s)."""
+    def connect(self, target: Target, retry_deadline: float = 180.0,
+                progress: Callable[[str], None] | None = None) -> Connection:
+        """`retry_deadline` bounds how long transient Google errors are retried (a sensor tick has 60 s);
+        `progress` hears how a long wait goes (a run's log)."""
         state = Path(self.sandbox_state_dir).resolve() if self.sandbox_state_dir else sandbox_dir()
-        return Connection(target, Path(self.kube_dir), state, retry_deadline)
+        return Connection(target, Path(self.kube_dir), state, retry_deadline, progress)

@@ -2,8 +2,11 @@
 
 What `gke-gcloud-auth-plugin` does for kubectl, done in-process with google-auth, so neither gcloud
 nor the plugin has to be installed where gpuplat runs (the Dagster webserver, daemon, run pods):
-an OAuth access token of the ADC identity (cloud-platform scope), refreshed before it expires
+an OAuth access token of the ADC identity, refreshed before it expires
 (https://cloud.google.com/kubernetes-engine/docs/how-to/api-server-authentication#environments-without-gcloud).
+It asks the plugin's own scopes, cloud-platform and userinfo.email: with the email scope GKE knows a
+service account by its email, so RBAC bound to that email applies (cmd/gke-gcloud-auth-plugin/
+default_credentials_token_provider.go in kubernetes/cloud-provider-gcp).
 On the sandbox the identity is its service account key, traded at its fake token endpoint the
 same way google-auth trades a real one.
 """
@@ -13,12 +16,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from .errors import TokenUnavailable
+
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
+# What gke-gcloud-auth-plugin asks for with application default credentials.
+KUBE_SCOPES = (CLOUD_PLATFORM, USERINFO_EMAIL)
 ERR_TOKEN = "cannot get a Google access token for the GKE cluster's API"
-
-
-class TokenUnavailable(Exception):
-    """The credentials could not produce a token: one line that says which and why."""
+TOKEN_REMEDY = ("give the host Application Default Credentials that may use the cluster (gcloud auth "
+                "application-default login, or GOOGLE_APPLICATION_CREDENTIALS) with roles/container.developer")
 
 
 _SHARED: dict[str, "GoogleTokens"] = {}
@@ -49,12 +55,11 @@ class GoogleTokens:
         from google.oauth2 import service_account
 
         if self.key_file is not None:
-            return service_account.Credentials.from_service_account_file(str(self.key_file), scopes=[CLOUD_PLATFORM])
+            return service_account.Credentials.from_service_account_file(str(self.key_file), scopes=list(KUBE_SCOPES))
         try:
-            credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM])
+            credentials, _ = google.auth.default(scopes=list(KUBE_SCOPES))
         except DefaultCredentialsError as exc:
-            raise TokenUnavailable(f"{ERR_TOKEN}: no Application Default Credentials ({exc}); run `gcloud auth "
-                                   f"application-default login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+            raise TokenUnavailable(f"{ERR_TOKEN}: no Application Default Credentials ({exc})", TOKEN_REMEDY) from None
         return credentials
 
     def token(self) -> str:
@@ -69,7 +74,7 @@ class GoogleTokens:
                     self._credentials.refresh(Request())
             except GoogleAuthError as exc:
                 source = self.key_file or "Application Default Credentials"
-                raise TokenUnavailable(f"{ERR_TOKEN}: refreshing {source} failed: {exc}") from None
+                raise TokenUnavailable(f"{ERR_TOKEN}: refreshing {source} failed: {exc}", TOKEN_REMEDY) from None
             return self._credentials.token
 
     def invalidate(self) -> None:

@@ -1,123 +1,57 @@
 """Google Cloud, in gpuplat's words: GKE, Service Usage, Secret Manager, Compute quotas, Billing Catalog.
 
-With `iam.py` (identities, policies, Artifact Registry), the only module that imports `google.cloud`. Clients are built lazily on first use: the real
-endpoints with Application Default Credentials, or the sandbox's endpoints with anonymous
-credentials. Transient errors (5xx, 429, GKE's "operation in progress") are retried by
-`google.api_core.retry`; permanent ones surface as the library's exceptions for the caller to name.
+With `iam.py` (identities, policies, Artifact Registry), the only module that imports `google.cloud`.
+Clients are built lazily on first use: the real endpoints with Application Default Credentials, or
+the sandbox's endpoints with anonymous credentials. Transient errors (5xx, 429, a lost answer, GKE's
+"operation in progress", a service account not yet propagated) are retried by `google.api_core.retry`
+for a bounded time; every other error leaves a method as one of gpuplat's typed errors
+(`resources/errors.py`, classified in `resources/google_errors.py`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from functools import cached_property
-from pathlib import Path
 from typing import Callable
 
+from .errors import OperationFailed, OperationQuota, OperationTimeout, Stockout
+from .gcp import GcpProject
+from .google_errors import gexc, is_server_side_transient, translated
 from .models import (ClusterSpec, ClusterState, Leftover, NodePoolSpec, NodePoolState, OperationState, Quota,
                      SkuPrice, Taint)
 
 ERR_OPERATION = "GKE operation failed"
 ERR_OPERATION_TIMEOUT = "GKE operation did not finish in time"
-ERR_SERVICE_USAGE_OFF = "the Service Usage API is disabled in project"
+# GKE's own bound on a cluster operation: a change waits that long for a busy cluster (an upgrade, a repair,
+# a create still settling), no longer (Terraform's GKE resources allow 40 to 90 minutes).
+GKE_BUSY_WAIT_S = 1800.0
 
 _EFFECT_TO_K8S = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
 _EFFECT_TO_GKE = {v: k for k, v in _EFFECT_TO_K8S.items()}
 
 
-class _Exceptions:
-    """`google.api_core.exceptions`, imported on first use: it pulls in gRPC, which every Dagster
-    process that loads the code location would otherwise pay for (benchmarks/import_time.py)."""
-
-    def __getattr__(self, name: str):
-        from google.api_core import exceptions
-        return getattr(exceptions, name)
-
-
-gexc = _Exceptions()
-
-
-def _busy(exc: Exception) -> bool:
-    # GKE refuses a second operation on a cluster with FAILED_PRECONDITION (400 over REST).
-    return isinstance(exc, gexc.BadRequest) and "operation" in str(exc).lower() and (
-        "incompatible" in str(exc).lower() or "please wait" in str(exc).lower() or "currently" in str(exc).lower())
-
-
-# A service enabled a moment ago may answer SERVICE_DISABLED for a few minutes ("wait a few minutes for
-# the action to propagate to our systems and retry", the error's own words), so it is retried for that
-# long. Dagster runs each step in its own process: when gpuplat enabled what is noted in a file, one
-# folder per Google target (the real APIs, or one sandbox's endpoints).
-PROPAGATION_S = 300.0
-
-
-def is_transient(exc: Exception) -> bool:
-    return isinstance(exc, (gexc.ServiceUnavailable, gexc.TooManyRequests, gexc.InternalServerError,
-                            gexc.GatewayTimeout, gexc.BadGateway)) or _busy(exc)
-
-
-def default_retry(deadline: float = 180.0, predicate: Callable[[Exception], bool] = is_transient):
-    from google.api_core.retry import Retry
-    return Retry(predicate=predicate, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
-
-
-class EnabledMarks:
-    """When gpuplat enabled which service, per project, for one Google target."""
-
-    def __init__(self, endpoints: dict[str, str] | None):
-        import hashlib
-        target = hashlib.sha1(repr(sorted(endpoints.items())).encode()).hexdigest()[:12] if endpoints else "google"
-        self.root = Path(tempfile.gettempdir()) / f"gpuplat-enabled-{os.getuid()}" / target
-
-    def mark(self, project: str, services: list[str]) -> None:
-        for service in services:
-            marker = self.root / project / service
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-
-    def propagating(self, exc: Exception) -> bool:
-        """A SERVICE_DISABLED for a service gpuplat enabled less than PROPAGATION_S ago."""
-        if not isinstance(exc, gexc.Forbidden) or getattr(exc, "reason", None) != "SERVICE_DISABLED":
-            return False
-        meta = exc.metadata or {}
-        marker = self.root / (meta.get("consumer", "").removeprefix("projects/") or "-") / (meta.get("service") or "-")
-        try:
-            return time.time() - marker.stat().st_mtime < PROPAGATION_S
-        except OSError:
-            return False
-
-
-class OperationFailed(Exception):
-    pass
-
-
-class Google:
+class Google(GcpProject):
     """One GCP project's APIs. `endpoints` set means the sandbox (anonymous, REST, loopback)."""
-
-    def __init__(self, project: str, endpoints: dict[str, str] | None = None,
-                 sleeper: Callable[[float], None] = time.sleep, timer: Callable[[], float] = time.monotonic,
-                 retry_deadline: float = 180.0):
-        self.project = project
-        self.endpoints = endpoints
-        self.sleeper = sleeper
-        self.timer = timer
-        self.enabled_marks = EnabledMarks(endpoints)
-        self.retry = default_retry(retry_deadline, lambda exc: is_transient(exc) or self.enabled_marks.propagating(exc))
-
-    def _kwargs(self, api: str) -> dict:
-        if self.endpoints is None:
-            return {"transport": "rest"}
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-        return {"transport": "rest", "credentials": AnonymousCredentials(),
-                "client_options": ClientOptions(api_endpoint=self.endpoints[api])}
 
     # ---- lazy clients ---------------------------------------------------------------------------
     @cached_property
-    def iam(self):
-        """Service accounts, IAM policies and Artifact Registry (resources/iam.py)."""
-        from .iam import Iam
-        return Iam(self)
+    def gke_retry(self):
+        """Reads of GKE: its transient answers, for the usual bounded time."""
+        return self.retry_for("container", on_error=self.waiting("GKE"))
+
+    @cached_property
+    def gke_change_retry(self):
+        """Changes to GKE: also FAILED_PRECONDITION while another operation runs on the cluster, waited out
+        up to GKE's own bound on an operation, saying how long it waits."""
+        return self.retry_for("container", deadline=GKE_BUSY_WAIT_S,
+                              on_error=self.waiting("GKE (the cluster is busy with another operation)"))
+
+    def _in_flight(self, location: str, target: str, op_type: str) -> OperationState | None:
+        """The operation of `op_type` still running on `target` (`clusters/<c>` or `.../nodePools/<p>`)."""
+        resp = self._gke.list_operations(parent=self._loc(location), retry=self.gke_retry)
+        for op in resp.operations:
+            if op.status.name != "DONE" and op.operation_type.name == op_type and op.target_link.endswith(f"/{target}"):
+                return _op_state(op, location, self.project)
+        return None
 
     @cached_property
     def _gke(self):
@@ -156,13 +90,15 @@ class Google:
     def cluster_path(self, location: str, name: str) -> str:
         return f"{self._loc(location)}/clusters/{name}"
 
+    @translated("container")
     def get_cluster(self, location: str, name: str) -> ClusterState | None:
         try:
-            c = self._gke.get_cluster(name=self.cluster_path(location, name), retry=self.retry)
+            c = self._gke.get_cluster(name=self.cluster_path(location, name), retry=self.gke_retry)
         except gexc.NotFound:
             return None
         return _cluster_state(c)
 
+    @translated("container")
     def create_cluster(self, spec: ClusterSpec) -> OperationState:
         from google.cloud import container_v1 as c
         cluster = c.Cluster(
@@ -175,27 +111,34 @@ class Google:
             node_pools=[_pool_message(spec.cpu_pool)],
         )
         try:
-            op = self._gke.create_cluster(parent=self._loc(spec.location), cluster=cluster, retry=self.retry)
+            op = self._gke.create_cluster(parent=self._loc(spec.location), cluster=cluster, retry=self.gke_change_retry)
         except gexc.Conflict:
-            return OperationState(name="", status="ALREADY_EXISTS")
+            # Another run created it, or this one did and its answer was lost: wait for that creation.
+            return (self._in_flight(spec.location, f"clusters/{spec.name}", "CREATE_CLUSTER")
+                    or OperationState(name="", status="ALREADY_EXISTS"))
         return _op_state(op, spec.location, self.project)
 
+    @translated("container")
     def create_node_pool(self, location: str, cluster: str, spec: NodePoolSpec) -> OperationState:
         try:
             op = self._gke.create_node_pool(parent=self.cluster_path(location, cluster),
-                                            node_pool=_pool_message(spec), retry=self.retry)
+                                            node_pool=_pool_message(spec), retry=self.gke_change_retry)
         except gexc.Conflict:
-            return OperationState(name="", status="ALREADY_EXISTS")
+            # Another run created it, or this one did and its answer was lost: wait for that creation.
+            return (self._in_flight(location, f"clusters/{cluster}/nodePools/{spec.name}", "CREATE_NODE_POOL")
+                    or OperationState(name="", status="ALREADY_EXISTS"))
         return _op_state(op, location, self.project)
 
+    @translated("container")
     def set_node_pool_autoscaling(self, location: str, cluster: str, pool: str, min_nodes: int,
                                   max_nodes: int) -> OperationState:
         from google.cloud import container_v1 as c
         req = c.SetNodePoolAutoscalingRequest(
             name=f"{self.cluster_path(location, cluster)}/nodePools/{pool}",
             autoscaling=c.NodePoolAutoscaling(enabled=True, min_node_count=min_nodes, max_node_count=max_nodes))
-        return _op_state(self._gke.set_node_pool_autoscaling(request=req, retry=self.retry), location, self.project)
+        return _op_state(self._gke.set_node_pool_autoscaling(request=req, retry=self.gke_change_retry), location, self.project)
 
+    @translated("container")
     def update_node_pool(self, location: str, cluster: str, current: NodePoolState,
                          taints: tuple[Taint, ...] | None = None, labels: dict | None = None) -> OperationState:
         """Update taints and/or labels; both replace the whole list as GKE's API does."""
@@ -209,39 +152,46 @@ class Google:
                                               for t in taints])
         if labels is not None:
             req.labels = c.NodeLabels(labels=labels)
-        return _op_state(self._gke.update_node_pool(request=req, retry=self.retry), location, self.project)
+        return _op_state(self._gke.update_node_pool(request=req, retry=self.gke_change_retry), location, self.project)
 
+    @translated("container")
     def update_cluster(self, location: str, name: str, release_channel: str | None = None) -> OperationState:
         from google.cloud import container_v1 as c
         update = c.ClusterUpdate()
         if release_channel:
             update.desired_release_channel = c.ReleaseChannel(channel=c.ReleaseChannel.Channel[release_channel])
-        op = self._gke.update_cluster(name=self.cluster_path(location, name), update=update, retry=self.retry)
+        op = self._gke.update_cluster(name=self.cluster_path(location, name), update=update, retry=self.gke_change_retry)
         return _op_state(op, location, self.project)
 
     # Deletes exist only for a pause the user declared and approved (lifecycle: paused).
+    @translated("container")
     def delete_node_pool(self, location: str, cluster: str, pool: str) -> OperationState:
         try:
             op = self._gke.delete_node_pool(name=f"{self.cluster_path(location, cluster)}/nodePools/{pool}",
-                                            retry=self.retry)
+                                            retry=self.gke_change_retry)
         except gexc.NotFound:
             return OperationState(name="", status="NOT_FOUND")
         return _op_state(op, location, self.project)
 
+    @translated("container")
     def delete_cluster(self, location: str, name: str) -> OperationState:
         try:
-            op = self._gke.delete_cluster(name=self.cluster_path(location, name), retry=self.retry)
+            op = self._gke.delete_cluster(name=self.cluster_path(location, name), retry=self.gke_change_retry)
         except gexc.NotFound:
             return OperationState(name="", status="NOT_FOUND")
         return _op_state(op, location, self.project)
 
+    @translated("container")
     def running_operations(self, location: str) -> list[OperationState]:
-        resp = self._gke.list_operations(parent=self._loc(location), retry=self.retry)
+        resp = self._gke.list_operations(parent=self._loc(location), retry=self.gke_retry)
         return [s for s in (_op_state(op, location, self.project) for op in resp.operations) if s.status != "DONE"]
 
+    @translated("container")
     def get_operation(self, name: str) -> OperationState:
-        op = self._gke.get_operation(name=name, retry=self.retry)
-        return OperationState(name=name, status=op.status.name, error=_op_error(op), operation_type=op.operation_type.name)
+        op = self._gke.get_operation(name=name, retry=self.gke_retry)
+        error, code = _op_error(op)
+        return OperationState(name=name, status=op.status.name, error=error, operation_type=op.operation_type.name,
+                              error_code=code)
 
     def wait_operation(self, op: OperationState, timeout: float,
                        progress: Callable[[float, str], None] | None = None, interval: float = 0.5,
@@ -257,11 +207,13 @@ class Google:
             now = self.timer()
             if state.status == "DONE":
                 if state.error:
-                    raise OperationFailed(f"{ERR_OPERATION}: {op.name}: {state.error}")
+                    cls = OPERATION_ERRORS.get(state.error_code, OperationFailed)
+                    raise cls(f"{ERR_OPERATION}: {op.name}: {state.error}", code=state.error_code)
                 return state
             if now - start > timeout:
-                raise OperationFailed(f"{ERR_OPERATION_TIMEOUT}: {op.name} still {state.status} after "
-                                      f"{now - start:.0f}s (limit {timeout:.0f}s)")
+                raise OperationTimeout(f"{ERR_OPERATION_TIMEOUT}: {op.name} still {state.status} after "
+                                       f"{now - start:.0f}s (limit {timeout:.0f}s)",
+                                       "it goes on in GKE: materialize again later, gpuplat waits for it")
             if progress and now - last_report >= progress_every:
                 progress(now - start, state.status)
                 last_report = now
@@ -269,40 +221,45 @@ class Google:
             interval = min(interval * 2, max_interval)
 
     # ---- Service Usage ---------------------------------------------------------------------------
+    @translated("serviceusage")
     def enabled_services(self) -> set[str]:
-        try:
-            pager = self._usage.list_services(request={"parent": f"projects/{self.project}",
-                                                       "filter": "state:ENABLED", "page_size": 200},
-                                              retry=self.retry)
-            return {s.config.name or s.name.rsplit("/", 1)[-1] for s in pager}
-        except gexc.Forbidden as exc:  # REST maps 403 to Forbidden (PermissionDenied is its gRPC subclass)
-            if "SERVICE_DISABLED" in str(exc) or "has not been used" in str(exc):
-                raise ServiceUsageDisabled(self.project) from None
-            raise
+        # Service Usage disabled answers SERVICE_DISABLED naming serviceusage itself: ServiceUsageDisabled.
+        pager = self._usage.list_services(request={"parent": f"projects/{self.project}",
+                                                   "filter": "state:ENABLED", "page_size": 200},
+                                          retry=self.retry)
+        return {s.config.name or s.name.rsplit("/", 1)[-1] for s in pager}
 
+    @translated("serviceusage")
     def enable_services(self, names: list[str], timeout: float = 300.0) -> None:
+        """Enabling is idempotent: a lost answer is simply asked again. The operation is polled with the same
+        retry (a 429 or 503 on `operations.get` is Service Usage's quota or a hiccup, not a failure)."""
         for i in range(0, len(names), 20):  # batch_enable_services takes at most 20
             op = self._usage.batch_enable_services(
                 request={"parent": f"projects/{self.project}", "service_ids": names[i:i + 20]}, retry=self.retry)
-            op.result(timeout=timeout)
-            self.enabled_marks.mark(self.project, names[i:i + 20])
+            result = op.result(timeout=timeout, retry=self.retry)
+            # Each enabled Service names its consumer by number: SERVICE_DISABLED answers may use either form.
+            parents = {svc.parent.removeprefix("projects/") for svc in getattr(result, "services", [])}
+            self.enabled_marks.mark(self.project, names[i:i + 20], next(iter(parents - {self.project}), ""))
 
     # ---- Secret Manager ----------------------------------------------------------------------------
+    @translated("secretmanager")
     def secret_ids(self) -> set[str]:
         pager = self._secrets.list_secrets(request={"parent": f"projects/{self.project}", "page_size": 250},
                                            retry=self.retry)
         return {s.name.rsplit("/", 1)[-1] for s in pager}
 
-    def has_enabled_version(self, secret_id: str) -> bool:
-        """Whether the secret has a version that can be read (a secret without one reads as absent to ESO)."""
+    @translated("secretmanager")
+    def latest_version(self, secret_id: str) -> tuple[str, str] | None:
+        """(number, state) of the version `latest` names, as ESO reads it: the most recently created one,
+        whatever its state (ENABLED, DISABLED, DESTROYED); None for a secret without versions (or none)."""
         try:
-            pager = self._secrets.list_secret_versions(
-                request={"parent": f"projects/{self.project}/secrets/{secret_id}", "filter": "state:ENABLED",
-                         "page_size": 1}, retry=self.retry)
-            return next(iter(pager), None) is not None
+            v = self._secrets.get_secret_version(
+                name=f"projects/{self.project}/secrets/{secret_id}/versions/latest", retry=self.retry)
         except gexc.NotFound:
-            return False
+            return None
+        return v.name.rsplit("/", 1)[-1], v.state.name
 
+    @translated("secretmanager")
     def create_secret(self, secret_id: str) -> bool:
         """Create the secret (no version yet); an existing secret is left untouched (False)."""
         from google.cloud import secretmanager_v1 as sm
@@ -315,14 +272,30 @@ class Google:
             return False
         return True
 
-    def add_secret_version(self, secret_id: str, value: bytes) -> None:
-        self._secrets.add_secret_version(
-            request={"parent": f"projects/{self.project}/secrets/{secret_id}", "payload": {"data": value}},
-            retry=self.retry)
+    @translated("secretmanager")
+    def add_secret_version(self, secret_id: str, value: bytes, attempts: int = 4) -> None:
+        """Add one version, exactly one: AddSecretVersion is not idempotent, so a call whose answer was lost
+        (a 5xx, a timeout: it may have been applied) is retried only when the secret's latest version is
+        still the one before it."""
+        before = self.latest_version(secret_id)
+        for attempt in range(attempts):
+            try:
+                self._secrets.add_secret_version(
+                    request={"parent": f"projects/{self.project}/secrets/{secret_id}", "payload": {"data": value}},
+                    retry=None)
+                return
+            except Exception as exc:
+                if not is_server_side_transient(exc) or attempt == attempts - 1:
+                    raise
+                self.sleeper(min(0.5 * 2 ** attempt, 5.0))
+                if self.latest_version(secret_id) != before:
+                    return  # it was applied; only its answer was lost
 
+    @translated("secretmanager")
     def access_secret(self, secret_id: str) -> bytes | None:
-        """The latest enabled version's value, or None: for comparisons made in this process only,
-        never to be logged or returned beyond the caller."""
+        """The latest version's value (what ESO reads), or None when there is none: for comparisons made in
+        this process only, never to be logged or returned beyond the caller. A latest version that is
+        DISABLED or DESTROYED raises `SecretVersionUnreadable`."""
         try:
             resp = self._secrets.access_secret_version(
                 name=f"projects/{self.project}/secrets/{secret_id}/versions/latest", retry=self.retry)
@@ -331,15 +304,18 @@ class Google:
         return resp.payload.data
 
     # ---- Compute quotas -------------------------------------------------------------------------------
+    @translated("compute")
     def region_quotas(self, region: str) -> dict[str, Quota]:
         r = self._regions.get(project=self.project, region=region, retry=self.retry)
         return {q.metric: Quota(q.metric, region, q.limit, q.usage) for q in r.quotas}
 
+    @translated("compute")
     def project_quotas(self) -> dict[str, Quota]:
         p = self._projects.get(project=self.project, retry=self.retry)
         return {q.metric: Quota(q.metric, "global", q.limit, q.usage) for q in p.quotas}
 
     # ---- Compute: what outlives a cluster ------------------------------------------------------------
+    @translated("compute")
     def leftovers(self) -> list[Leftover]:
         """The project's forwarding rules, reserved addresses and persistent disks, every scope (the
         aggregated lists `gcloud compute ... list` reads)."""
@@ -355,6 +331,7 @@ class Google:
                                         getattr(item, "type_", "").rsplit("/", 1)[-1]))
         return out
 
+    @translated("compute")
     def delete_disk(self, zone: str, name: str) -> None:
         from google.cloud import compute_v1
         try:
@@ -364,6 +341,7 @@ class Google:
             pass
 
     # ---- Billing Catalog ----------------------------------------------------------------------------------
+    @translated("billing")
     def sku_prices(self, region: str) -> list[SkuPrice]:
         """On-demand SKUs of Compute Engine and Kubernetes Engine offered in `region` (or globally)."""
         # The catalog belongs to no project: the caller's quota project (this one) must have the Cloud
@@ -383,12 +361,6 @@ class Google:
                 out.append(SkuPrice(sku.description, price.units + price.nanos / 1e9, price.currency_code,
                                     expr.usage_unit))
         return out
-
-
-class ServiceUsageDisabled(Exception):
-    def __init__(self, project: str):
-        super().__init__(f"{ERR_SERVICE_USAGE_OFF} {project}")
-        self.project = project
 
 
 # ---- conversions (SDK -> gpuplat) -------------------------------------------------------------------
@@ -445,13 +417,22 @@ def _cluster_state(c) -> ClusterState:
         conditions=_conditions(c.conditions))
 
 
-def _op_error(op) -> str:
+# A failed operation's StatusCondition code (cluster_service.proto), as gpuplat's error class.
+OPERATION_ERRORS = {"GCE_STOCKOUT": Stockout, "GCE_QUOTA_EXCEEDED": OperationQuota}
+
+
+def _op_error(op) -> tuple[str, str]:
+    """What went wrong and GKE's StatusCondition code for it ("" when it gave none)."""
+    codes = [c.code.name for c in (*op.cluster_conditions, *op.nodepool_conditions)
+             if c.code and not c.code.name.endswith("UNKNOWN")]
+    code = codes[0] if codes else ""
     if op.error and (op.error.code or op.error.message):
-        return op.error.message or f"code {op.error.code}"
-    return op.status_message or ""
+        return op.error.message or f"code {op.error.code}", code
+    return op.status_message or "", code
 
 
 def _op_state(op, location: str, project: str) -> OperationState:
     name = op.name if op.name.startswith("projects/") else f"projects/{project}/locations/{location}/operations/{op.name}"
-    return OperationState(name=name, status=op.status.name, error=_op_error(op) if op.status.name == "DONE" else "",
-                          operation_type=op.operation_type.name)
+    error, code = _op_error(op) if op.status.name == "DONE" else ("", "")
+    return OperationState(name=name, status=op.status.name, error=error, operation_type=op.operation_type.name,
+                          error_code=code)

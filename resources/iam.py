@@ -5,26 +5,28 @@ the sandbox is reached over an insecure loopback channel), Resource Manager v3 (
 policy) and Artifact Registry v1. Every policy change is a read-modify-write carrying the read
 policy's etag: only the members asked for are added, nobody else's binding is touched, and a
 concurrent change (409 ABORTED) is read again and retried.
+
+Policies are read and written as version 3: "any operation that affects conditional role bindings must
+specify version 3", reading one that holds a condition included, and a version-1 write without the
+etag would drop every condition (google/iam/v1/policy.proto). So a conditional binding someone else
+made is read whole and written back exactly as it was, and `auditConfigs` are left to the server (the
+default update mask, "bindings, etag", never changes them).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from .google import gexc
-
-if TYPE_CHECKING:
-    from .google import Google
+from .errors import PolicyRace
+from .gcp import GcpProject
+from .google_errors import gexc, translated
 
 POLICY_ATTEMPTS = 6
+POLICY_VERSION = 3
 ERR_POLICY_RACE = "the IAM policy kept changing under gpuplat"
 
 Binding = tuple[str, str]  # (role, member)
-
-
-class PolicyRace(Exception):
-    """Every read-modify-write attempt met a newer policy (someone else kept changing it)."""
 
 
 def members_by_role(policy) -> dict[str, frozenset[str]]:
@@ -36,42 +38,42 @@ def members_by_role(policy) -> dict[str, frozenset[str]]:
     return {role: frozenset(m) for role, m in out.items()}
 
 
-class Iam:
-    def __init__(self, google: "Google"):
-        self.g = google
-        self.project = google.project
+class Iam(GcpProject):
+    """One project's service accounts, IAM policies and Artifact Registry repositories."""
 
     # ---- lazy clients ---------------------------------------------------------------------------
     @cached_property
     def _admin(self):
         from google.cloud import iam_admin_v1
-        if self.g.endpoints is None:
+        if self.endpoints is None:
             return iam_admin_v1.IAMClient()
         import grpc
         from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-        return iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(self.g.endpoints["iam_grpc"])))
+        return iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(self.endpoints["iam_grpc"])))
 
     @cached_property
     def _projects(self):
         from google.cloud import resourcemanager_v3
-        return resourcemanager_v3.ProjectsClient(**self.g._kwargs("cloudresourcemanager"))
+        return resourcemanager_v3.ProjectsClient(**self._kwargs("cloudresourcemanager"))
 
     @cached_property
     def _registry(self):
         from google.cloud import artifactregistry_v1
-        return artifactregistry_v1.ArtifactRegistryClient(**self.g._kwargs("artifactregistry"))
+        return artifactregistry_v1.ArtifactRegistryClient(**self._kwargs("artifactregistry"))
 
     # ---- service accounts -------------------------------------------------------------------------
     def email(self, account_id: str) -> str:
         return f"{account_id}@{self.project}.iam.gserviceaccount.com"
 
+    @translated("iam")
     def account_exists(self, email: str) -> bool:
         try:
-            self._admin.get_service_account(name=f"projects/-/serviceAccounts/{email}", retry=self.g.retry)
+            self._admin.get_service_account(name=f"projects/-/serviceAccounts/{email}", retry=self.retry)
         except (gexc.NotFound, gexc.PermissionDenied):  # IAM answers 403 for a wildcard name that does not exist
             return False
         return True
 
+    @translated("iam")
     def create_account(self, account_id: str, display_name: str, description: str = "") -> bool:
         """Create it; one that exists (created meanwhile by someone else) is left as it is (False)."""
         from google.cloud import iam_admin_v1
@@ -79,7 +81,7 @@ class Iam:
             self._admin.create_service_account(
                 name=f"projects/{self.project}", account_id=account_id,
                 service_account=iam_admin_v1.ServiceAccount(display_name=display_name, description=description),
-                retry=self.g.retry)
+                retry=self.retry)
         except gexc.Conflict:  # ALREADY_EXISTS (REST maps every 409 to Conflict, gRPC to its subclass)
             return False
         return True
@@ -92,13 +94,20 @@ class Iam:
             client = self._registry
         else:
             client = self._projects
-        get = lambda: client.get_iam_policy(request={"resource": resource}, retry=self.g.retry)  # noqa: E731
-        put = lambda p: client.set_iam_policy(request={"resource": resource, "policy": p}, retry=self.g.retry)  # noqa: E731
+        def get():
+            return client.get_iam_policy(request={"resource": resource, "options": {"requested_policy_version": 3}},
+                                         retry=self.retry)
+
+        def put(policy):
+            policy.version = POLICY_VERSION
+            return client.set_iam_policy(request={"resource": resource, "policy": policy}, retry=self.retry)
         return get, put
 
+    @translated("iam")
     def policy(self, resource: str) -> dict[str, frozenset[str]]:
         return members_by_role(self._policy_io(resource)[0]())
 
+    @translated("iam")
     def add_members(self, resource: str, wanted: list[Binding]) -> int:
         """Add the (role, member) pairs missing from `resource`'s policy; returns how many were added.
         A stale etag (someone changed the policy since the read) reads again and retries."""
@@ -120,8 +129,9 @@ class Iam:
                 put(policy)  # carries the etag read above
                 return added
             except gexc.Conflict:  # ABORTED: concurrent policy changes; read again
-                self.g.sleeper(min(0.2 * 2 ** attempt, 5.0))
-        raise PolicyRace(f"{ERR_POLICY_RACE}: {resource} changed on each of {POLICY_ATTEMPTS} read-modify-writes")
+                self.sleeper(min(0.2 * 2 ** attempt, 5.0))
+        raise PolicyRace(f"{ERR_POLICY_RACE}: {resource} changed on each of {POLICY_ATTEMPTS} read-modify-writes",
+                         "someone else keeps changing this policy: materialize again once they are done")
 
     def project_resource(self) -> str:
         return f"projects/{self.project}"
@@ -133,21 +143,23 @@ class Iam:
     def repository_name(self, location: str, repo_id: str) -> str:
         return f"projects/{self.project}/locations/{location}/repositories/{repo_id}"
 
+    @translated("artifactregistry")
     def repository(self, location: str, repo_id: str) -> str | None:
         """The repository's format (DOCKER, ...), or None when it does not exist."""
         try:
-            repo = self._registry.get_repository(name=self.repository_name(location, repo_id), retry=self.g.retry)
+            repo = self._registry.get_repository(name=self.repository_name(location, repo_id), retry=self.retry)
         except gexc.NotFound:
             return None
         return repo.format_.name
 
+    @translated("artifactregistry")
     def create_repository(self, location: str, repo_id: str, description: str, timeout: float = 300.0) -> None:
         from google.cloud import artifactregistry_v1 as ar
         try:
             op = self._registry.create_repository(
                 parent=f"projects/{self.project}/locations/{location}", repository_id=repo_id,
                 repository=ar.Repository(format_=ar.Repository.Format.DOCKER, description=description),
-                retry=self.g.retry)
+                retry=self.retry)
         except gexc.Conflict:  # ALREADY_EXISTS (REST maps every 409 to Conflict, gRPC to its subclass)
             return
-        op.result(timeout=timeout)
+        op.result(timeout=timeout, retry=self.retry)

@@ -8,6 +8,7 @@ cluster, the seed platform's most expensive mistake.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -20,23 +21,38 @@ from typing import Callable
 
 import yaml
 
-from .models import KubeIdentity, KubeTarget, NodeState, PdbState, PodState, ServerInfo, Taint
+from .errors import KindNotServed, KubeApiError, KubeconfigMissing, KubeUnreachable
+from .models import KubeIdentity, KubeTarget, NodeState, PdbState, PodState, ScaleUpFailure, ServerInfo, Taint
 
 FIELD_MANAGER = "gpuplat"
 ERR_KUBECONFIG_MISSING = "kubeconfig not found"
 ERR_UNREACHABLE = "cannot reach the Kubernetes API"
 
 
-class KubeUnreachable(Exception):
-    pass
+def _status(exc) -> dict:
+    """The `Status` object a Kubernetes API error carries ({} when the body is not one)."""
+    try:
+        body = json.loads(getattr(exc, "body", "") or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
-class KubeconfigMissing(Exception):
-    pass
+def kube_translated(fn):
+    """A `Kube` method whose API errors leave it as `KubeApiError` (HTTP status, `Status.reason`)."""
 
-
-class KubeTargetMismatch(Exception):
-    """The kubeconfig now reaches another cluster than the one this environment recorded."""
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        try:
+            return fn(self, *args, **kwargs)
+        except ApiException as exc:
+            status = _status(exc)
+            message = status.get("message") or f"{exc.status} {exc.reason}"
+            raise KubeApiError(f"Kubernetes API error {exc.status} {status.get('reason') or exc.reason}: "
+                               f"{str(message)[:300]}", f"check {self.target.server} and the credentials' RBAC",
+                               status=int(exc.status or 0), reason=str(status.get("reason") or "")) from None
+    return call
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,9 @@ def read_target(kubeconfig: str) -> KubeTarget:
     """The kubeconfig's current context and server, read from that file only."""
     path = Path(kubeconfig)
     if not path.is_file():
-        raise KubeconfigMissing(f"{ERR_KUBECONFIG_MISSING}: {path}")
+        raise KubeconfigMissing(f"{ERR_KUBECONFIG_MISSING}: {path}",
+                                f"put the cluster's kubeconfig at {path} (or point CLUSTER_KUBECONFIG at it); gpuplat "
+                                f"never reads ~/.kube/config or KUBECONFIG")
     doc = yaml.safe_load(path.read_text()) or {}
     ctx_name = doc.get("current-context", "")
     ctx = next((c.get("context", {}) for c in doc.get("contexts") or [] if c.get("name") == ctx_name), {})
@@ -127,7 +145,11 @@ class Kube:
         try:
             return DynamicClient(self._api_client, cache_file=str(cache))
         except Exception as exc:  # discovery talks to the server: name the target, not the urllib3 error
-            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {exc}") from None
+            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {exc}", self._reach_remedy) from None
+
+    @property
+    def _reach_remedy(self) -> str:
+        return f"check that {self.target.server} is reachable from this host and the credentials are valid"
 
     def _call(self, fn, *args, **kwargs):
         from kubernetes.client.exceptions import ApiException
@@ -135,7 +157,8 @@ class Kube:
         try:
             return fn(*args, _request_timeout=self.request_timeout, **kwargs)
         except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}") from None
+            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}",
+                                  self._reach_remedy) from None
         except ApiException as exc:
             if exc.status != 401 or self.endpoint is None:
                 raise
@@ -143,16 +166,19 @@ class Kube:
         return fn(*args, _request_timeout=self.request_timeout, **kwargs)
 
     # ---- reads --------------------------------------------------------------------------------------
+    @kube_translated
     def identity(self) -> KubeIdentity:
         """What tells this cluster from another behind the same URL: the kube-system namespace's UID."""
         ns = self._call(self._core.read_namespace, "kube-system")
         return KubeIdentity(server=self.target.server, kube_system_uid=ns.metadata.uid or "")
 
+    @kube_translated
     def server_info(self) -> ServerInfo:
         from kubernetes import client
         v = self._call(client.VersionApi(self._api_client).get_code)
         return ServerInfo(git_version=v.git_version, platform=v.platform)
 
+    @kube_translated
     def nodes(self, label_selector: str = "") -> list[NodeState]:
         items = self._call(self._core.list_node, label_selector=label_selector).items
         out = []
@@ -169,10 +195,12 @@ class Kube:
                 capacity=dict(n.status.capacity or {})))
         return out
 
+    @kube_translated
     def pods(self, field_selector: str = "") -> list[PodState]:
         items = self._call(self._core.list_pod_for_all_namespaces, field_selector=field_selector).items
         return [_pod_state(p) for p in items]
 
+    @kube_translated
     def pdbs(self) -> list[PdbState]:
         from kubernetes import client
         items = self._call(client.PolicyV1Api(self._api_client).list_pod_disruption_budget_for_all_namespaces).items
@@ -180,6 +208,7 @@ class Kube:
                          dict((p.spec.selector.match_labels or {}) if p.spec.selector else {}),
                          int((p.status.disruptions_allowed if p.status else 0) or 0)) for p in items]
 
+    @kube_translated
     def secret_names(self, namespace: str | None = None) -> set[tuple[str, str]]:
         if namespace:
             items = self._call(self._core.list_namespaced_secret, namespace).items
@@ -188,6 +217,28 @@ class Kube:
         # Names only: secret values never leave this function.
         return {(s.metadata.namespace, s.metadata.name) for s in items}
 
+    @kube_translated
+    def failed_scale_ups(self) -> list[ScaleUpFailure]:
+        """The cluster autoscaler's FailedScaleUp events on pods, newest first, with their cause.
+
+        The event carries its cause only in words ("... failed: GCE out of resources.", "... GCE quota
+        exceeded", the cluster autoscaler's gce cloud provider), so they are read here, once."""
+        events = [e for e in self.list("v1", "Event") if e.get("reason") == "FailedScaleUp"
+                  and (e.get("involved_object") or e.get("involvedObject") or {}).get("kind") == "Pod"]
+        out = []
+        for e in events:
+            ref = e.get("involved_object") or e.get("involvedObject") or {}
+            message = str(e.get("message") or "")
+            said = message.lower()
+            cause = ("stockout" if "out of resources" in said or "stockout" in said else
+                     "quota" if "quota" in said else "other")
+            when = str(e.get("last_timestamp") or e.get("lastTimestamp") or e.get("event_time")
+                       or e.get("eventTime") or "")
+            out.append(ScaleUpFailure((ref.get("namespace") or "", ref.get("name") or ""), message, cause, when))
+        out.sort(key=lambda f: f.when, reverse=True)
+        return out
+
+    @kube_translated
     def pod_log(self, namespace: str, name: str) -> str:
         # Raw bytes: the client would json-decode a JSON log line and hand back its Python repr.
         resp = self._call(self._core.read_namespaced_pod_log, name, namespace, _preload_content=False)
@@ -201,6 +252,7 @@ class Kube:
         except ResourceNotFoundError:
             return None
 
+    @kube_translated
     def has_kind(self, api_version: str, kind: str) -> bool:
         """Whether the API serves this kind (a CRD that is absent is a real 404 in discovery)."""
         if self._resource(api_version, kind) is not None:
@@ -208,6 +260,7 @@ class Kube:
         self._dynamic.resources.invalidate_cache()
         return self._resource(api_version, kind) is not None
 
+    @kube_translated
     def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
         def call():
             res = self._resource(api_version, kind)
@@ -219,6 +272,7 @@ class Kube:
         out = self._fresh(call)
         return [] if out is None else [i.to_dict() for i in out.items]
 
+    @kube_translated
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         from kubernetes.dynamic.exceptions import NotFoundError
         if not self.has_kind(api_version, kind):
@@ -233,6 +287,7 @@ class Kube:
                     return self.get(api_version, kind, name, namespace)
             return None
 
+    @kube_translated
     def apply(self, body: dict, as_kubectl_would: bool = False) -> dict:
         """Server-side apply as gpuplat's field manager; forced, since gpuplat owns these fields.
 
@@ -242,7 +297,8 @@ class Kube:
         if as_kubectl_would:
             body = with_last_applied(body)
         if not self.has_kind(body["apiVersion"], body["kind"]):
-            raise LookupError(f"the cluster does not serve {body['kind']} ({body['apiVersion']}): its CRD is absent")
+            raise KindNotServed(f"the cluster does not serve {body['kind']} ({body['apiVersion']}): its CRD is absent",
+                                "install the CRD first (the asset that owns it runs before this one)")
         ns = body.get("metadata", {}).get("namespace")
         return self._fresh(lambda: self._call(
             self._resource(body["apiVersion"], body["kind"]).server_side_apply, body=body,
@@ -260,15 +316,18 @@ class Kube:
             self._dynamic.resources.invalidate_cache()
             return call()
 
+    @kube_translated
     def create(self, body: dict) -> dict:
         res = self._resource(body["apiVersion"], body["kind"])
         return self._call(res.create, body=body, namespace=body.get("metadata", {}).get("namespace")).to_dict()
 
+    @kube_translated
     def merge_patch(self, api_version: str, kind: str, name: str, patch: dict, namespace: str | None = None) -> dict:
         res = self._resource(api_version, kind)
         return self._call(res.patch, body=patch, name=name, namespace=namespace,
                           content_type="application/merge-patch+json").to_dict()
 
+    @kube_translated
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         """Delete one object; one already gone is fine. Only a pause the user approved calls this."""
         from kubernetes.dynamic.exceptions import NotFoundError
@@ -280,6 +339,7 @@ class Kube:
         except NotFoundError:
             pass
 
+    @kube_translated
     def delete_pod(self, namespace: str, name: str) -> None:
         """Only for gpuplat's own short-lived preflight pods."""
         from kubernetes.client.exceptions import ApiException
@@ -321,8 +381,9 @@ def with_last_applied(obj: dict) -> dict:
 
 
 def _kind_not_served(exc) -> bool:
-    """A 404 for the whole resource type (the API server's wording), not for one object."""
-    return "could not find the requested resource" in str(getattr(exc, "body", "") or exc)
+    """A 404 for the whole resource type, not for one object: the API server's `Status` names the object
+    (`details.name`) only when it is the object that is missing."""
+    return not (_status(exc).get("details") or {}).get("name")
 
 
 def write_private(path: Path, text: str) -> Path:

@@ -25,17 +25,17 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from .kube import KubeUnreachable
+from .errors import KubeUnreachable
 
 # The read methods of `Google` and `Kube` (resources/google.py, resources/kube.py) whose answer is
 # a state to observe. Not here on purpose: what is polled until it changes (get_operation,
 # running_operations, pod_log), secret values (PASS_THROUGH) and everything that writes.
-GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "has_enabled_version", "region_quotas",
+GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "latest_version", "region_quotas",
                           "project_quotas", "sku_prices"})
-KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get"})
-# The reads of `Google.iam` (resources/iam.py): memoized in the same (project) scope as Google's.
+KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get",
+                        "failed_scale_ups"})
+# The reads of `Iam` (resources/iam.py): memoized in the same (project) scope as Google's.
 IAM_READS = frozenset({"account_exists", "policy", "repository"})
-FACES = {"iam": IAM_READS}
 # Neither remembered nor emptying the memo: helpers that call nothing, and reads whose answer must
 # not be kept (secret values).
 PASS_THROUGH = frozenset({"cluster_path", "access_secret", "email", "project_resource", "account_resource",
@@ -94,7 +94,6 @@ class Memo:
         self._answers = answers
         self._sticky = sticky
         self._broken: BaseException | None = None
-        self._faces: dict[str, "Memo"] = {}
         self.hits = 0
         self.misses = 0
 
@@ -108,11 +107,6 @@ class Memo:
         if name.startswith("__"):
             raise AttributeError(name)
         value = getattr(self.wrapped, name)
-        if name in FACES and self._reads is GOOGLE_READS:  # a client of its own, asked in the same scope
-            face = self._faces.get(name)
-            if face is None:
-                face = self._faces[name] = Memo(lambda: value, FACES[name], self._scope, self._answers)
-            return face
         if not callable(value) or name.startswith("_") or name in PASS_THROUGH:
             return value
         if name in self._reads:
@@ -146,7 +140,7 @@ class Memo:
 
 
 def memoize(conn, answers: Answers | None = None) -> Any:
-    """Make `conn.google` and `conn.kube` memoized; returns `conn` (a `resources.Connection`).
+    """Make `conn.google`, `conn.iam` and `conn.kube` memoized; returns `conn` (a `resources.Connection`).
 
     `answers` shared by several connections (one per environment of a tick) lets environments of
     one GCP project, or one kubeconfig, share their answers; without it the memo is the
@@ -159,6 +153,7 @@ def memoize(conn, answers: Answers | None = None) -> Any:
     google_scope = ("google", t.project, t.sandbox, str(conn.sandbox_state) if t.sandbox else "")
     kube_scope = ("kube", str(conn.kubeconfig_path))
     conn.__dict__["google"] = Memo(lambda: cls.google.func(conn), GOOGLE_READS, google_scope, answers)
+    conn.__dict__["iam"] = Memo(lambda: cls.iam.func(conn), IAM_READS, google_scope, answers)
     conn.__dict__["kube"] = Memo(lambda: cls.kube.func(conn), KUBE_READS, kube_scope, answers,
                                  sticky=(KubeUnreachable,))
     return conn
@@ -167,10 +162,9 @@ def memoize(conn, answers: Answers | None = None) -> Any:
 def memo_stats(conn) -> dict[str, int]:
     """Reads answered from the memo and reads that went out, for a memoized connection."""
     out = {"hits": 0, "misses": 0}
-    for face in ("google", "kube"):
+    for face in ("google", "iam", "kube"):
         memo = conn.__dict__.get(face)
         if isinstance(memo, Memo):
-            for m in (memo, *memo._faces.values()):
-                out["hits"] += m.hits
-                out["misses"] += m.misses
+            out["hits"] += memo.hits
+            out["misses"] += memo.misses
     return out

@@ -79,6 +79,8 @@ class OperationState:
     status: str
     error: str = ""
     operation_type: str = ""
+    # GKE's StatusCondition code for a failed operation (GCE_STOCKOUT, GCE_QUOTA_EXCEEDED, ...), "" if none.
+    error_code: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,16 @@ class PodState:
     has_affinity: bool
     tolerations: tuple[dict, ...]
     finished: str = ""  # when its last container terminated (ISO 8601), for a pod that ended
+
+
+@dataclass(frozen=True)
+class ScaleUpFailure:
+    """A cluster autoscaler FailedScaleUp event on a pod: `cause` is stockout, quota or other."""
+
+    pod: tuple[str, str]  # (namespace, name)
+    message: str
+    cause: str
+    when: str = ""
 
 
 @dataclass(frozen=True)

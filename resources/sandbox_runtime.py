@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import SandboxStartFailed
+
 SANDBOX_DIR_VAR = "GPUPLAT_SANDBOX_DIR"
 DEFAULT_DIR = ".gpuplat/sandbox"
 ERR_SANDBOX_START = "the sandbox did not start"
@@ -62,11 +64,8 @@ def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict
     log.close()
     written = log_path.read_bytes()[before:].decode(errors="replace").strip().splitlines()
     reason = written[-1] if written else f"exit code {proc.poll()}"
-    raise SandboxStartFailed(f"{ERR_SANDBOX_START}: {reason} (log: {log_path})")
-
-
-class SandboxStartFailed(Exception):
-    """The sandbox process exited or did not answer: the one line it printed says why."""
+    raise SandboxStartFailed(f"{ERR_SANDBOX_START}: {reason} (log: {log_path})",
+                             "`python -m sandbox stop` stops a sandbox left running")
 
 
 def sandbox_kubeconfig(urls: dict[str, str], cluster: str, out: Path) -> Path:

@@ -1,0 +1,107 @@
+"""What every Google client of one project shares: its endpoints, its retries and its clock.
+
+`Google` (GKE, Service Usage, Secret Manager, Compute, Billing) and `Iam` (accounts, policies,
+Artifact Registry) are both a `GcpProject`; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .google_errors import gexc, is_transient
+
+# A service enabled a moment ago may answer SERVICE_DISABLED for a few minutes ("wait a few minutes for
+# the action to propagate to our systems and retry", the error's own words), so it is retried for that
+# long. Dagster runs each step in its own process: when gpuplat enabled what is noted in a file, one
+# folder per Google target (the real APIs, or one sandbox's endpoints).
+PROPAGATION_S = 300.0
+
+
+def default_retry(deadline: float = 180.0, predicate: Callable[[Exception], bool] = is_transient,
+                  on_error: Callable[[Exception], None] | None = None):
+    """Backoff from 0.2 s to 5 s between attempts, for at most `deadline` seconds."""
+    from google.api_core.retry import Retry
+    return Retry(predicate=predicate, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline, on_error=on_error)
+
+
+class EnabledMarks:
+    """When gpuplat enabled which service, per project, for one Google target.
+
+    A SERVICE_DISABLED names its consumer by project number (`consumer: projects/<number>`, as
+    error_reason.proto's example and real answers do) or by id: a mark is kept under both, the number
+    read from the enable operation's own answer (each enabled Service's `parent`)."""
+
+    def __init__(self, endpoints: dict[str, str] | None):
+        target = hashlib.sha1(repr(sorted(endpoints.items())).encode()).hexdigest()[:12] if endpoints else "google"
+        self.root = Path(tempfile.gettempdir()) / f"gpuplat-enabled-{os.getuid()}" / target
+
+    def mark(self, project: str, services: list[str], number: str = "") -> None:
+        for consumer in {project, number} - {""}:
+            for service in services:
+                marker = self.root / consumer / service
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+
+    def propagating(self, exc: Exception) -> bool:
+        """A SERVICE_DISABLED for a service gpuplat enabled less than PROPAGATION_S ago."""
+        if not isinstance(exc, gexc.Forbidden) or getattr(exc, "reason", None) != "SERVICE_DISABLED":
+            return False
+        meta = exc.metadata or {}
+        marker = self.root / (meta.get("consumer", "").removeprefix("projects/") or "-") / (meta.get("service") or "-")
+        try:
+            return time.time() - marker.stat().st_mtime < PROPAGATION_S
+        except OSError:
+            return False
+
+
+class GcpProject:
+    """One GCP project on one Google target (the real APIs, or the sandbox's `endpoints`)."""
+
+    def __init__(self, project: str, endpoints: dict[str, str] | None = None,
+                 sleeper: Callable[[float], None] = time.sleep, timer: Callable[[], float] = time.monotonic,
+                 retry_deadline: float = 180.0, progress: Callable[[str], None] | None = None):
+        self.project = project
+        self.endpoints = endpoints
+        self.sleeper = sleeper
+        self.timer = timer
+        self.retry_deadline = retry_deadline
+        # Where a long wait says how it goes (the run's log); None: nowhere.
+        self.progress = progress
+        self.enabled_marks = EnabledMarks(endpoints)
+        self.retry = self.retry_for("", on_error=self.waiting("a Google API"))
+
+    def retry_for(self, api: str, deadline: float | None = None, on_error: Callable[[Exception], None] | None = None):
+        """The retry of calls to `api`: what is transient for it, or a service gpuplat just enabled."""
+        return default_retry(self.retry_deadline if deadline is None else deadline,
+                             lambda exc: is_transient(exc, api) or self.enabled_marks.propagating(exc), on_error)
+
+    def waiting(self, what: str, every: float = 30.0) -> Callable[[Exception], None]:
+        """An `on_error` for a retry: at most every `every` seconds, one progress line naming why it waits."""
+        from .google_errors import to_gpuplat
+
+        started: list[float] = []
+
+        def report(exc: Exception) -> None:
+            now = self.timer()
+            if not started:
+                started[:] = [now, now - every]
+            if self.progress is None or now - started[1] < every:
+                return
+            started[1] = now
+            cause = to_gpuplat(exc, "", self.project)
+            line = cause.message if hasattr(cause, "message") else type(exc).__name__
+            self.progress(f"waiting on {what}: {line} (retrying, {now - started[0]:.0f}s so far)")
+        return report
+
+    def _kwargs(self, api: str) -> dict:
+        if self.endpoints is None:
+            return {"transport": "rest"}
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        return {"transport": "rest", "credentials": AnonymousCredentials(),
+                "client_options": ClientOptions(api_endpoint=self.endpoints[api])}
