@@ -196,7 +196,7 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
 
     from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
-    from gpuplat_assets.assets import PIECES
+    from substrate.pieces import PIECES
     from resources import GpuplatResource
     from sensors.drift import build_drift_sensor
 

@@ -1,11 +1,8 @@
-"""gpuplat: the substrate of a GPU inference platform as Dagster software-defined assets."""
+"""gpuplat: the substrate of a GPU inference platform as Dagster software-defined assets.
 
-from .cli_guard import announce
+`dagster ... -m gpuplat_assets` loads `defs`, the code location (gpuplat_assets/definitions.py).
+"""
 
-# Before the asset graph loads (and Dagster warns about it): a broken environment named on the
-# command line gets its one clear line first.
-announce()
-
-from .definitions import defs  # noqa: E402
+from .definitions import defs
 
 __all__ = ["defs"]

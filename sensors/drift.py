@@ -1,28 +1,34 @@
 """The drift sensor: every tick, the read-only observe + plan of every piece in every environment.
 
 Level-based (kopf's argument, https://kopf.readthedocs.io/en/stable/reconciliation/): each tick
-re-observes the live state instead of waiting for config changes, so a change made behind
-gpuplat's back (a console click, a `kubectl edit`) is seen within one interval. Per environment and
-piece, a non-empty plan is one *drift episode*, identified by the plan's hash:
+re-observes the live state instead of waiting for config changes, so a change made behind gpuplat's
+back (a console click, a `kubectl edit`) is seen within one interval. A piece whose plan is not empty
+is one of two things, told apart by the desired state its last materialization applied (its
+`desired_fingerprint`):
 
-- `remediation: auto` (the default except on `profile: prod`): one run of that asset for that
-  partition, tagged `gpuplat/trigger=drift-sensor` (such runs never apply what needs approval: they
-  fail with the plan), plus an `AssetObservation` recording the plan and when it was first seen.
-- `remediation: report`: no run; the observation and a failed `in_sync` check evaluation with the
-  plan. When the drift goes away a passing evaluation clears it.
-- a plan with nothing a run could do (only `cannot-fix` actions, which need a human) is reported
-  the same way, whatever the remediation.
+- **drift**: the config is what was applied and the live state moved away from it. With
+  `remediation: auto` (the default except on `profile: prod`) a run of that asset repairs it.
+- **a pending change**: the config moved since the last materialization, perhaps half-way through an
+  edit. It is shown, with its plan, and applied only by a materialization someone starts, unless the
+  environment opts in (`substrate.apply_config_changes: true`, for a deployment that reads a fork at a
+  pinned revision).
 
-What is not drift: an asset partition that was never materialized (bringing an environment up is a
-person's decision, not the sensor's), and a piece whose prerequisite is missing (no kubeconfig yet).
-An environment whose config is broken, or whose cloud or cluster cannot be reached, is reported (an
-observation on the affected assets, once per distinct error, and a log line every tick) and the
-other environments go on.
+A sensor never starts a run that cannot succeed: a plan that needs approval, deletes (a pause), or
+holds a cannot-fix action is reported, and so is everything with `remediation: report`. A report is an
+`AssetObservation` (the trail: what, since when, the exact command) and a checks-only run of the
+asset's `in_sync` check for that environment, which fails with the plan; when the finding clears,
+one more such run turns the check green. Both can be stored any number of times (Dagster 1.13 cannot
+store a partitioned check result outside a run twice: it fails the tick, and every tick after it).
 
-The cursor holds only what prevents repeats: per (environment, asset) the hash and first-seen time
-of the open drift episode, and the hash of the last reported error. The run key is
-`<env>:<asset>:<plan hash>:<first seen>`: Dagster never launches a run key twice, so the first-seen
-part lets the same drift, fixed and come back a week later, start a new run.
+What is not looked at: an environment that is not a partition yet (the environments sensor adds it),
+an asset never materialized for it (bringing an environment up is a person's decision), a piece that
+rests while its environment is paused, a piece whose prerequisite is missing. An environment whose
+cloud or cluster cannot be read is reported once per distinct error, and the others go on.
+
+The cursor holds only what prevents repeats: per (environment, asset) the open finding (kind, plan
+hash, first seen, how it was handled), and the hash of the last reported error. The run key is
+`<env>:<asset>:<kind>:<plan hash>:<first seen>`: Dagster never launches a run key twice, so one
+finding is one run, and the same drift back a week later is a new one.
 """
 
 from __future__ import annotations
@@ -32,18 +38,13 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckKey,
-    AssetCheckSeverity,
     AssetKey,
     AssetObservation,
-    AssetSelection,
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
@@ -53,24 +54,24 @@ from dagster import (
     sensor,
 )
 
-from gpuplat_assets.assets import PARTITIONS, PIECES, SENSOR_TAG, recorded_identity
-from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environment, load_environments
-from gpuplat_assets.piece import Piece, Run, rests, target_of
-from gpuplat_assets.plan import Action, mutating, plan_hash, plan_table
 from resources import GpuplatResource
-from resources.errors import describe
-from resources.kube import KubeconfigMissing
+from resources.errors import GpuplatError, PrerequisiteMissing
+from resources.memo import Answers
 from resources.models import KubeIdentity
-from resources.memo import Answers, memoize
+from substrate import history
+from substrate.approval import SENSOR_TAG, command, needs_person
+from substrate.config import EnvConfig
+from substrate.jobs import SUBSTRATE_JOB, substrate_job
+from substrate.piece import Piece
+from substrate.pieces import PIECES
+from substrate.plan import Action, desired_fingerprint, plan_hash, plan_table
+
+from .tick import NOT_MATERIALIZED, env_run, fleet, load_cursor, report_run, side_by_side, start_sandbox_once
 
 INTERVAL_VAR = "GPUPLAT_DRIFT_INTERVAL_S"
 DEFAULT_INTERVAL_S = 60
 TRIGGER = "drift-sensor"
 PLAN_HASH_TAG = "gpuplat/plan-hash"
-# Environments are observed side by side: each waits mostly on its APIs, not on this process.
-WORKERS = 8
-NOT_MATERIALIZED = "not yet materialized"
-TICK_RETRY_DEADLINE_S = 20.0
 
 _log = logging.getLogger("gpuplat.sensors.drift")
 
@@ -83,53 +84,11 @@ def interval_from_env() -> int:
         return DEFAULT_INTERVAL_S
 
 
-class QuietLog:
-    """What a piece logs while observing (its kube target, ...) goes to debug: a tick is not a run."""
-
-    def __init__(self, logger: logging.Logger, env: str):
-        self._logger, self._env = logger, env
-
-    def debug(self, msg, *a, **k):
-        self._logger.debug(f"[{self._env}] {msg}", *a, **k)
-
-    info = debug
-
-    def warning(self, msg, *a, **k):
-        self._logger.warning(f"[{self._env}] {msg}", *a, **k)
-
-    def error(self, msg, *a, **k):
-        self._logger.error(f"[{self._env}] {msg}", *a, **k)
-
-    def exception(self, msg, *a, **k):
-        self._logger.exception(f"[{self._env}] {msg}", *a, **k)
-
-
-def env_run(resource: GpuplatResource, name: str, root: Path | None = None, log: Any = None,
-            answers: Answers | None = None, env: EnvConfig | None = None, identity: KubeIdentity | None = None) -> Run:
-    """A read-only `Run` for one environment outside any op: fresh config, memoized clients, no approval.
-
-    `answers` is the tick's: environments of one GCP project (or one kubeconfig) share their reads.
-    `env`, when the tick already read the config, saves reading it again.
-    """
-    env = env or load_environment(name, root)
-    # Transient errors are retried for a while, but not past the tick: Dagster gives a sensor 60 s.
-    conn = memoize(resource.connect(target_of(env, identity), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
-    return Run(env, conn, log or QuietLog(_log, name), approved=False)
-
-
-def start_sandbox_once(resource: GpuplatResource, envs: list) -> None:
-    """Start the on-demand sandbox here, before the environments are observed side by side: each
-    thread would otherwise find it down and start its own, all racing for the same fixed ports."""
-    env = next((e for e in envs if e.substrate.sandbox), None)
-    if env is not None:
-        resource.connect(target_of(env)).sandbox_urls  # noqa: B018 - starts it when it is not running
-
-
 # ---- one environment ---------------------------------------------------------------------------------
 @dataclass
 class Finding:
     asset: str
-    state: str  # in_sync | drift | skipped | error
+    state: str  # in_sync | drift | change | skipped | error
     actions: list[Action] = field(default_factory=list)
     reason: str = ""
 
@@ -142,44 +101,48 @@ class Finding:
 class EnvReport:
     name: str
     remediation: str = "auto"
+    apply_config_changes: bool = False
     error: str = ""  # the environment as a whole could not be read (config)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def observe_env(resource: GpuplatResource, name: str, root: Path | None, materialized: dict[str, set[str]],
+def observe_env(resource: GpuplatResource, env: EnvConfig, applied: dict[str, dict[str, history.Applied]],
                 pieces: Iterable[Piece] = PIECES, answers: Answers | None = None,
-                env: EnvConfig | None = None, identity: KubeIdentity | None = None) -> EnvReport:
-    """Observe and plan every piece of one environment. Never raises for the outside world's errors."""
+                identity: KubeIdentity | None = None) -> EnvReport:
+    """Observe and plan every piece of one environment. Never raises for the outside world's errors.
+
+    `applied`: per asset, the latest materialization per environment (what it applied)."""
     start = time.monotonic()
-    try:
-        run = env_run(resource, name, root, answers=answers, env=env, identity=identity)
-    except ConfigError as exc:
-        return EnvReport(name, error=str(exc), seconds=time.monotonic() - start)
-    report = EnvReport(name, run.env.remediation)
+    run = env_run(resource, env, _log, answers, identity)
+    report = EnvReport(env.name, env.remediation, env.substrate.apply_config_changes)
     for piece in pieces:
-        if rests(piece, run.env):
+        steps = piece.variant(env)
+        if steps.rests:
             continue  # nothing of it is kept while paused: not drift, never rebuilt
-        if name not in materialized.get(piece.name, set()):
+        last = applied.get(piece.name, {}).get(env.name)
+        if last is None:
             report.findings.append(Finding(piece.name, "skipped", reason=NOT_MATERIALIZED))
             continue
         try:
-            spec = piece.desired(run.env)
-            actions = piece.plan(spec, piece.observe(run, spec))
-        except KubeconfigMissing as exc:
+            spec = steps.desired(env)
+            actions = steps.plan(spec, steps.observe(run, spec))
+        except PrerequisiteMissing as exc:
             # Its prerequisite is missing (the cluster was not brought up here yet): not drift.
             report.findings.append(Finding(piece.name, "skipped", reason=f"{NOT_MATERIALIZED}: {exc}"))
             continue
-        except Exception as exc:  # one environment's outside world must not stop the fleet's tick
-            text = describe(exc)
-            if text is None:
-                # Not a known API error: most likely a bug, so its traceback goes to the log; the
-                # other environments still get their tick.
-                _log.exception(f"[{name}] observing {piece.name} raised {type(exc).__name__}")
-                text = f"unexpected {type(exc).__name__}: {exc}"
-            report.findings.append(Finding(piece.name, "error", reason=f"cannot observe: {text}"))
+        except GpuplatError as exc:  # one environment's outside world must not stop the fleet's tick
+            report.findings.append(Finding(piece.name, "error", reason=f"cannot observe: {exc.line()}"))
             continue
-        report.findings.append(Finding(piece.name, "drift" if actions else "in_sync", actions))
+        except Exception as exc:  # a bug: its traceback to the log, and the other environments still get their tick
+            _log.exception(f"[{env.name}] observing {piece.name} raised {type(exc).__name__}")
+            report.findings.append(Finding(piece.name, "error", reason=f"unexpected {type(exc).__name__}: {exc}"))
+            continue
+        if not actions:
+            report.findings.append(Finding(piece.name, "in_sync"))
+        else:
+            moved = last.desired != desired_fingerprint(spec)
+            report.findings.append(Finding(piece.name, "change" if moved else "drift", actions))
     report.seconds = time.monotonic() - start
     return report
 
@@ -187,22 +150,19 @@ def observe_env(resource: GpuplatResource, name: str, root: Path | None, materia
 # ---- the cursor ---------------------------------------------------------------------------------------
 @dataclass
 class DriftCursor:
-    drift: dict[str, dict] = field(default_factory=dict)  # "env|asset" -> {hash, since, mode}
-    errors: dict[str, str] = field(default_factory=dict)  # "env|asset" (or "env|*") -> error hash
+    findings: dict[str, dict] = field(default_factory=dict)  # "env|asset" -> {kind, hash, since, mode}
+    errors: dict[str, str] = field(default_factory=dict)  # "env|asset" -> error hash
 
     @classmethod
     def load(cls, raw: str | None) -> "DriftCursor":
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            data = {}
-        return cls(dict(data.get("drift") or {}), dict(data.get("errors") or {}))
+        data = load_cursor(raw)
+        return cls(dict(data.get("findings") or {}), dict(data.get("errors") or {}))
 
     def dump(self) -> str:
-        return json.dumps({"drift": self.drift, "errors": self.errors}, sort_keys=True, separators=(",", ":"))
+        return json.dumps({"findings": self.findings, "errors": self.errors}, sort_keys=True, separators=(",", ":"))
 
     def forget_envs(self, keep: set[str]) -> None:
-        for table in (self.drift, self.errors):
+        for table in (self.findings, self.errors):
             for key in [k for k in table if k.split("|", 1)[0] not in keep]:
                 del table[key]
 
@@ -215,12 +175,16 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_key(env: str, asset: str, hash_: str, since: float) -> str:
-    return f"{env}:{asset}:{hash_}:{int(since)}"
+def run_key(env: str, asset: str, kind: str, hash_: str, since: float) -> str:
+    return f"{env}:{asset}:{kind}:{hash_}:{int(since)}"
+
+
+def in_sync_key(asset: str) -> AssetCheckKey:
+    return AssetCheckKey(AssetKey(asset), "in_sync")
 
 
 def check_keys(piece: Piece) -> list[AssetCheckKey]:
-    return [AssetCheckKey(AssetKey(piece.name), name) for name in ("in_sync", *(c.name for c in piece.checks))]
+    return [AssetCheckKey(AssetKey(piece.name), name) for name in piece.check_names()]
 
 
 # ---- the tick -----------------------------------------------------------------------------------------
@@ -239,92 +203,94 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _drift_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float,
-                  pieces: dict[str, Piece]) -> None:
+def why_reported(report: EnvReport, f: Finding) -> str:
+    """Why a run would not do: "" when a repair run can succeed."""
+    if any(a.kind == "delete" for a in f.actions):
+        return "paused: deleting needs the destroy approval, which a sensor run never has"
+    if any(a.needs_approval for a in f.actions):
+        return "it needs approval (it costs money), which a sensor run never has"
+    if any(a.kind == "cannot-fix" for a in f.actions):
+        return "it needs a person: a run could not change it"
+    if f.state == "change" and not report.apply_config_changes:
+        return "the config changed since the last materialization: a pending change is applied by a " \
+               "materialization someone starts (or set substrate.apply_config_changes: true)"
+    if report.remediation == "report":
+        return "remediation: report"
+    return ""
+
+
+def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float,
+                    pieces: dict[str, Piece]) -> None:
     key = _key(report.name, f.asset)
     h = f.plan_hash
-    prev = cursor.drift.get(key)
-    if prev and prev.get("hash") == h:
-        tick.count(f"known drift ({prev.get('mode')})")
+    prev = cursor.findings.get(key)
+    if prev and prev.get("hash") == h and prev.get("kind") == f.state:
+        tick.count(f"known {f.state} ({prev.get('mode')})")
         return
-    fixable = bool(mutating(f.actions))
-    # A paused environment's leftovers are drift to remove, but only with the destroy approval, which
-    # a sensor run never has: reported, never a run.
-    destroys = any(a.kind == "delete" for a in f.actions)
-    mode = "run" if report.remediation == "auto" and fixable and not destroys else "report"
-    since = now
-    cursor.drift[key] = {"hash": h, "since": since, "mode": mode}
-    why = ("remediation: report" if report.remediation == "report" else
-           "paused: deleting needs the destroy approval, which a sensor run never has" if destroys else
-           "only cannot-fix actions: a run could change nothing" if not fixable else "")
-    meta = {"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": h, "first_seen": _iso(since),
-            "remediation": report.remediation, "action": "run requested" if mode == "run" else f"reported ({why})"}
+    why = why_reported(report, f)
+    mode = "report" if why else "run"
+    cursor.findings[key] = {"kind": f.state, "hash": h, "since": now, "mode": mode}
+    rk = run_key(report.name, f.asset, f.state, h, now)
+    what = "drift" if f.state == "drift" else "pending change"
+    meta = {"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": h, "kind": what, "first_seen": _iso(now),
+            "remediation": report.remediation, "run_key": rk,
+            "action": "repair run requested" if mode == "run" else f"reported: {why}"}
+    if needs_person(f.actions) or f.state == "change":
+        meta["apply_with"] = command(f.asset, report.name, destroy=any(a.kind == "delete" for a in f.actions))
     if mode == "run":
-        rk = run_key(report.name, f.asset, h, since)
-        meta["run_key"] = rk
         tick.run_requests.append(RunRequest(
-            run_key=rk, partition_key=report.name, asset_selection=[AssetKey(f.asset)],
-            asset_check_keys=check_keys(pieces[f.asset]),
-            tags={SENSOR_TAG: TRIGGER, PLAN_HASH_TAG: h}))
-        tick.count("new drift (run requested)")
+            run_key=rk, job_name=SUBSTRATE_JOB, partition_key=report.name, asset_selection=[AssetKey(f.asset)],
+            asset_check_keys=check_keys(pieces[f.asset]), tags={SENSOR_TAG: TRIGGER, PLAN_HASH_TAG: h}))
+        tick.count(f"new {f.state} (run requested)")
     else:
-        tick.events.append(AssetCheckEvaluation(
-            asset_key=AssetKey(f.asset), check_name="in_sync", passed=False, partition=report.name,
-            severity=AssetCheckSeverity.ERROR,
-            description=f"drift seen by the drift sensor ({why}): " + "; ".join(a.summary() for a in f.actions),
-            metadata={"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": h, "first_seen": _iso(since)}))
-        tick.count("new drift (reported)")
+        tick.run_requests.append(report_run(report.name, [in_sync_key(f.asset)], rk, TRIGGER, f"{what}: {why}"))
+        tick.count(f"new {f.state} (reported)")
     tick.events.append(AssetObservation(asset_key=AssetKey(f.asset), partition=report.name,
-                                        description=f"drift: {len(f.actions)} difference(s) from the config",
+                                        description=f"{what}: {len(f.actions)} difference(s) from the config",
                                         metadata=meta))
 
 
 def _in_sync_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float) -> None:
     tick.count("in sync")
-    prev = cursor.drift.pop(_key(report.name, f.asset), None)
-    cursor.errors.pop(_key(report.name, f.asset), None)
+    key = _key(report.name, f.asset)
+    prev = cursor.findings.pop(key, None)
+    cursor.errors.pop(key, None)
     if prev and prev.get("mode") == "report":
-        # The failed evaluation this sensor left would otherwise stand until the next scheduled check.
-        tick.events.append(AssetCheckEvaluation(
-            asset_key=AssetKey(f.asset), check_name="in_sync", passed=True, partition=report.name,
-            description=f"in sync again (drift first seen {_iso(prev.get('since', now))} is gone)",
-            metadata={"plan": MetadataValue.md(plan_table([])), "resolved": _iso(now)}))
+        # The failed check this sensor's report left would otherwise stand until the next scheduled check.
+        rk = f"{report.name}:{f.asset}:cleared:{prev.get('hash')}:{int(now)}"
+        tick.run_requests.append(report_run(report.name, [in_sync_key(f.asset)], rk, TRIGGER, "in sync again"))
+        tick.events.append(AssetObservation(
+            asset_key=AssetKey(f.asset), partition=report.name,
+            description=f"in sync again ({prev.get('kind')} first seen {_iso(prev.get('since', now))} is gone)",
+            metadata={"resolved": _iso(now), "run_key": rk}))
 
 
-def _error_events(tick: Tick, cursor: DriftCursor, env: str, assets: list[str], text: str, now: float,
-                  key_asset: str) -> None:
+def _error_events(tick: Tick, cursor: DriftCursor, env: str, asset: str, text: str, now: float) -> None:
     tick.count("error")
-    key = _key(env, key_asset)
+    key = _key(env, asset)
     h = _short_hash(text)
-    tick.notes.append(f"{env}{'' if key_asset == '*' else '/' + key_asset}: {text}")
+    tick.notes.append(f"{env}/{asset}: {text}")
     if cursor.errors.get(key) == h:
         return
     cursor.errors[key] = h
-    for asset in assets:
-        tick.events.append(AssetObservation(asset_key=AssetKey(asset), partition=env,
-                                            description=f"the drift sensor could not observe {asset}: {text}"[:500],
-                                            metadata={"error": text, "first_seen": _iso(now)}))
+    tick.events.append(AssetObservation(asset_key=AssetKey(asset), partition=env,
+                                        description=f"the drift sensor could not observe {asset}: {text}"[:500],
+                                        metadata={"error": text, "first_seen": _iso(now)}))
 
 
-def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, partitions: set[str],
-             pieces: Iterable[Piece] = PIECES) -> Tick:
+def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: Iterable[Piece] = PIECES) -> Tick:
     """Pure: turn this tick's reports and the cursor into run requests, events and the next cursor."""
     by_name = {p.name: p for p in pieces}
     tick = Tick()
     for report in reports:
-        if report.error:
-            # A broken config: reported once per distinct error on every asset of the partition.
-            _error_events(tick, cursor, report.name, list(by_name), report.error, now, "*")
-            continue
-        cursor.errors.pop(_key(report.name, "*"), None)
         for f in report.findings:
-            if f.state == "drift":
+            if f.state in ("drift", "change"):
                 cursor.errors.pop(_key(report.name, f.asset), None)
-                _drift_events(tick, cursor, report, f, now, by_name)
+                _finding_events(tick, cursor, report, f, now, by_name)
             elif f.state == "in_sync":
                 _in_sync_events(tick, cursor, report, f, now)
             elif f.state == "error":
-                _error_events(tick, cursor, report.name, [f.asset], f.reason, now, f.asset)
+                _error_events(tick, cursor, report.name, f.asset, f.reason, now)
             else:
                 tick.count(f.reason.split(":", 1)[0])
     return tick
@@ -332,7 +298,7 @@ def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, partitio
 
 def skip_reason(tick: Tick, n_envs: int, skipped_envs: list[str]) -> str:
     counts = ", ".join(f"{n} {what}" for what, n in sorted(tick.counts.items()))
-    text = f"no new drift in {n_envs} environment(s)" + (f" ({counts})" if counts else "")
+    text = f"no new drift or change in {n_envs} environment(s)" + (f" ({counts})" if counts else "")
     if skipped_envs:
         text += "; not observed: " + "; ".join(skipped_envs)
     if tick.notes:
@@ -340,45 +306,39 @@ def skip_reason(tick: Tick, n_envs: int, skipped_envs: list[str]) -> str:
     return text[:2000]
 
 
-def build_drift_sensor(name: str = "drift_sensor", environments_root: Path | None = None,
-                       minimum_interval_seconds: int | None = None, clock: Callable[[], float] = time.time,
-                       workers: int = WORKERS, default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
-    """The drift sensor over the environments under `environments_root` (default: GPUPLAT_ENVIRONMENTS)."""
+def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int | None = None,
+                       clock: Callable[[], float] = time.time, workers: int | None = None,
+                       default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
+    """The drift sensor over the environments under GPUPLAT_ENVIRONMENTS."""
 
-    @sensor(name=name, target=AssetSelection.all(), default_status=default_status,
+    @sensor(name=name, jobs=[substrate_job], default_status=default_status,
             minimum_interval_seconds=minimum_interval_seconds or interval_from_env(),
-            description="Every tick: the read-only plan of every asset in every environment; new drift requests one "
-                        "run of that asset (remediation auto) or fails its in_sync check (remediation report).")
+            description="Every tick: the read-only plan of every asset in every environment. Drift is repaired by a "
+                        "run (remediation auto) or reported; a pending config change, or anything that needs "
+                        "approval or a person, is reported as a failing in_sync check with the command to apply it.")
     def _drift_sensor(context: SensorEvaluationContext, gpuplat: GpuplatResource):
         started = time.monotonic()
-        root = environments_root or environments_dir()
-        found = load_environments(root)
-        partitions = set(PARTITIONS.get_partition_keys())
-        names = [n for n in found.names if n in partitions]
-        skipped = [f"{n} (not a partition yet: reload the code location)" for n in found.names if n not in partitions]
-        for line in skipped:
-            context.log.warning(f"environment {line}")
-        materialized = {p.name: context.instance.get_materialized_partitions(AssetKey(p.name)) for p in PIECES}
-        start_sandbox_once(gpuplat, [found.configs[n] for n in names if n in found.configs])
+        now_fleet = fleet(context.instance)
+        names = [n for n in now_fleet.names if n in now_fleet.found.configs]
+        skipped = [f"{n} (config error: the environments sensor reports it)" for n in now_fleet.names
+                   if n in now_fleet.found.errors]
+        skipped += [f"{n} (not a partition yet)" for n in now_fleet.unknown()]
+        applied = {p.name: history.latest(context.instance, p.name) for p in PIECES}
+        configs = [now_fleet.found.configs[n] for n in names]
+        start_sandbox_once(gpuplat, configs)
         now = clock()
         answers = Answers()  # this tick's: nothing is remembered into the next one
-        identities = {n: recorded_identity(context.instance, n) for n, cfg in found.configs.items()
-                      if n in names and not cfg.is_gke}
+        clusters = applied.get(history.CLUSTER, {})
 
         def observe(n: str) -> EnvReport:
-            if n in found.errors:
-                return EnvReport(n, error=found.errors[n])
-            return observe_env(gpuplat, n, root, materialized, answers=answers, env=found.configs[n],
-                               identity=identities.get(n))
+            env = now_fleet.found.configs[n]
+            identity = None if env.is_gke else clusters.get(n, history.Applied(0)).identity
+            return observe_env(gpuplat, env, applied, answers=answers, identity=identity)
 
-        if workers <= 1 or len(names) <= 1:
-            reports = [observe(n) for n in names]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix="gpuplat-drift") as pool:
-                reports = list(pool.map(observe, names))
+        reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)
         cursor.forget_envs(set(names))
-        tick = evaluate(reports, cursor, now, partitions)
+        tick = evaluate(reports, cursor, now)
         for note in tick.notes:
             context.log.warning(f"drift sensor: {note}")
         slowest = max(reports, key=lambda r: r.seconds, default=None)

@@ -1,19 +1,17 @@
-"""The scale-to-zero guard: a GPU node idle past the grace period is named, priced and acted on.
+"""The scale-to-zero guard: a GPU node idle past the grace period is named, priced and reported.
 
 Per environment with a scale-to-zero GPU pool (GKE, `substrate.gpu_pool.min: 0`), every tick lists
 the pool's nodes and the pods on them. The cursor remembers since when each GPU node has run no pod
-requesting `nvidia.com/gpu` (the cursor's only content besides what was already reported). A node
-idle for longer than `substrate.gpu_pool.scale_to_zero_grace_minutes` (default 20: GKE's 10-minute
-scale-down window plus 10) should have been removed by the autoscaler; the guard then
+requesting `nvidia.com/gpu` (never earlier than the guard last saw it busy). A node idle for longer
+than `substrate.gpu_pool.scale_to_zero_grace_minutes` (default 20: GKE's 10-minute scale-down window
+plus 10) should have been removed by the autoscaler; the guard then reports it, once per stuck
+episode: an `AssetObservation` on gpu_pool with every blocker pod named by the cluster autoscaler's
+rules and what the idle node costs per hour, and a checks-only run of gpu_pool's `scales_to_zero`
+check, which fails for the same reason. When the stuck nodes are gone or busy again, one more such
+run turns the check green. A healthy pool that scales to zero by itself never shows up.
 
-- fails gpu_pool's `scales_to_zero` check for that environment, naming every blocker pod by the
-  cluster autoscaler's rules (`gpuplat_assets.scale_to_zero`) and what the idle node costs per hour;
-- requests one rematerialization of gpu_pool (it re-asserts autoscaling min 0; its checks then
-  report the blockers again), unless the environment's remediation is `report`. The run key names
-  the nodes and since when they are idle, so one stuck episode starts one run.
-
-When the stuck nodes are gone (the pool reached zero) or busy again, a passing evaluation clears
-the failure. A healthy pool that scales to zero by itself never shows up.
+The guard starts no repair run: a blocker pod needs a person, and a pool whose autoscaling min drifted
+above 0 is drift, which the drift sensor repairs (or reports) as it does any other.
 """
 
 from __future__ import annotations
@@ -21,17 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckKey,
-    AssetCheckSeverity,
     AssetKey,
-    AssetSelection,
+    AssetObservation,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -40,11 +34,15 @@ from dagster import (
     sensor,
 )
 
-from gpuplat_assets.assets import PARTITIONS, SENSOR_TAG
-from gpuplat_assets.config import ConfigError, EnvConfig, environments_dir, load_environments
-from gpuplat_assets.gpu_pool import PIECE as GPU_POOL
-from gpuplat_assets.prices import Cost, cluster_cost, node_price
-from gpuplat_assets.scale_to_zero import (
+from resources import GpuplatResource
+from resources.errors import GpuplatError
+from resources.memo import Answers
+from substrate import history
+from substrate.config import EnvConfig
+from substrate.gpu_pool import PIECE as GPU_POOL
+from substrate.jobs import substrate_job
+from substrate.prices import Cost, cluster_cost, node_price
+from substrate.scale_to_zero import (
     CHECK_NAME,
     Diagnosis,
     applies_to,
@@ -53,15 +51,11 @@ from gpuplat_assets.scale_to_zero import (
     observe_scale_to_zero,
     summary,
 )
-from resources import GpuplatResource
-from resources.errors import describe
-from resources.memo import Answers
 
-from .drift import NOT_MATERIALIZED, QuietLog, env_run, start_sandbox_once
+from .tick import NOT_MATERIALIZED, WORKERS, env_run, fleet, report_run, side_by_side, start_sandbox_once
 
 DEFAULT_INTERVAL_S = 60
 TRIGGER = "scale-to-zero-guard"
-WORKERS = 8
 
 _log = logging.getLogger("gpuplat.sensors.scale_to_zero")
 
@@ -77,19 +71,15 @@ class GuardReport:
     cost: Cost | str | None = None  # what the environment costs now (fee and every node), or why unknown
 
 
-def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, materialized: set[str],
-                      previous: dict[str, float], now: float | None, answers: Answers | None = None,
-                      env: EnvConfig | None = None) -> GuardReport:
+def observe_guard_env(resource: GpuplatResource, env: EnvConfig, materialized: set[str], previous: dict[str, float],
+                      now: float | None, answers: Answers | None = None) -> GuardReport:
     """One environment: the pool's autoscaling, its nodes and pods, since when each node is idle."""
-    try:
-        run = env_run(resource, name, root, QuietLog(_log, name), answers, env)
-    except ConfigError as exc:
-        return GuardReport(name, error=str(exc))
-    env = run.env
+    name = env.name
     if not applies_to(env):
         return GuardReport(name, skipped="no scale-to-zero GPU pool")
     if name not in materialized:
         return GuardReport(name, skipped=f"gpu_pool {NOT_MATERIALIZED}")
+    run = env_run(resource, env, _log, answers)
     grace_s = env.substrate.gpu_pool.scale_to_zero_grace_minutes * 60.0
     try:
         if now is None:  # the cluster's clock: node and pod timestamps are in it (simulated on the sandbox)
@@ -113,12 +103,8 @@ def observe_guard_env(resource: GpuplatResource, name: str, root: Path | None, m
             d = replace(d, price=node_price(run, node))
         cost = None if facts.error else cluster_cost(run, [*facts.gpu_nodes, *facts.other_nodes],
                                                      env.cluster.location.count("-") == 2)
-    except Exception as exc:  # one environment's outside world must not stop the others
-        text = describe(exc)
-        if text is None:
-            _log.exception(f"[{name}] scale-to-zero guard raised {type(exc).__name__}")
-            text = f"unexpected {type(exc).__name__}: {exc}"
-        return GuardReport(name, error=f"cannot observe the GPU pool: {text}", remediation=env.remediation,
+    except GpuplatError as exc:  # one environment's outside world must not stop the others
+        return GuardReport(name, error=f"cannot observe the GPU pool: {exc.line()}", remediation=env.remediation,
                            idle_since=dict(previous))
     if d.error:  # the nodes could not be read: keep what we knew
         return GuardReport(name, error=d.error, remediation=env.remediation, idle_since=dict(previous))
@@ -142,17 +128,20 @@ class GuardCursor:
         return json.dumps({"idle": self.idle, "reported": self.reported}, sort_keys=True, separators=(",", ":"))
 
 
-def guard_run_key(env: str, stuck: dict[str, float]) -> str:
-    return f"{env}:gpu_pool:scale-to-zero:" + ",".join(f"{n}@{int(t)}" for n, t in sorted(stuck.items()))
+def guard_run_key(env: str, what: str, nodes: dict[str, float]) -> str:
+    return f"{env}:gpu_pool:scale-to-zero:{what}:" + ",".join(f"{n}@{int(t)}" for n, t in sorted(nodes.items()))
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[list[RunRequest], list, list[str]]:
-    """Pure: this tick's reports and the cursor -> run requests, check evaluations, notes for the skip reason."""
+    """Pure: this tick's reports and the cursor -> report runs, observations, notes for the skip reason."""
     runs: list[RunRequest] = []
     events: list = []
     notes: list[str] = []
     key = AssetKey(GPU_POOL.name)
-    checks = [AssetCheckKey(key, n) for n in ("in_sync", *(c.name for c in GPU_POOL.checks))]
     for r in reports:
         if r.skipped:
             cursor.idle.pop(r.name, None)
@@ -170,22 +159,20 @@ def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[lis
             meta = metadata(d)
             if isinstance(r.cost, Cost):
                 meta["environment_cost_per_hour"] = f"{r.cost.per_hour:.2f} {r.cost.currency}/h (fee and every node)"
-            meta["idle_since"] = ", ".join(f"{n}: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t))}"
-                                           for n, t in sorted(stuck.items()))
-            if r.remediation == "auto":
-                rk = guard_run_key(r.name, new)
-                meta["run_key"] = rk
-                runs.append(RunRequest(run_key=rk, partition_key=r.name, asset_selection=[key],
-                                       asset_check_keys=checks, tags={SENSOR_TAG: TRIGGER}))
-            events.append(AssetCheckEvaluation(
-                asset_key=key, check_name=CHECK_NAME, passed=False, partition=r.name,
-                severity=AssetCheckSeverity.ERROR, description=summary(d)[:1000], metadata=meta))
+            meta["idle_since"] = ", ".join(f"{n}: {_iso(t)}" for n, t in sorted(stuck.items()))
+            rk = guard_run_key(r.name, "stuck", new)
+            meta["run_key"] = rk
+            runs.append(report_run(r.name, [AssetCheckKey(key, CHECK_NAME)], rk, TRIGGER, summary(d)))
+            events.append(AssetObservation(asset_key=key, partition=r.name,
+                                           description=f"{CHECK_NAME}: " + summary(d)[:900], metadata=meta))
             cursor.reported[r.name] = stuck
         elif reported and not stuck:
-            events.append(AssetCheckEvaluation(
-                asset_key=key, check_name=CHECK_NAME, passed=True, partition=r.name,
-                description=f"{', '.join(sorted(reported))} no longer idle past the grace period: " + summary(d),
-                metadata=metadata(d)))
+            rk = guard_run_key(r.name, "cleared", reported)
+            runs.append(report_run(r.name, [AssetCheckKey(key, CHECK_NAME)], rk, TRIGGER, "no GPU node stuck"))
+            events.append(AssetObservation(
+                asset_key=key, partition=r.name,
+                description=f"{', '.join(sorted(reported))} no longer idle past the grace period: " + summary(d)[:800],
+                metadata={"run_key": rk}))
             cursor.reported.pop(r.name, None)
         else:
             notes.append(f"{r.name}: {summary(d)}" + (" (already reported)" if stuck else ""))
@@ -207,39 +194,29 @@ def running_costs(reports: list[GuardReport]) -> list[str]:
             + ", ".join(f"{n} {v:.2f}" for n, v in parts) + ")" for currency, parts in sorted(by_currency.items())]
 
 
-def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", environments_root: Path | None = None,
-                               minimum_interval_seconds: int = DEFAULT_INTERVAL_S,
+def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interval_seconds: int = DEFAULT_INTERVAL_S,
                                clock: Callable[[], float] | None = None, workers: int = WORKERS,
                                default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
-    """The guard over the environments under `environments_root`; `clock` (default: each environment's
+    """The guard over the environments under GPUPLAT_ENVIRONMENTS; `clock` (default: each environment's
     cluster clock, the sandbox's simulated one on the sandbox) is injectable for tests."""
 
-    @sensor(name=name, target=AssetSelection.assets(GPU_POOL.name), default_status=default_status,
-            minimum_interval_seconds=minimum_interval_seconds,
+    @sensor(name=name, jobs=[substrate_job], default_status=default_status, minimum_interval_seconds=minimum_interval_seconds,
             description="A GPU node idle past the grace period fails gpu_pool's scales_to_zero check with every "
-                        "blocker pod named and the idle cost, and requests a gpu_pool rematerialization.")
+                        "blocker pod named and the idle cost; the check turns green when the pool reaches zero.")
     def _guard(context: SensorEvaluationContext, gpuplat: GpuplatResource):
-        root = environments_root or environments_dir()
-        found = load_environments(root)
-        partitions = set(PARTITIONS.get_partition_keys())
-        names = [n for n in found.names if n in partitions]
-        materialized = context.instance.get_materialized_partitions(AssetKey(GPU_POOL.name))
-        start_sandbox_once(gpuplat, [found.configs[n] for n in names if n in found.configs])
+        now_fleet = fleet(context.instance)
+        names = [n for n in now_fleet.names if n in now_fleet.found.configs]
+        materialized = set(history.latest(context.instance, GPU_POOL.name))
+        start_sandbox_once(gpuplat, [now_fleet.found.configs[n] for n in names])
         cursor = GuardCursor.load(context.cursor)
         now = clock() if clock else None
         answers = Answers()
 
         def observe(n: str) -> GuardReport:
-            if n in found.errors:
-                return GuardReport(n, error=found.errors[n])
-            return observe_guard_env(gpuplat, n, root, materialized, cursor.idle.get(n, {}), now, answers,
-                                     found.configs[n])
+            return observe_guard_env(gpuplat, now_fleet.found.configs[n], materialized, cursor.idle.get(n, {}), now,
+                                     answers)
 
-        if workers <= 1 or len(names) <= 1:
-            reports = [observe(n) for n in names]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix="gpuplat-guard") as pool:
-                reports = list(pool.map(observe, names))
+        reports = side_by_side(observe, names, workers, "gpuplat-guard")
         runs, events, notes = evaluate_guard(reports, cursor)
         for r in reports:
             if r.error:

@@ -1,9 +1,11 @@
-"""Scheduled drift checks: every asset check of every environment, on a cron (default every 30 minutes).
+"""Scheduled drift checks: every asset check of every built environment, on a cron (default every 30 minutes).
 
 The drift sensor reacts within a minute but only to plans; the checks say more (quota, reachability,
-Applications healthy, a GPU pool stuck above zero). This schedule runs the checks-only
-`drift_checks` job once per environment, so each check's status per partition is at most one
-interval old even where nothing was materialized for weeks. Nothing is changed by these runs.
+Applications healthy, a GPU pool stuck above zero). This schedule runs the checks-only `drift_checks`
+job once per environment that was materialized, so each check's status per partition is at most one
+interval old even where nothing was materialized for weeks. An environment never brought up has
+nothing to check (every check would only fail on its absence): it is skipped and named in the tick's
+log. Nothing is changed by these runs.
 """
 
 from __future__ import annotations
@@ -12,30 +14,60 @@ import os
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from gpuplat_assets.assets import PARTITIONS, SENSOR_TAG
-from gpuplat_assets.config import load_environments
+from substrate import history
+from substrate.approval import SENSOR_TAG
+from substrate.jobs import DRIFT_CHECKS_JOB
+from substrate.pieces import PIECES
+
+from .tick import fleet
 
 CRON_VAR = "GPUPLAT_DRIFT_CHECKS_CRON"
 DEFAULT_CRON = "*/30 * * * *"
-JOB_NAME = "drift_checks"
+TRIGGER = "drift-checks-schedule"
+
+
+def materialized_environments(instance) -> set[str]:
+    """Environments with at least one materialized asset."""
+    out: set[str] = set()
+    for piece in PIECES:
+        out |= set(history.latest(instance, piece.name))
+    return out
+
+
+def plan_checks(instance) -> tuple[list[str], dict[str, str]]:
+    """(environments to check, skipped environment -> why)."""
+    now = fleet(instance)
+    built = materialized_environments(instance)
+    names, skipped = [], {}
+    for name in now.names:
+        if name not in built:
+            skipped[name] = "never materialized"
+        else:
+            names.append(name)
+    for name in now.unknown():
+        skipped[name] = "not a partition yet"
+    for name, why in now.found.invalid.items():
+        skipped[name] = why
+    return names, skipped
 
 
 def build_drift_checks_schedule(name: str = "drift_checks_schedule", cron: str | None = None,
                                 default_status: DefaultScheduleStatus = DefaultScheduleStatus.RUNNING):
-    @schedule(name=name, cron_schedule=cron or os.environ.get(CRON_VAR) or DEFAULT_CRON, job_name=JOB_NAME,
+    @schedule(name=name, cron_schedule=cron or os.environ.get(CRON_VAR) or DEFAULT_CRON, job_name=DRIFT_CHECKS_JOB,
               default_status=default_status,
-              description="Every asset check of every environment (the drift_checks job, one run per partition).")
+              description="Every asset check of every materialized environment (the drift_checks job, one run per "
+                          "partition); environments never built are skipped and named in the tick's log.")
     def _schedule(context: ScheduleEvaluationContext):
-        # Partitions are fixed when the code location loads; an environment folder removed since then
-        # would only fail every check, so the environments on disk now are intersected with them.
-        present = set(load_environments().names)
-        names = [n for n in PARTITIONS.get_partition_keys() if n in present]
+        names, skipped = plan_checks(context.instance)
+        if skipped:
+            context.log.info("skipped: " + "; ".join(f"{n} ({why})" for n, why in sorted(skipped.items())))
         if not names:
-            return SkipReason("no environment folders: nothing to check")
+            return SkipReason("no materialized environment to check" +
+                              (f"; skipped: {', '.join(sorted(skipped))}" if skipped else ""))
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M") if context.scheduled_execution_time \
             else "now"
-        return [RunRequest(run_key=f"drift_checks:{n}:{stamp}", partition_key=n,
-                           tags={SENSOR_TAG: "drift-checks-schedule"}) for n in names]
+        return [RunRequest(run_key=f"drift_checks:{n}:{stamp}", partition_key=n, tags={SENSOR_TAG: TRIGGER})
+                for n in names]
 
     return _schedule
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources.google import ServiceUsageDisabled
+from resources.errors import ServiceUsageDisabled
 
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, Run
 from .plan import Action
 
-# The fork's Terraform (required_services), plus IAM itself: gpuplat creates the service accounts.
-BASE_APIS = ("container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com")
+# The fork's Terraform (required_services, infra/gke/terraform/main.tf), plus IAM itself: gpuplat creates
+# the service accounts. Cloud Build is the fork's too: nothing of the substrate calls it, but a project
+# gpuplat builds then holds what the fork's Terraform would, and one Terraform built is adopted unchanged.
+BASE_APIS = ("cloudbuild.googleapis.com", "container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
+             "iamcredentials.googleapis.com")
 # Wanted, not required: the Billing Catalog prices the nodes (running cost, idle GPU nodes), and reading
 # it counts against this project, which must have the API enabled (free, no billing account needed).
 # It rides along when gpuplat enables APIs anyway; gpuplat never makes a call for it alone, so a
@@ -105,15 +108,34 @@ def check_required(spec: ApisSpec, observed: ApisObserved, env: EnvConfig) -> Ou
                                              f"{' '.join(off)} --project {spec.project}") if off else ""})
 
 
-PIECE = Piece(
-    name="apis_enabled",
-    description="Google APIs the substrate needs (container, compute, iamcredentials, secretmanager, ...) are enabled.",
-    group="gcp", kinds=frozenset({"gcp"}), deps=(),
-    owned_fields=("enabled services (only the required ones)",),
-    desired=desired_apis, observe=observe_apis, plan=plan_apis, apply=apply_apis,
-    checks=(Check("required_apis_enabled", "Every API the substrate needs is enabled in the project.",
-                  check_required, blocking=True),),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/apis/dashboard?project={env.cluster.projectID}"}
-                            if env.is_gke else {}),
-    runs_when_paused=True,
-)
+class ApisEnabled(Piece[ApisSpec, ApisObserved]):
+    name = "apis_enabled"
+    description = "Google APIs the substrate needs (container, compute, iamcredentials, secretmanager, ...) are enabled."
+    group = "cloud"
+    kinds = frozenset({"gcp"})
+    deps = ()
+    owned_fields = ("enabled services (only the required ones)",)
+    checks = (Check("required_apis_enabled", "Every API the substrate needs is enabled in the project.",
+                    check_required, blocking=True),)
+
+    def desired(self, env: EnvConfig) -> ApisSpec:
+        return desired_apis(env)
+
+    def observe(self, run: Run, spec: ApisSpec) -> ApisObserved:
+        return observe_apis(run, spec)
+
+    def plan(self, spec: ApisSpec, observed: ApisObserved) -> list[Action]:
+        return plan_apis(spec, observed)
+
+    def apply(self, run: Run, spec: ApisSpec, observed: ApisObserved, actions: list[Action]) -> None:
+        apply_apis(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: ApisObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/apis/dashboard?project={env.cluster.projectID}"}
+                if env.is_gke else {})
+
+    def keeps_when_paused(self, env: EnvConfig) -> bool:
+        return True
+
+
+PIECE = ApisEnabled()

@@ -9,8 +9,8 @@ on the Dagster host: a Job in the cluster runs helm with the values mounted from
 An Argo CD the seed's script installed is adopted as it is: its Helm release record says which
 chart version and values run, and a difference from the fork is drift shown in the plan. Once Argo
 CD manages itself (the fork's `argo-cd` Application), upgrades are Argo CD's, from git.
-Both `gpu_stack` (the GPU Operator is an Argo CD Application) and `platform_installed` need Argo CD,
-so whichever runs first bootstraps it.
+This asset alone installs Argo CD; `gpu_stack` (the GPU Operator is an Argo CD Application) and
+`platform_installed` (the fork's root objects) come after it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from resources.helm import HelmRelease, releases, values_digest
 
 from .config import EnvConfig
 from .fork import ARGOCD_VALUES, INSTALL_SCRIPT, Fork
-from .piece import Run, wait_until
+from .piece import Check, NotReady, Outcome, Piece, Run, wait_until
 from .plan import Action
 
 ARGO_API = "argoproj.io/v1alpha1"
@@ -211,17 +211,39 @@ def apply_argocd(run: Run, spec: ArgoCDSpec, observed: ArgoCDObserved, actions: 
         return now.job in ("succeeded", "failed") and now
     final = wait_until(done, BOOTSTRAP_TIMEOUT_S, "the Argo CD bootstrap Job", run.log)
     if not final or final.job == "failed":
-        raise TimeoutError(f"Argo CD bootstrap did not succeed within {BOOTSTRAP_TIMEOUT_S}s: "
-                           f"kubectl -n {NAMESPACE} logs -l {BOOTSTRAP_LABEL}")
+        raise NotReady(f"Argo CD bootstrap did not succeed within {BOOTSTRAP_TIMEOUT_S}s",
+                       f"kubectl -n {NAMESPACE} logs -l {BOOTSTRAP_LABEL}")
     if not wait_until(lambda: kube.has_kind(ARGO_API, "Application"), BOOTSTRAP_TIMEOUT_S, "Argo CD's CRDs", run.log):
-        raise TimeoutError(f"Argo CD's CRDs did not appear within {BOOTSTRAP_TIMEOUT_S}s: kubectl -n {NAMESPACE} get pods")
+        raise NotReady(f"Argo CD's CRDs did not appear within {BOOTSTRAP_TIMEOUT_S}s", f"kubectl -n {NAMESPACE} get pods")
 
 
-def ensure_argocd(run: Run) -> None:
-    """Install Argo CD when it is not there yet (for a piece that only needs it present)."""
-    spec = desired_argocd(run.env, Fork.of(run.env))
-    observed = observe_argocd(run, spec)
-    if observed.crds and observed.redis_secret:
-        return
-    actions = [a for a in plan_argocd(spec, observed) if a.kind == "create"]
-    apply_argocd(run, spec, observed, actions)
+# ---- checks -------------------------------------------------------------------------------------
+def check_crds(spec: ArgoCDSpec, observed: ArgoCDObserved, env: EnvConfig) -> Outcome:
+    return Outcome(observed.crds, "Argo CD CRDs present" if observed.crds else "Argo CD CRDs absent",
+                   {"remedy": "" if observed.crds else "materialize argocd"})
+
+
+class ArgoCD(Piece[ArgoCDSpec, ArgoCDObserved]):
+    name = "argocd"
+    description = ("Argo CD as the fork's bootstrap installs it: release argo-cd, the pinned chart version and "
+                   "values, the argocd-redis Secret.")
+    group = "platform"
+    kinds = frozenset({"kubernetes", "argocd"})
+    deps = ("cluster",)
+    owned_fields = ("Argo CD release argo-cd (chart version, values)", "Secret argocd/argocd-redis (created once)")
+    checks = (Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_crds),)
+
+    def desired(self, env: EnvConfig) -> ArgoCDSpec:
+        return desired_argocd(env, Fork.of(env))
+
+    def observe(self, run: Run, spec: ArgoCDSpec) -> ArgoCDObserved:
+        return observe_argocd(run, spec)
+
+    def plan(self, spec: ArgoCDSpec, observed: ArgoCDObserved) -> list[Action]:
+        return plan_argocd(spec, observed)
+
+    def apply(self, run: Run, spec: ArgoCDSpec, observed: ArgoCDObserved, actions: list[Action]) -> None:
+        apply_argocd(run, spec, observed, actions)
+
+
+PIECE = ArgoCD()

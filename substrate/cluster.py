@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources import ERR_NOT_RUNNING, ERR_OTHER_CLUSTER
-from resources.credentials import ERR_TOKEN, TokenUnavailable
-from resources.kube import KubeconfigMissing, KubeTargetMismatch, KubeUnreachable
+from resources import ERR_NOT_RUNNING
+from resources.errors import KubeError, KubeUnreachable
 from resources.models import GKE_BUSY, ClusterSpec, ClusterState, NodePoolSpec
 
 from . import pause
 from .config import EnvConfig
-from .piece import Check, Outcome, Piece, PieceError, Run
+from .gke_ops import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
+from .piece import Check, Outcome, Piece, Run, Steps
 from .plan import Action
 from .prices import running_cost
 from .service_accounts import node_service_account
 
 # What each substrate's nodes carry in spec.providerID; a mismatch means the kubeconfig points elsewhere.
 PROVIDER_SCHEMES = {"gke": ("gce",), "hetzner": ("hcloud", "hrobot"), "byo": ()}
-CLUSTER_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,7 @@ class KubeFacts:
     provider_schemes: tuple[str, ...] = ()
     error: str = ""
     kube_system_uid: str = ""  # with the server, which cluster this is (recorded, never drift)
+    remedy: str = ""  # what the error's class says to do (never part of owned())
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,9 @@ class ClusterObserved:
 
 
 # ---- desired ------------------------------------------------------------------------------------
-def desired_cluster(env: EnvConfig) -> ClusterSpec | pause.PauseSpec | None:
+def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
     if not env.is_gke:
         return None
-    if env.paused:
-        return pause.desired_pause(env)
     cpu = env.substrate.cpu_pool
     return ClusterSpec(
         name=env.cluster.name, location=env.cluster.location, release_channel=env.substrate.release_channel,
@@ -78,30 +76,26 @@ def observe_kube(run: Run) -> KubeFacts:
         nodes = kube.nodes()
         # Off GKE the identity is recorded and compared; on GKE, GKE's endpoint and CA already say it.
         uid = "" if run.env.is_gke else kube.identity().kube_system_uid
-    except (KubeconfigMissing, KubeTargetMismatch, TokenUnavailable) as exc:
-        return KubeFacts(kubeconfig=kubeconfig, error=str(exc))
     except KubeUnreachable as exc:
-        return KubeFacts(kubeconfig=t.kubeconfig, context=t.context, server=t.server, error=str(exc))
+        return KubeFacts(kubeconfig=t.kubeconfig, context=t.context, server=t.server, error=str(exc), remedy=exc.remedy)
+    except KubeError as exc:  # no kubeconfig, another cluster's, no token: nothing was sent anywhere
+        return KubeFacts(kubeconfig=kubeconfig, error=str(exc), remedy=exc.remedy)
     schemes = sorted({n.provider_id.split("://", 1)[0] for n in nodes if "://" in n.provider_id})
     return KubeFacts(t.kubeconfig, t.context, t.server, info.git_version, len(nodes), tuple(schemes),
                      kube_system_uid=uid)
 
 
-def observe_cluster(run: Run, spec: ClusterSpec | pause.PauseSpec | None) -> ClusterObserved | pause.PauseObserved:
-    if isinstance(spec, pause.PauseSpec):
-        return pause.observe_pause(run, spec)
+def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
     if spec is None:
         return ClusterObserved(None, observe_kube(run))
     state = run.conn.google.get_cluster(spec.location, spec.name)
     if state is None or state.status != "RUNNING":
-        return ClusterObserved(state, KubeFacts(error=NOT_RUNNING))
+        return ClusterObserved(state, KubeFacts(error=NOT_RUNNING, remedy=NOT_RUNNING_REMEDY))
     return ClusterObserved(state, observe_kube(run))
 
 
 # ---- plan ---------------------------------------------------------------------------------------
-def plan_cluster(spec: ClusterSpec | pause.PauseSpec | None, observed) -> list[Action]:
-    if isinstance(spec, pause.PauseSpec):
-        return pause.plan_pause(spec, observed)
+def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Action]:
     if spec is None:
         if observed.kube.error:
             return [Action("cannot-fix", "kubeconfig", observed.kube.kubeconfig, observed=observed.kube.error,
@@ -170,29 +164,15 @@ def cluster_trouble(g: ClusterState) -> str:
 
 
 NOT_RUNNING = ERR_NOT_RUNNING
-# A run tagged so records the kube target it finds as this environment's cluster (off GKE).
-ADOPT_TAG = "gpuplat/adopt-kube-target"
+NOT_RUNNING_REMEDY = "materialize cluster: the GKE cluster does not exist or is still being created"
 
 
 def kube_remedy(kube: KubeFacts) -> str:
-    if kube.error.startswith(NOT_RUNNING):
-        return "materialize cluster: the GKE cluster does not exist or is still being created"
-    if kube.error.startswith(ERR_OTHER_CLUSTER):
-        return (f"point {kube.kubeconfig} back at this environment's cluster; if the cluster was replaced on purpose, "
-                f"materialize cluster with the run tag {ADOPT_TAG}=true to record the new one")
-    if kube.error.startswith(ERR_TOKEN):
-        return ("give the host Application Default Credentials that may use the cluster (gcloud auth "
-                "application-default login, or GOOGLE_APPLICATION_CREDENTIALS) with roles/container.developer")
-    if "not found" in kube.error:
-        return (f"put the cluster's kubeconfig at {kube.kubeconfig} (or point CLUSTER_KUBECONFIG at it); gpuplat "
-                f"never reads ~/.kube/config or KUBECONFIG")
-    return f"check that {kube.server or 'the API server'} is reachable from this host and the credentials are valid"
+    return kube.remedy or f"check that {kube.server or 'the API server'} is reachable from this host"
 
 
 # ---- apply --------------------------------------------------------------------------------------
-def apply_cluster(run: Run, spec: ClusterSpec | pause.PauseSpec | None, observed, actions: list[Action]) -> None:
-    if isinstance(spec, pause.PauseSpec):
-        return pause.apply_pause(run, spec, observed, actions, CLUSTER_TIMEOUT_S)
+def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved, actions: list[Action]) -> None:
     if spec is None:
         return
     g = run.conn.google
@@ -217,40 +197,20 @@ def apply_cluster(run: Run, spec: ClusterSpec | pause.PauseSpec | None, observed
             g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {cpu.name}"))
 
 
-def replan_after_wait(run: Run, actions: list[Action]) -> list[Action]:
-    """The plan once GKE is idle again; what it adds still needs approval like any other plan."""
-    pending = [a.summary() for a in actions if a.needs_approval]
-    if pending and not run.approved:
-        raise PieceError(f"approval needed once the operation in progress finished: {'; '.join(pending)}")
-    return [a for a in actions if a.kind not in ("wait", "cannot-fix")]
-
-
-def wait_running_operations(run: Run, location: str) -> None:
-    """An operation already running (say, from an interrupted materialization) is waited for, not repeated."""
-    g = run.conn.google
-    for op in g.running_operations(location):
-        run.log.info(f"waiting for GKE operation {op.name} ({op.operation_type}) already in progress")
-        g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"operation {op.operation_type}"))
-
-
-def cluster_cost(run: Run, spec, observed) -> dict:
+def cluster_cost(run: Run, spec: ClusterSpec | None, observed: ClusterObserved) -> dict:
     """What the running environment costs now (GKE fee, nodes, its PVCs' disks), from the Billing Catalog."""
-    if not isinstance(spec, ClusterSpec) or observed.gke is None or observed.gke.status != "RUNNING":
+    if spec is None or observed.gke is None or observed.gke.status != "RUNNING":
         return {}
     disks = [x for x in run.conn.google.leftovers() if x.kind == "disk" and x.name.startswith("pvc-")]
     return running_cost(run, spec.location.count("-") == 2, disks)
 
 
 # ---- checks -------------------------------------------------------------------------------------
-def check_paused(spec, observed, env: EnvConfig) -> Outcome:
-    if not isinstance(spec, pause.PauseSpec):
-        return Outcome(True, "lifecycle running: nothing is expected to be torn down")
-    return pause.check_paused_costs_nothing(spec, observed, env)
+def check_running(spec: ClusterSpec | None, observed: ClusterObserved, env: EnvConfig) -> Outcome:
+    return Outcome(True, "lifecycle running: nothing is expected to be torn down")
 
 
-def check_target(spec, observed: ClusterObserved, env: EnvConfig) -> Outcome:
-    if isinstance(spec, pause.PauseSpec):
-        return Outcome(True, "paused (lifecycle: paused): no cluster is expected to answer")
+def check_target(spec: ClusterSpec | None, observed: ClusterObserved, env: EnvConfig) -> Outcome:
     k = observed.kube
     meta = {"kubeconfig": k.kubeconfig, "context": k.context, "server": k.server,
             "server_version": k.server_version, "nodes": k.node_count,
@@ -270,23 +230,46 @@ def check_target(spec, observed: ClusterObserved, env: EnvConfig) -> Outcome:
     return Outcome(True, f"reachable: {k.server} ({k.server_version}), {k.node_count} nodes", meta)
 
 
-PIECE = Piece(
-    name="cluster",
-    description="The Kubernetes cluster: on GKE created (VPC-native, Workload Identity, Dataplane V2, CPU pool); elsewhere verified.",
-    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("apis_enabled", "service_accounts"),
-    owned_fields=("release_channel", "workload_pool", "vpc_native", "datapath_provider", "cpu pool machine type",
-                  "cpu pool autoscaling"),
-    desired=desired_cluster, observe=observe_cluster, plan=plan_cluster, apply=apply_cluster,
-    checks=(Check("kube_target_reachable", "The environment's own kubeconfig reaches the cluster and its nodes' "
-                  "providerID matches the configured substrate.", check_target, blocking=True),
-            Check("paused_costs_nothing", "With lifecycle: paused, no cluster, node pool, PVC-backed disk, forwarding "
-                  "rule or reserved address of the environment remains; each leftover is named with its cost per "
-                  "hour (running: passes).", check_paused)),
-    runs_when_paused=True,
-    report=cluster_cost,
-    record=lambda env, obs: ({"kube_identity": {"server": obs.kube.server, "kube_system_uid": obs.kube.kube_system_uid}}
-                             if not env.is_gke and obs.kube.kube_system_uid else {}),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/clusters/details/"
-                                        f"{env.cluster.location}/{env.cluster.name}/details?project={env.cluster.projectID}"}
-                            if env.is_gke else {}),
-)
+class Cluster(Piece[ClusterSpec | None, ClusterObserved]):
+    name = "cluster"
+    description = "The Kubernetes cluster: on GKE created (VPC-native, Workload Identity, Dataplane V2, CPU pool); elsewhere verified."
+    group = "cluster"
+    kinds = frozenset({"gke", "kubernetes"})
+    deps = ("apis_enabled", "service_accounts")
+    owned_fields = ("release_channel", "workload_pool", "vpc_native", "datapath_provider", "cpu pool machine type",
+                    "cpu pool autoscaling")
+    checks = (Check("kube_target_reachable", "The environment's own kubeconfig reaches the cluster and its nodes' "
+                    "providerID matches the configured substrate.", check_target, blocking=True),
+              Check("paused_costs_nothing", "With lifecycle: paused, no cluster, node pool, PVC-backed disk, forwarding "
+                    "rule or reserved address of the environment remains; each leftover is named with its cost per "
+                    "hour (running: passes).", check_running))
+
+    def desired(self, env: EnvConfig) -> ClusterSpec | None:
+        return desired_cluster(env)
+
+    def observe(self, run: Run, spec: ClusterSpec | None) -> ClusterObserved:
+        return observe_cluster(run, spec)
+
+    def plan(self, spec: ClusterSpec | None, observed: ClusterObserved) -> list[Action]:
+        return plan_cluster(spec, observed)
+
+    def apply(self, run: Run, spec: ClusterSpec | None, observed: ClusterObserved, actions: list[Action]) -> None:
+        apply_cluster(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: ClusterObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/kubernetes/clusters/details/"
+                            f"{env.cluster.location}/{env.cluster.name}/details?project={env.cluster.projectID}"}
+                if env.is_gke else {})
+
+    def record(self, env: EnvConfig, observed: ClusterObserved) -> dict:
+        return ({"kube_identity": {"server": observed.kube.server, "kube_system_uid": observed.kube.kube_system_uid}}
+                if not env.is_gke and observed.kube.kube_system_uid else {})
+
+    def report(self, run: Run, spec: ClusterSpec | None, observed: ClusterObserved) -> dict:
+        return cluster_cost(run, spec, observed)
+
+    def paused_steps(self, env: EnvConfig) -> Steps:
+        return pause.PAUSE
+
+
+PIECE = Cluster()

@@ -8,14 +8,14 @@ pool `gpu-l4` on `g2-standard-4` with one `nvidia-l4`, 0..1, 100 GB.
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resources.errors import GpuplatError
 
 ENVIRONMENTS_VAR = "GPUPLAT_ENVIRONMENTS"
 CLUSTER_KUBECONFIG = "CLUSTER_KUBECONFIG"
@@ -145,6 +145,10 @@ class Substrate(_Strict):
     kubeconfig_env: str = ""
     layer: Literal["platform", "serving", "llm-gateway", "full"] = "platform"
     remediation: Literal["auto", "report"] | None = None
+    # A config that moved since the last materialization is a change someone is making (perhaps half-way):
+    # the drift sensor shows it and waits for a person, unless this is set (a deployment that reads its
+    # fork at a pinned revision, where the config moves only when someone merged it).
+    apply_config_changes: bool = False
     storage_class: str = ""
     snapshot_driver: str = ""
     external_secrets: tuple[str, ...] = ("hf-token",)
@@ -253,7 +257,7 @@ class EnvConfig(_Strict):
         return f"projects/{self.cluster.projectID}/locations/{self.cluster.location}/clusters/{self.cluster.name}"
 
 
-class ConfigError(Exception):
+class ConfigError(GpuplatError):
     """One clear message: file, key path (or line), bad value, what is allowed."""
 
     def __init__(self, path: str, key: str, value: Any, allowed: str, problem: str = "", remedy: str = ""):
@@ -262,6 +266,7 @@ class ConfigError(Exception):
         # `problem` replaces "<value> is not allowed" where the file itself is the problem; `remedy`
         # replaces "allowed: ..." where the fix is a command (a file the seed's scripts generate).
         tail = remedy or f"allowed: {allowed}"
+        # The message says it all, remedy included: line() adds nothing.
         super().__init__(f"{path}: {key}: {problem or f'{shown} is not allowed'}; {tail}")
 
 
@@ -308,12 +313,24 @@ def parse_config(name: str, path: str, raw: Any) -> EnvConfig:
         raise _error_from_validation(path, exc) from None
 
 
+# Bounds of a file gpuplat parses: a config or a fork file is a few kilobytes; a file far beyond that,
+# or an alias bomb (nine levels of nine aliases expand to 9^9 nodes), must cost its own environment
+# one clear error, not every environment's load its time.
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 50_000  # nodes once aliases are expanded
+MAX_DEPTH = 64
+
+
 def _read_text(path: Path) -> str:
     where = str(path)
-    if path.is_dir():
-        raise ConfigError(where, "(file)", None, f"a YAML file named {CONFIG_FILE}",
-                          problem="is a directory, not a file")
     try:
+        if path.is_dir():
+            raise ConfigError(where, "(file)", None, f"a YAML file named {CONFIG_FILE}",
+                              problem="is a directory, not a file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(where, "(file)", None, f"a file of at most {MAX_FILE_BYTES // 1024} KiB",
+                              problem=f"is {size / 2**20:.1f} MiB")
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(where, "(file)", None, "a readable file", problem=f"cannot be read ({exc.strerror})") from None
@@ -342,8 +359,19 @@ def _yaml_error(where: str, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(where, line, None, "valid YAML", problem=text)
 
 
-def _reject_duplicate_keys(where: str, node: yaml.Node, path: tuple[str, ...] = ()) -> None:
-    """PyYAML keeps the last of two equal keys without a word; a config must say one thing once."""
+def _reject_duplicate_keys(where: str, node: yaml.Node, path: tuple[str, ...] = (), budget: list | None = None) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a config must say one thing once.
+
+    The walk expands aliases as a reader of the data would, so it also bounds the document: at most
+    MAX_NODES nodes and MAX_DEPTH levels, or one error instead of an exponential walk."""
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(where, "(file)", None, f"at most {MAX_NODES} values once its aliases are expanded",
+                          problem="is too large once its YAML aliases (*name) are expanded")
+    if len(path) > MAX_DEPTH:
+        raise ConfigError(where, ".".join(path[:3]) + "...", None, f"at most {MAX_DEPTH} levels of nesting",
+                          problem="is nested too deeply")
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -353,10 +381,19 @@ def _reject_duplicate_keys(where: str, node: yaml.Node, path: tuple[str, ...] = 
                 raise ConfigError(where, dotted, None, "each key once per mapping",
                                   problem=f"defined twice (line {seen[key] + 1} and line {key_node.start_mark.line + 1})")
             seen[key] = key_node.start_mark.line
-            _reject_duplicate_keys(where, value_node, (*path, key))
+            _reject_duplicate_keys(where, value_node, (*path, key), budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _reject_duplicate_keys(where, item, (*path, str(i)))
+            _reject_duplicate_keys(where, item, (*path, str(i)), budget)
+
+
+def _compose(where: str, compose):
+    """PyYAML composes recursively: a document nested thousands deep is refused, not a RecursionError."""
+    try:
+        return compose()
+    except RecursionError:
+        raise ConfigError(where, "(file)", None, f"at most {MAX_DEPTH} levels of nesting",
+                          problem="is nested too deeply") from None
 
 
 def load_yaml(path: Path) -> Any:
@@ -366,7 +403,7 @@ def load_yaml(path: Path) -> Any:
     text = _read_text(path)
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
+        node = _compose(where, loader.get_single_node)
         if node is None:
             return None
         _reject_duplicate_keys(where, node)
@@ -391,7 +428,7 @@ def load_yaml_documents(path: Path) -> list[Any]:
     docs = []
     try:
         while loader.check_node():
-            node = loader.get_node()
+            node = _compose(where, loader.get_node)
             _reject_duplicate_keys(where, node)
             docs.append(loader.construct_document(node))
         return docs
@@ -399,49 +436,3 @@ def load_yaml_documents(path: Path) -> list[Any]:
         raise _yaml_error(where, exc) from None
     finally:
         loader.dispose()
-
-
-def load_config(path: Path) -> EnvConfig:
-    return parse_config(path.parent.name, str(path), load_yaml(path))
-
-
-def environments_dir() -> Path:
-    return Path(os.environ.get(ENVIRONMENTS_VAR, "environments"))
-
-
-@dataclass(frozen=True)
-class Environments:
-    """Every environment folder: the valid configs and, per broken one, its one-line error."""
-
-    configs: dict[str, EnvConfig]
-    errors: dict[str, str]
-
-    @property
-    def names(self) -> list[str]:
-        return sorted({*self.configs, *self.errors})
-
-
-def load_environments(root: Path | None = None) -> Environments:
-    root = root or environments_dir()
-    configs: dict[str, EnvConfig] = {}
-    errors: dict[str, str] = {}
-    if root.is_dir():
-        for cfg_path in sorted(root.glob(f"*/{CONFIG_FILE}")):
-            name = cfg_path.parent.name
-            try:
-                configs[name] = load_config(cfg_path)
-            except ConfigError as exc:
-                errors[name] = str(exc)
-    return Environments(configs, errors)
-
-
-def load_environment(name: str, root: Path | None = None) -> EnvConfig:
-    """One environment by name, read fresh (a run sees the file as it is now)."""
-    root = root or environments_dir()
-    path = root / name / CONFIG_FILE
-    if not path.exists():
-        found = sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")) if root.is_dir() else []
-        raise ConfigError(str(path), "(file)", None,
-                          f"one of the environments under {root.resolve()} ({ENVIRONMENTS_VAR}): "
-                          f"{', '.join(found) or 'none found'}", problem=f"no environment named {name!r}")
-    return load_config(path)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .config import ConfigError, EnvConfig, environments_dir, load_yaml, load_yaml_documents
+from .config import ConfigError, EnvConfig, load_yaml, load_yaml_documents
+from .environments import environments_dir
 
 # The seed's deploy profiles (`make root PROFILE=...`) and the layers each one applies.
 LAYERS = {

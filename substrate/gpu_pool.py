@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources.google import OperationFailed
-from resources.models import GKE_BUSY, NodePoolSpec, NodePoolState, Quota, Taint
+from resources.errors import Stockout
+from resources.models import GKE_BUSY, NodePoolSpec, NodePoolState, Quota, ScaleUpFailure, Taint
 
-from .cluster import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
+from .gke_ops import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
@@ -50,7 +50,7 @@ class GpuPoolObserved:
     # For the scales_to_zero check only: nodes and pods are the autoscaler's, never part of owned().
     scale_to_zero: ScaleToZeroObserved | None = None
     # What the cluster autoscaler said about pending GPU pods (FailedScaleUp events), newest first.
-    scale_up_failures: tuple[str, ...] = ()
+    scale_up_failures: tuple[ScaleUpFailure, ...] = ()
 
     def owned(self) -> dict:
         if self.pool is None:
@@ -123,24 +123,25 @@ def observe_gpu_pool(run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
                            scale_up_failures=failures)
 
 
-def scale_up_failures(run: Run) -> tuple[str, ...]:
+def scale_up_failures(run: Run) -> tuple[ScaleUpFailure, ...]:
     """The cluster autoscaler's FailedScaleUp events on pods still Pending (newest first, one per
-    message): where GKE says a GPU node could not be added ("... failed: GCE out of resources." for a
-    stockout). An event outlives its cause by up to an hour; a pod that got its node, or is gone, is no
-    failure. Only the pods named by such events are read: none in the steady state."""
+    message): where GKE says a GPU node could not be added. An event outlives its cause by up to an
+    hour; a pod that got its node, or is gone, is no failure. Only the pods named by such events are
+    read: none in the steady state."""
     kube = run.conn.kube
-    events = [e for e in kube.list("v1", "Event") if e.get("reason") == "FailedScaleUp"]
-    events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), reverse=True)
-    pending: dict[tuple, bool] = {}
-    for e in events:
-        ref = e.get("involvedObject") or {}
-        key = (ref.get("namespace"), ref.get("name"))
-        if ref.get("kind") == "Pod" and key not in pending:
-            pod = kube.get("v1", "Pod", key[1], key[0]) or {}
-            pending[key] = (pod.get("status") or {}).get("phase") == "Pending"
-    return tuple(dict.fromkeys(str(e.get("message") or "") for e in events
-                               if pending.get(((e.get("involvedObject") or {}).get("namespace"),
-                                               (e.get("involvedObject") or {}).get("name")))))
+    failures = kube.failed_scale_ups()
+    pending: dict[tuple[str, str], bool] = {}
+    for f in failures:
+        if f.pod not in pending:
+            pod = kube.get("v1", "Pod", f.pod[1], f.pod[0]) or {}
+            pending[f.pod] = (pod.get("status") or {}).get("phase") == "Pending"
+    seen: set[str] = set()
+    out = []
+    for f in failures:
+        if pending.get(f.pod) and f.message not in seen:
+            seen.add(f.message)
+            out.append(f)
+    return tuple(out)
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -243,10 +244,8 @@ def apply_gpu_pool(run: Run, spec: GpuPoolSpec, observed: GpuPoolObserved, actio
             op = g.create_node_pool(spec.location, spec.cluster, pool)
             try:
                 g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"creating node pool {pool.name}"))
-            except OperationFailed as exc:
-                if "STOCKOUT" in str(exc) or "RESOURCE_POOL_EXHAUSTED" in str(exc):
-                    raise StockoutError(f"{ERR_STOCKOUT}: {exc}. {STOCKOUT_REMEDY}") from None
-                raise
+            except Stockout as exc:
+                raise StockoutError(f"{ERR_STOCKOUT}: {exc}", STOCKOUT_REMEDY) from None
         elif a.field == "autoscaling":
             op = g.set_node_pool_autoscaling(spec.location, spec.cluster, pool.name, pool.min_nodes, pool.max_nodes)
             g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {pool.name}"))
@@ -266,7 +265,7 @@ def pool_trouble(p: NodePoolState) -> str:
 def error_remedy(spec: GpuPoolSpec, p: NodePoolState) -> str:
     """What works for a pool GKE left in ERROR / RUNNING_WITH_ERROR (cluster_service.proto: "Customer may
     need to reissue a request"): gpuplat neither deletes pools nor retries a paid create on its own."""
-    stockout = "STOCKOUT" in pool_trouble(p) or any(code == "GCE_STOCKOUT" for code, _ in p.conditions)
+    stockout = any(code == "GCE_STOCKOUT" for code, _ in p.conditions)
     why = f" It was a stockout: {STOCKOUT_REMEDY}." if stockout else ""
     if p.status == "RUNNING_WITH_ERROR":
         return f"the pool works in part and GKE keeps retrying; if it persists, recreate it.{why}"
@@ -309,44 +308,68 @@ def check_quota(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) ->
                                                                       else ""), meta)
 
 
+# The pool StatusCondition codes of a failed scale-up (cluster_service.proto), by cause.
+CAPACITY_CAUSES = {"GCE_STOCKOUT": "stockout", "GCE_QUOTA_EXCEEDED": "quota",
+                   "GKE_SERVICE_ACCOUNT_DELETED": "service account"}
+CAPACITY_REMEDIES = {
+    "stockout": STOCKOUT_REMEDY,
+    "quota": "request a quota increase in the console (IAM & Admin > Quotas); the check gpu_quota_sufficient names "
+             "the metrics",
+    "service account": "the node service account was deleted: materialize service_accounts, then recreate the pool",
+    "other": "read the autoscaler's message: kubectl get events --field-selector reason=FailedScaleUp -A",
+}
+
+
 def check_capacity(spec: GpuPoolSpec, observed: GpuPoolObserved, env: EnvConfig) -> Outcome:
     """Stockouts and quota at scale-up, read where GKE reports them: the pool's StatusConditions and the
     autoscaler's FailedScaleUp events on pending GPU pods."""
     if spec.pool is None:
         return Outcome(True, "off GKE: no autoscaler adds GPU nodes")
     p = observed.pool
-    codes = [f"{code}: {message}" for code, message in (p.conditions if p else ())
-             if code in ("GCE_STOCKOUT", "GCE_QUOTA_EXCEEDED", "GKE_SERVICE_ACCOUNT_DELETED")]
-    if not codes and not observed.scale_up_failures:
+    conditions = [(code, message) for code, message in (p.conditions if p else ()) if code in CAPACITY_CAUSES]
+    if not conditions and not observed.scale_up_failures:
         return Outcome(True, "no scale-up failure reported for the GPU pool")
-    said = " ".join([*codes, *observed.scale_up_failures])
-    if "STOCKOUT" in said or "out of resources" in said:
-        remedy = STOCKOUT_REMEDY
-    elif "QUOTA" in said or "quota" in said:
-        remedy = "request a quota increase in the console (IAM & Admin > Quotas); the check gpu_quota_sufficient " \
-                 "names the metrics"
-    else:
-        remedy = "the node service account was deleted: materialize service_accounts, then recreate the pool"
-    return Outcome(False, f"GPU nodes cannot be added: {(codes or observed.scale_up_failures)[0]}",
-                   {"pool_conditions": "; ".join(codes), "failed_scale_ups": "; ".join(observed.scale_up_failures[:3]),
-                    "remedy": remedy})
+    causes = {CAPACITY_CAUSES[code] for code, _ in conditions} | {f.cause for f in observed.scale_up_failures}
+    cause = next(c for c in ("stockout", "quota", "service account", "other") if c in causes)
+    said = [f"{code}: {message}" for code, message in conditions] + [f.message for f in observed.scale_up_failures]
+    return Outcome(False, f"GPU nodes cannot be added: {said[0]}",
+                   {"pool_conditions": "; ".join(f"{c}: {m}" for c, m in conditions),
+                    "failed_scale_ups": "; ".join(f.message for f in observed.scale_up_failures[:3]),
+                    "remedy": CAPACITY_REMEDIES[cause]})
 
 
-PIECE = Piece(
-    name="gpu_pool",
-    description="The scale-to-zero GPU node pool (autoscaling min 0, nvidia.com/gpu taint), quota-checked before creation.",
-    group="substrate", kinds=frozenset({"gke", "kubernetes"}), deps=("cluster",),
-    owned_fields=("machine_type", "accelerator", "autoscaling enabled/min/max", "nvidia.com/gpu taint present",
-                  "disk_size_gb"),
-    desired=desired_gpu_pool, observe=observe_gpu_pool, plan=plan_gpu_pool, apply=apply_gpu_pool,
-    checks=(Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS, "
-                  "CPUS and IN_USE_ADDRESSES leave room for the GPU pool at max (per zone of a regional cluster).",
-                  check_quota, blocking=True),
-            Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling),
-            Check("gpu_capacity_available", "No stockout or quota failure is reported for the GPU pool's scale-ups "
-                  "(its StatusConditions, the autoscaler's FailedScaleUp events).", check_capacity),
-            SCALES_TO_ZERO_CHECK),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/kubernetes/nodepool/{env.cluster.location}/"
-                                        f"{env.cluster.name}/{env.substrate.gpu_pool.name}?project={env.cluster.projectID}"}
-                            if env.is_gke else {}),
-)
+class GpuPool(Piece[GpuPoolSpec, GpuPoolObserved]):
+    name = "gpu_pool"
+    description = "The scale-to-zero GPU node pool (autoscaling min 0, nvidia.com/gpu taint), quota-checked before creation."
+    group = "cluster"
+    kinds = frozenset({"gke", "kubernetes"})
+    deps = ("cluster",)
+    owned_fields = ("machine_type", "accelerator", "autoscaling enabled/min/max", "nvidia.com/gpu taint present",
+                    "disk_size_gb")
+    checks = (Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS, "
+                    "CPUS and IN_USE_ADDRESSES leave room for the GPU pool at max (per zone of a regional cluster).",
+                    check_quota, blocking=True),
+              Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling),
+              Check("gpu_capacity_available", "No stockout or quota failure is reported for the GPU pool's scale-ups "
+                    "(its StatusConditions, the autoscaler's FailedScaleUp events).", check_capacity),
+              SCALES_TO_ZERO_CHECK)
+
+    def desired(self, env: EnvConfig) -> GpuPoolSpec:
+        return desired_gpu_pool(env)
+
+    def observe(self, run: Run, spec: GpuPoolSpec) -> GpuPoolObserved:
+        return observe_gpu_pool(run, spec)
+
+    def plan(self, spec: GpuPoolSpec, observed: GpuPoolObserved) -> list[Action]:
+        return plan_gpu_pool(spec, observed)
+
+    def apply(self, run: Run, spec: GpuPoolSpec, observed: GpuPoolObserved, actions: list[Action]) -> None:
+        apply_gpu_pool(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: GpuPoolObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/kubernetes/nodepool/{env.cluster.location}/"
+                            f"{env.cluster.name}/{env.substrate.gpu_pool.name}?project={env.cluster.projectID}"}
+                if env.is_gke else {})
+
+
+PIECE = GpuPool()

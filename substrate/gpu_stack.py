@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .argocd import ARGO_API, ensure_argocd, meta
+from .argocd import ARGO_API, meta
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run, wait_until
 from .plan import Action
@@ -178,7 +178,9 @@ def apply_gpu_stack(run: Run, spec: GpuStackSpec, observed: GpuStackObserved, ac
         raise PieceError("GPU node preflight failed: " + "; ".join(a.summary() for a in blocked))
     app = next((a for a in actions if a.target == f"Application {OPERATOR_APP}"), None)
     if app is not None:
-        ensure_argocd(run)
+        if not run.conn.kube.has_kind(ARGO_API, "Application"):
+            raise PieceError("the GPU Operator is an Argo CD Application and Argo CD is not installed",
+                             "materialize argocd first (it comes before gpu_stack)")
         run.log.info(f"applying Application {OPERATOR_APP} ({app.desired})")
         run.conn.kube.apply(operator_application(spec, app.args["driver_enabled"]))
     kube = run.conn.kube
@@ -228,15 +230,30 @@ def check_preflight(spec: GpuStackSpec, observed: GpuStackObserved, env: EnvConf
                    meta)
 
 
-PIECE = Piece(
-    name="gpu_stack",
-    description="GPU driver, device plugin and DCGM metrics, consistent with the substrate (GKE-managed, or the NVIDIA GPU Operator after a node preflight).",
-    group="substrate", kinds=frozenset({"kubernetes", "nvidia"}), deps=("gpu_pool",),
-    owned_fields=("gpu_driver_version of the GPU pool (GKE)", "device plugin present (GKE)",
-                  "Application nvidia-gpu-operator chart and values (operator)", "preflight report per GPU node"),
-    desired=desired_gpu_stack, observe=observe_gpu_stack, plan=plan_gpu_stack, apply=apply_gpu_stack,
-    checks=(Check("gpu_stack_consistent", "The GPU stack matches the substrate: GKE-managed on GKE, the GPU Operator "
-                  "ready off GKE.", check_consistent),
-            Check("gpu_node_preflight", "Every GPU node passed the preflight: driver or headers, Secure Boot off on Ada.",
-                  check_preflight)),
-)
+class GpuStack(Piece[GpuStackSpec, GpuStackObserved]):
+    name = "gpu_stack"
+    description = "GPU driver, device plugin and DCGM metrics, consistent with the substrate (GKE-managed, or the NVIDIA GPU Operator after a node preflight)."
+    group = "cluster"
+    kinds = frozenset({"kubernetes", "nvidia"})
+    deps = ("gpu_pool", "argocd")
+    owned_fields = ("gpu_driver_version of the GPU pool (GKE)", "device plugin present (GKE)",
+                    "Application nvidia-gpu-operator chart and values (operator)", "preflight report per GPU node")
+    checks = (Check("gpu_stack_consistent", "The GPU stack matches the substrate: GKE-managed on GKE, the GPU Operator "
+                    "ready off GKE.", check_consistent),
+              Check("gpu_node_preflight", "Every GPU node passed the preflight: driver or headers, Secure Boot off on Ada.",
+                    check_preflight))
+
+    def desired(self, env: EnvConfig) -> GpuStackSpec:
+        return desired_gpu_stack(env)
+
+    def observe(self, run: Run, spec: GpuStackSpec) -> GpuStackObserved:
+        return observe_gpu_stack(run, spec)
+
+    def plan(self, spec: GpuStackSpec, observed: GpuStackObserved) -> list[Action]:
+        return plan_gpu_stack(spec, observed)
+
+    def apply(self, run: Run, spec: GpuStackSpec, observed: GpuStackObserved, actions: list[Action]) -> None:
+        apply_gpu_stack(run, spec, observed, actions)
+
+
+PIECE = GpuStack()

@@ -58,13 +58,13 @@ def desired_registry(env: EnvConfig) -> RegistrySpec | None:
 def observe_registry(run: Run, spec: RegistrySpec | None) -> RegistryObserved:
     if spec is None:
         return RegistryObserved(False)
-    g = run.conn.google
-    fmt = g.iam.repository(spec.location, spec.name) or ""
+    g, g_iam = run.conn.google, run.conn.iam
+    fmt = g_iam.repository(spec.location, spec.name) or ""
     member = f"serviceAccount:{spec.node_account}"
     can_read = False
     if fmt and spec.node_account:
-        on_repo = g.iam.policy(g.iam.repository_name(spec.location, spec.name))
-        on_project = g.iam.policy(g.iam.project_resource())
+        on_repo = g_iam.policy(g_iam.repository_name(spec.location, spec.name))
+        on_project = g_iam.policy(g_iam.project_resource())
         can_read = any(member in on_repo.get(r, ()) or member in on_project.get(r, ()) for r in PULL_ROLES)
     cluster = g.get_cluster(spec.cluster_location, spec.cluster)
     pools = tuple((p.name, p.service_account, p.oauth_scopes) for p in cluster.node_pools) if cluster else ()
@@ -91,7 +91,7 @@ def plan_registry(spec: RegistrySpec | None, observed: RegistryObserved) -> list
 
 # ---- apply --------------------------------------------------------------------------------------
 def apply_registry(run: Run, spec: RegistrySpec, observed: RegistryObserved, actions: list[Action]) -> None:
-    iam = run.conn.google.iam
+    iam = run.conn.iam
     if any(a.kind == "create" for a in actions):
         run.log.info(f"creating Artifact Registry repository {spec.name} (DOCKER) in {spec.location}")
         iam.create_repository(spec.location, spec.name, DESCRIPTION)
@@ -126,16 +126,33 @@ def check_pull(spec: RegistrySpec | None, observed: RegistryObserved, env: EnvCo
                    {"remedy": "materialize model_registry (repository and reader grant)" if problems else ""})
 
 
-PIECE = Piece(
-    name="model_registry",
-    description="The Artifact Registry DOCKER repository for modelcars (the fork's `models`), readable by the node "
-                "service account.",
-    group="gcp", kinds=frozenset({"gcp", "artifactregistry"}), deps=("apis_enabled", "service_accounts", "gpu_pool"),
-    owned_fields=("repository existence and format", f"{READER} for the node service account on it (added, never "
-                  f"removed)"),
-    desired=desired_registry, observe=observe_registry, plan=plan_registry, apply=apply_registry,
-    checks=(Check("nodes_can_pull_models", "Every node pool runs as the node service account with a pull scope, and "
-                  "that account can read the model repository.", check_pull),),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/artifacts?project={env.cluster.projectID}"}
-                            if env.is_gke else {}),
-)
+class ModelRegistry(Piece[RegistrySpec | None, RegistryObserved]):
+    name = "model_registry"
+    description = ("The Artifact Registry DOCKER repository for modelcars (the fork's `models`), readable by the node "
+                   "service account.")
+    group = "cloud"
+    kinds = frozenset({"gcp", "artifactregistry"})
+    deps = ("apis_enabled", "service_accounts", "gpu_pool")
+    owned_fields = ("repository existence and format", f"{READER} for the node service account on it (added, never "
+                    f"removed)")
+    checks = (Check("nodes_can_pull_models", "Every node pool runs as the node service account with a pull scope, and "
+                    "that account can read the model repository.", check_pull),)
+
+    def desired(self, env: EnvConfig) -> RegistrySpec | None:
+        return desired_registry(env)
+
+    def observe(self, run: Run, spec: RegistrySpec | None) -> RegistryObserved:
+        return observe_registry(run, spec)
+
+    def plan(self, spec: RegistrySpec | None, observed: RegistryObserved) -> list[Action]:
+        return plan_registry(spec, observed)
+
+    def apply(self, run: Run, spec: RegistrySpec | None, observed: RegistryObserved, actions: list[Action]) -> None:
+        apply_registry(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: RegistryObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/artifacts?project={env.cluster.projectID}"}
+                if env.is_gke else {})
+
+
+PIECE = ModelRegistry()

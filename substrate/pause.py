@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from resources.models import GKE_BUSY, Leftover
 
 from .config import EnvConfig
-from .piece import Outcome, Run, wait_until
+from .gke_ops import CLUSTER_TIMEOUT_S, wait_running_operations
+from .piece import Check, Outcome, Run, Steps, wait_until
 from .plan import Action
 from .prices import leftover_price
 
@@ -126,9 +127,8 @@ def plan_pause(spec: PauseSpec, observed: PauseObserved) -> list[Action]:
 
 
 # ---- apply --------------------------------------------------------------------------------------
-def apply_pause(run: Run, spec: PauseSpec, observed: PauseObserved, actions: list[Action], timeout: float) -> None:
-    from .cluster import wait_running_operations
-
+def apply_pause(run: Run, spec: PauseSpec, observed: PauseObserved, actions: list[Action],
+                timeout: float = CLUSTER_TIMEOUT_S) -> None:
     g, log = run.conn.google, run.log
     if any(a.kind == "wait" for a in actions):
         wait_running_operations(run, spec.location)
@@ -199,3 +199,28 @@ def check_paused_costs_nothing(spec: PauseSpec, observed: PauseObserved, env: En
                               f"PVC disks); forwarding rules and addresses: gcloud compute forwarding-rules list "
                               f"--project {spec.project} / gcloud compute addresses list, and delete what no Gateway "
                               f"or Service owns"})
+
+
+class Pause(Steps[PauseSpec, PauseObserved]):
+    """The `cluster` asset's steps while its environment is paused: tear down to $0, then audit."""
+
+    def desired(self, env: EnvConfig) -> PauseSpec:
+        return desired_pause(env)
+
+    def observe(self, run: Run, spec: PauseSpec) -> PauseObserved:
+        return observe_pause(run, spec)
+
+    def plan(self, spec: PauseSpec, observed: PauseObserved) -> list[Action]:
+        return plan_pause(spec, observed)
+
+    def apply(self, run: Run, spec: PauseSpec, observed: PauseObserved, actions: list[Action]) -> None:
+        apply_pause(run, spec, observed, actions)
+
+    def evaluate(self, check: Check, spec: PauseSpec, observed: PauseObserved, env: EnvConfig) -> Outcome:
+        if check.name == PAUSED_CHECK:
+            return check_paused_costs_nothing(spec, observed, env)
+        return Outcome(True, "paused (lifecycle: paused): no cluster is expected to answer")
+
+
+PAUSED_CHECK = "paused_costs_nothing"
+PAUSE = Pause()

@@ -1,24 +1,39 @@
 """The shape every substrate piece follows: desired -> observe -> plan -> apply, plus its checks.
 
-A `Piece` holds the four steps of one asset; `assets.py` turns each into a partitioned Dagster
-asset and its asset checks, and the drift sensor runs the read-only half (observe + plan).
+A `Piece` is one asset: its name, lineage and checks, and the `Steps` it runs. `variant(env)` picks the
+steps for an environment: the piece itself while the environment runs; while it is paused (`lifecycle:
+paused`) a piece that keeps something (APIs, identities, secrets) runs as usual, the cluster runs the
+pause (`pause.Pause`), and every other piece rests (`Resting`: nothing observed, nothing changed, its
+checks pass as paused). `reconcile` (substrate/reconcile.py) and the drift sensor call only these
+methods, so a reader (or a tool) follows them straight into each asset's module.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from resources import Connection, Target
+from resources.errors import GpuplatError
 from resources.models import KubeIdentity
 
 from .config import EnvConfig
 from .plan import Action
 
+S = TypeVar("S")  # what a piece's desired step computes (its spec)
+O = TypeVar("O")  # what its observe step reads (normalized to the fields it owns)
 
-class PieceError(Exception):
+PAUSED = "paused (lifecycle: paused): nothing of this asset runs while the environment is paused"
+
+
+class PieceError(GpuplatError):
     """A permanent failure a piece explains itself (what happened and the remedy) in one line."""
+
+
+class NotReady(PieceError):
+    """Something the piece applied did not become ready within its bounded wait."""
 
 
 @dataclass
@@ -44,37 +59,108 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(Generic[S, O]):
+    """One asset check: a property of the desired and observed state, with its remedy when it fails."""
+
     name: str
     description: str
-    evaluate: Callable[[Any, Any, EnvConfig], Outcome]
+    evaluate: Callable[[S, O, EnvConfig], Outcome]
     blocking: bool = False
 
 
-@dataclass(frozen=True)
-class Piece:
-    name: str
-    description: str
-    group: str
-    kinds: frozenset[str]
-    deps: tuple[str, ...]
-    owned_fields: tuple[str, ...]
-    desired: Callable[[EnvConfig], Any]
-    observe: Callable[[Run, Any], Any]
-    plan: Callable[[Any, Any], list[Action]]
-    apply: Callable[[Run, Any, Any, list[Action]], None]
-    checks: tuple[Check, ...] = ()
-    # With lifecycle: paused, only the pieces that keep something (APIs, identities, secrets) or tear
-    # the substrate down (cluster) run; the others have nothing to keep and change nothing.
-    runs_when_paused: bool | Callable[[EnvConfig], bool] = False
-    # Metadata only a materialization computes (it may cost reads a sensor tick should not make).
-    report: Callable[[Run, Any, Any], dict] | None = None
-    # Metadata shown on the materialization page besides plan and observed state: links (URLs) and
-    # facts recorded for later runs (JSON), such as the kube target's identity.
-    links: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
-    record: Callable[[EnvConfig, Any], dict] = lambda env, observed: {}
-    # Where the desired state was read from (the platform fork and its commit), as text metadata.
-    provenance: Callable[[Any], dict[str, str]] = lambda spec: {}
+class Steps(ABC, Generic[S, O]):
+    """The four steps, and how this variant answers the asset's checks."""
+
+    # A variant that does nothing (a resting piece of a paused environment): the drift sensor skips it.
+    rests: ClassVar[bool] = False
+
+    @abstractmethod
+    def desired(self, env: EnvConfig) -> S:
+        """The spec, from the environment config (and the platform fork) alone: no call to anything."""
+
+    @abstractmethod
+    def observe(self, run: Run, spec: S) -> O:
+        """The live state, read with as few calls as possible, normalized to the fields this piece owns."""
+
+    @abstractmethod
+    def plan(self, spec: S, observed: O) -> list[Action]:
+        """What it takes to make `observed` what `spec` says: pure."""
+
+    @abstractmethod
+    def apply(self, run: Run, spec: S, observed: O, actions: list[Action]) -> None:
+        """Carry out `actions`, idempotently."""
+
+    def evaluate(self, check: Check, spec: S, observed: O, env: EnvConfig) -> Outcome:
+        return check.evaluate(spec, observed, env)
+
+    def report(self, run: Run, spec: S, observed: O) -> dict:
+        """Metadata only a materialization computes (it may cost reads a sensor tick should not make)."""
+        return {}
+
+    def links(self, env: EnvConfig, observed: O) -> dict[str, str]:
+        """URLs shown on the materialization page (the console)."""
+        return {}
+
+    def record(self, env: EnvConfig, observed: O) -> dict:
+        """Facts recorded for later runs (JSON), such as the kube target's identity."""
+        return {}
+
+    def provenance(self, spec: S) -> dict[str, str]:
+        """Where the desired state was read from (the platform fork and its commit)."""
+        return {}
+
+
+class Piece(Steps[S, O]):
+    """One substrate piece: a partitioned asset with its lineage and checks, running its `Steps`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    group: ClassVar[str]
+    kinds: ClassVar[frozenset[str]]
+    deps: ClassVar[tuple[str, ...]]
+    owned_fields: ClassVar[tuple[str, ...]]
+    checks: ClassVar[tuple[Check, ...]] = ()
+
+    def keeps_when_paused(self, env: EnvConfig) -> bool:
+        """Whether this piece keeps something of a paused environment (and so runs as usual)."""
+        return False
+
+    def paused_steps(self, env: EnvConfig) -> Steps:
+        """What runs for a paused environment when the piece keeps nothing."""
+        return RESTING
+
+    def variant(self, env: EnvConfig) -> Steps:
+        """The steps that run for this environment."""
+        if env.paused and not self.keeps_when_paused(env):
+            return self.paused_steps(env)
+        return self
+
+    def check_names(self) -> tuple[str, ...]:
+        return ("in_sync", *(c.name for c in self.checks))
+
+
+class Resting(Steps[None, None]):
+    """A piece of a paused environment that keeps nothing: nothing is read or changed, checks pass."""
+
+    rests = True
+
+    def desired(self, env: EnvConfig) -> None:
+        return None
+
+    def observe(self, run: Run, spec: None) -> None:
+        return None
+
+    def plan(self, spec: None, observed: None) -> list[Action]:
+        return []
+
+    def apply(self, run: Run, spec: None, observed: None, actions: list[Action]) -> None:
+        return None
+
+    def evaluate(self, check: Check, spec: None, observed: None, env: EnvConfig) -> Outcome:
+        return Outcome(True, PAUSED)
+
+
+RESTING = Resting()
 
 
 def target_of(env: EnvConfig, identity: KubeIdentity | None = None) -> Target:
@@ -100,9 +186,3 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, log, int
             log.info(f"waiting for {what}: {now - start:.0f}s elapsed (limit {timeout:.0f}s)")
             last = now
         sleeper(interval)
-
-
-def rests(piece: Piece, env: EnvConfig) -> bool:
-    """Whether `piece` does nothing in this environment because it is paused."""
-    keeps = piece.runs_when_paused(env) if callable(piece.runs_when_paused) else piece.runs_when_paused
-    return env.paused and not keeps

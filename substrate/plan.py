@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
@@ -70,6 +70,13 @@ def canonical(value: Any) -> str:
 def fingerprint(observed: Any) -> str:
     """Stable hash of the normalized observed state: the materialization's data version."""
     return hashlib.sha256(canonical(observed).encode()).hexdigest()[:16]
+
+
+def desired_fingerprint(spec: Any) -> str:
+    """Stable hash of a desired state (a spec): what a materialization applied, to tell a config that
+    moved (a change someone is making) from live state that moved (drift)."""
+    data = asdict(spec) if is_dataclass(spec) and not isinstance(spec, type) else spec
+    return hashlib.sha256(canonical(data).encode()).hexdigest()[:16]
 
 
 def plan_hash(actions: list[Action]) -> str:

@@ -1,5 +1,5 @@
-"""platform_installed: Argo CD as the fork installs it, the fork's root objects as `make root` applies
-them, and every automated Application Synced and Healthy.
+"""platform_installed: the fork's root objects as `make root` applies them (Argo CD itself is the `argocd`
+asset's, before this one), and every automated Application Synced and Healthy.
 
 The root objects are the fork's own files, field for field: `clusters/<env>/projects/*.yaml` and
 `clusters/<env>/appsets/<layer>.yaml` for each layer of the profile (`substrate.layer`). Drift is a
@@ -17,12 +17,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .argocd import ARGO_API, ArgoCDObserved, ArgoCDSpec, apply_argocd, desired_argocd, observe_argocd, plan_argocd
+from .argocd import ARGO_API
 from .config import EnvConfig
 from .fork import SECRET_STORE_FILE, Fork
-from .piece import Check, Outcome, Piece, Run, wait_until
+from .piece import Check, NotReady, Outcome, Piece, Run, wait_until
 from .plan import Action
-from .secrets_seeded import ensure_version
+from .secrets_seeded import ensure_version, readable
 
 ESO_API = "external-secrets.io/v1"
 SYNC_TIMEOUT_S = 900
@@ -36,7 +36,6 @@ class PlatformSpec:
     repo: str  # the fork's checkout
     commit: str
     repo_url: str
-    argocd: ArgoCDSpec
     roots: tuple[dict, ...]
     secret_store: dict
     store_from_fork: bool  # the fork holds the store: Argo CD applies it, gpuplat only looks
@@ -47,7 +46,7 @@ class PlatformSpec:
 
 @dataclass(frozen=True)
 class PlatformObserved:
-    argocd: ArgoCDObserved
+    installed: bool  # Argo CD's CRDs are served (the argocd asset installed it)
     # (kind/name, fields that differ from the file, or ("absent",))
     drifted_roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
     secret_store: str = "absent"  # absent | matches | differs | user-filled
@@ -64,13 +63,9 @@ class PlatformObserved:
     repo_token_in_env: bool = False  # whether substrate.private_repo.env is set (presence only)
 
     def owned(self) -> dict:
-        return {"argocd": self.argocd.owned(), "drifted_roots": {k: list(v) for k, v in self.drifted_roots},
+        return {"argocd_installed": self.installed, "drifted_roots": {k: list(v) for k, v in self.drifted_roots},
                 "secret_store": self.secret_store, "apps": [list(a[:3]) for a in self.apps if a[3]],
                 "repo_secret": self.repo_secret}
-
-    @property
-    def installed(self) -> bool:
-        return self.argocd.crds
 
     @property
     def unhealthy(self) -> list[str]:
@@ -100,7 +95,7 @@ def desired_platform(env: EnvConfig) -> PlatformSpec:
     roots = fork.root_objects(env.substrate.layer, env.repoURL, env.path)
     fork.groups()  # every ApplicationSet reads it: missing, it is the seed's `make resolve-groups`
     store = fork.secret_store()
-    return PlatformSpec(str(fork.root), fork.commit, env.repoURL, desired_argocd(env, fork), roots,
+    return PlatformSpec(str(fork.root), fork.commit, env.repoURL, roots,
                         store or rendered_store(env), store is not None,
                         store is None and env.secret_backend != "gcpsm", env.substrate.private_repo,
                         env.secret_backend == "gcpsm")
@@ -131,10 +126,10 @@ def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
     kube = run.conn.kube
     # The sandbox has no network: its Argo CD reads the fork from this checkout (a no-op elsewhere).
     run.conn.sandbox_git(spec.repo_url, Path(spec.repo))
-    argocd = observe_argocd(run, spec.argocd)
+    installed = kube.has_kind(ARGO_API, "Application")
     repo = observe_repo_credential(run, spec) if spec.private_repo else ("", False, False)
-    if not argocd.crds:
-        return PlatformObserved(argocd, repo_secret=repo[0], repo_token_stored=repo[1], repo_token_in_env=repo[2])
+    if not installed:
+        return PlatformObserved(False, repo_secret=repo[0], repo_token_stored=repo[1], repo_token_in_env=repo[2])
     drifted = []
     for obj in spec.roots:
         meta = obj["metadata"]
@@ -160,7 +155,7 @@ def observe_platform(run: Run, spec: PlatformSpec) -> PlatformObserved:
         automated = ((a.get("spec") or {}).get("syncPolicy") or {}).get("automated") is not None
         apps.append((a["metadata"]["name"], (status.get("sync") or {}).get("status", "Unknown"),
                      (status.get("health") or {}).get("status", "Unknown"), automated))
-    return PlatformObserved(argocd, tuple(drifted), store, store_ready, eso, tuple(sorted(apps)), lb_pending, lb_total,
+    return PlatformObserved(True, tuple(drifted), store, store_ready, eso, tuple(sorted(apps)), lb_pending, lb_total,
                             *repo)
 
 
@@ -188,7 +183,7 @@ def _repo_token(run: Run, spec: PlatformSpec) -> bytes | None:
         return None
     g = run.conn.google
     name = spec.private_repo.secret
-    return g.access_secret(name) if name in g.secret_ids() and g.has_enabled_version(name) else None
+    return g.access_secret(name) if name in g.secret_ids() and readable(g, name) else None
 
 
 def observe_repo_credential(run: Run, spec: PlatformSpec) -> tuple[str, bool, bool]:
@@ -206,18 +201,12 @@ def observe_repo_credential(run: Run, spec: PlatformSpec) -> tuple[str, bool, bo
 
 # ---- plan ---------------------------------------------------------------------------------------
 def plan_platform(spec: PlatformSpec, observed: PlatformObserved) -> list[Action]:
-    actions = plan_argocd(spec.argocd, observed.argocd)
-    if any(a.kind == "cannot-fix" for a in actions):
-        return actions
-    actions += plan_repo_credential(spec, observed)
-    if any(a.kind == "cannot-fix" for a in actions):
-        return actions  # Argo CD may be installed, but nothing it could not read from the fork is applied
     if not observed.installed:
-        actions += [Action("create", f"{o['kind']} {o['metadata']['name']}", desired="as the fork's file")
-                    for o in spec.roots]
-        if not spec.store_from_fork:
-            actions.append(Action("create", "ClusterSecretStore secret-store"))
-        return actions
+        return [Action("cannot-fix", "Argo CD", observed="not installed", desired="installed",
+                       remedy="materialize argocd first: it installs Argo CD, which applies the fork's root objects")]
+    actions = plan_repo_credential(spec, observed)
+    if any(a.kind == "cannot-fix" for a in actions):
+        return actions  # nothing Argo CD could not read from the fork is applied
     for name, fields in observed.drifted_roots:
         kind, obj_name = name.split("/", 1)
         if fields == ("absent",):
@@ -251,7 +240,6 @@ def plan_repo_credential(spec: PlatformSpec, observed: PlatformObserved) -> list
 # ---- apply --------------------------------------------------------------------------------------
 def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, actions: list[Action]) -> None:
     kube = run.conn.kube
-    apply_argocd(run, spec.argocd, observed.argocd, actions)
     if spec.private_repo and any(a.target == f"secret {spec.private_repo.secret}" for a in actions):
         ensure_version(run.conn.google, spec.private_repo.secret, lambda: os.environ[spec.private_repo.env].encode())
     if any(a.target.startswith("Argo CD repository Secret") and a.kind != "cannot-fix" for a in actions):
@@ -265,8 +253,8 @@ def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, act
         # ESO itself arrives with the platform layer: wait for its CRD before applying the store.
         if not wait_until(lambda: kube.has_kind(ESO_API, "ClusterSecretStore"), SYNC_TIMEOUT_S,
                           "External Secrets Operator's CRDs", run.log):
-            raise TimeoutError("External Secrets Operator's CRDs did not appear: is the platform layer's "
-                               "external-secrets group enabled?")
+            raise NotReady("External Secrets Operator's CRDs did not appear",
+                           "is the platform layer's external-secrets group enabled?")
         live = kube.get(ESO_API, "ClusterSecretStore", "secret-store")
         filled = live is not None and ((live.get("spec") or {}).get("provider") or {})
         if not (spec.store_is_placeholder and filled):
@@ -281,14 +269,16 @@ def apply_platform(run: Run, spec: PlatformSpec, observed: PlatformObserved, act
         return any(a[3] for a in now.apps) and not now.unhealthy
     if not wait_until(healthy, SYNC_TIMEOUT_S, "every automated Application Synced and Healthy", run.log):
         after = observe_platform(run, spec)
-        raise TimeoutError(f"{ERR_NOT_HEALTHY} after {SYNC_TIMEOUT_S}s: {', '.join(after.unhealthy) or 'none exist'}")
+        raise NotReady(f"{ERR_NOT_HEALTHY} after {SYNC_TIMEOUT_S}s: {', '.join(after.unhealthy) or 'none exist'}",
+                       "argocd app get <name> / kubectl -n argocd describe application <name>")
 
 
 def write_repo_secret(run: Run, spec: PlatformSpec) -> None:
     """Argo CD's repository Secret, as `make argocd-repo` makes it; the token never leaves this function."""
     token = _repo_token(run, spec)
     if token is None:
-        raise TimeoutError(f"the backend secret {spec.private_repo.secret} has no readable version")
+        raise NotReady(f"the backend secret {spec.private_repo.secret} has no readable version",
+                       f"add a version to {spec.private_repo.secret} in the secret backend")
     live = _repo_secret(run, spec)
     name = live["metadata"]["name"] if live else REPO_SECRET
     run.conn.kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -299,11 +289,6 @@ def write_repo_secret(run: Run, spec: PlatformSpec) -> None:
 
 
 # ---- checks -------------------------------------------------------------------------------------
-def check_argocd(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
-    return Outcome(observed.installed, "Argo CD CRDs present" if observed.installed else "Argo CD CRDs absent",
-                   {"remedy": "" if observed.installed else "materialize platform_installed"})
-
-
 def check_apps(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig) -> Outcome:
     bad = observed.unhealthy
     automated = [a for a in observed.apps if a[3]]
@@ -328,10 +313,9 @@ def check_store_ready(spec: PlatformSpec, observed: PlatformObserved, env: EnvCo
         remedy = ("kubectl -n external-secrets create secret generic secret-store-key --from-file=sa-key.json=<key "
                   "file of a service account with roles/secretmanager.secretAccessor>")
     else:
-        remedy = (f"grant roles/secretmanager.secretAccessor in {env.cluster.projectID} to ESO's Kubernetes service "
-                  f"account through Workload Identity (principal://iam.googleapis.com/projects/<number>/locations/"
-                  f"global/workloadIdentityPools/{env.cluster.projectID}.svc.id.goog/subject/ns/external-secrets/sa/"
-                  f"external-secrets)")
+        remedy = ("materialize service_accounts and workload_identity: ESO's Google service account holds "
+                  "roles/secretmanager.secretAccessor, and ESO's Kubernetes service account may act as it "
+                  "(roles/iam.workloadIdentityUser); the check eso_can_read_secrets names what is missing")
     return Outcome(False, f"ClusterSecretStore secret-store not Ready: {message or observed.secret_store}",
                    {"remedy": remedy})
 
@@ -354,23 +338,37 @@ def check_ingress(spec: PlatformSpec, observed: PlatformObserved, env: EnvConfig
                           f"{', '.join(observed.lb_pending)}", {"domain": env.domain, "remedy": remedy})
 
 
-PIECE = Piece(
-    name="platform_installed",
-    description="Argo CD as the fork's bootstrap installs it, the fork's root objects as `make root` applies them, "
-                "every automated Application Synced and Healthy.",
-    group="platform", kinds=frozenset({"kubernetes", "argocd"}),
-    deps=("cluster", "workload_identity", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded"),
-    owned_fields=("Argo CD release argo-cd (chart version, values)", "Secret argocd/argocd-redis (created once)",
-                  "the fork's AppProjects and ApplicationSets: every field their files set",
-                  "ClusterSecretStore secret-store provider (only when the fork holds none)",
-                  "Argo CD repository Secret (private fork)"),
-    desired=desired_platform, observe=observe_platform, plan=plan_platform, apply=apply_platform,
-    provenance=provenance,
-    checks=(Check("argocd_crds_present", "Argo CD's CRDs are served by the cluster.", check_argocd),
-            Check("applications_healthy", "Every automated platform Application is Synced and Healthy (manual-sync "
-                  "ones are listed, not required).", check_apps),
-            Check("secret_store_ready", "ESO reports the ClusterSecretStore secret-store Ready: it can read the "
-                  "secret backend.", check_store_ready),
-            Check("ingress_addresses", "When a domain is set, every LoadBalancer Service has an external address.",
-                  check_ingress)),
-)
+class PlatformInstalled(Piece[PlatformSpec, PlatformObserved]):
+    name = "platform_installed"
+    description = ("The fork's root objects as `make root` applies them (AppProjects, per-layer ApplicationSets), "
+                   "every automated Application Synced and Healthy.")
+    group = "platform"
+    kinds = frozenset({"kubernetes", "argocd"})
+    deps = ("argocd", "workload_identity", "gpu_stack", "storage_class", "snapshot_class", "secrets_seeded")
+    owned_fields = ("the fork's AppProjects and ApplicationSets: every field their files set",
+                    "ClusterSecretStore secret-store provider (only when the fork holds none)",
+                    "Argo CD repository Secret (private fork)")
+    checks = (Check("applications_healthy", "Every automated platform Application is Synced and Healthy (manual-sync "
+                    "ones are listed, not required).", check_apps),
+              Check("secret_store_ready", "ESO reports the ClusterSecretStore secret-store Ready: it can read the "
+                    "secret backend.", check_store_ready),
+              Check("ingress_addresses", "When a domain is set, every LoadBalancer Service has an external address.",
+                    check_ingress))
+
+    def desired(self, env: EnvConfig) -> PlatformSpec:
+        return desired_platform(env)
+
+    def observe(self, run: Run, spec: PlatformSpec) -> PlatformObserved:
+        return observe_platform(run, spec)
+
+    def plan(self, spec: PlatformSpec, observed: PlatformObserved) -> list[Action]:
+        return plan_platform(spec, observed)
+
+    def apply(self, run: Run, spec: PlatformSpec, observed: PlatformObserved, actions: list[Action]) -> None:
+        apply_platform(run, spec, observed, actions)
+
+    def provenance(self, spec: PlatformSpec) -> dict[str, str]:
+        return provenance(spec)
+
+
+PIECE = PlatformInstalled()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from resources.errors import describe
+from resources.errors import GpuplatError
 from resources.models import Leftover, NodeState, SkuPrice
 
 from .piece import Run
@@ -56,10 +56,8 @@ def node_price(run: Run, node: NodeState) -> NodePrice:
     gpus = int(quantity(node.allocatable.get(GPU)) or gp.accelerator_count)
     try:
         skus = CATALOG.prices(run.conn.google, env.region)
-    except Exception as exc:
-        text = describe(exc)
-        if text is None:
-            raise
+    except GpuplatError as exc:
+        text = exc.line()
         return NodePrice(None, "", f"no price known: the Cloud Billing Catalog could not be read ({text})")
     if skus is None:
         return NodePrice(None, "", "price loading: the Cloud Billing Catalog is being read in the background; a later "
@@ -73,9 +71,7 @@ def find_sku(run: Run, *phrases: str) -> SkuPrice | None:
     collapsed), or None when none does or the catalog cannot be read (yet)."""
     try:
         skus = CATALOG.prices(run.conn.google, run.env.region)
-    except Exception as exc:
-        if describe(exc) is None:
-            raise
+    except GpuplatError:
         return None
     for sku in skus or ():
         text = " ".join(sku.description.lower().split())
@@ -121,10 +117,8 @@ def cluster_cost(run: Run, nodes: list[NodeState], zonal: bool, wait: float = CO
     """GKE's cluster fee and every node (GPU and CPU) from the Billing Catalog, or why no price is known."""
     try:
         skus = CATALOG.prices(run.conn.google, run.env.region, wait=wait)
-    except Exception as exc:
-        text = describe(exc)
-        if text is None:
-            raise
+    except GpuplatError as exc:
+        text = exc.line()
         return f"prices unavailable: {text}"
     if skus is None:
         return "prices unavailable: the Cloud Billing Catalog is still loading"

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from resources.errors import describe
+from resources.errors import GpuplatError
 from resources.models import NodePoolState, NodeState, PdbState, PodState, Taint
 
 from .config import EnvConfig
@@ -87,6 +87,10 @@ class ScaleToZeroObserved:
     # Since when each GPU node has had no GPU pod, by the cluster's own records: the end of its last
     # GPU pod still listed, or the node's creation (a GPU pod deleted outright leaves no record).
     quiet_since: dict[str, float] = field(default_factory=dict)
+    # The cluster's clock when this was observed (the sandbox's simulated one on the sandbox), and the grace
+    # period after which an idle node counts as stuck: with `quiet_since`, the same rule the guard applies.
+    observed_at: float | None = None
+    grace_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ class Diagnosis:
 
     @property
     def failing(self) -> bool:
-        return bool(self.error) or bool(self.blockers) or bool(self.stuck)
+        """A GPU node idle past the grace period (or nodes that could not be read): money burning."""
+        return bool(self.error) or bool(self.stuck)
 
 
 # ---- observe -------------------------------------------------------------------------------------
@@ -160,15 +165,14 @@ def observe_scale_to_zero(run: Run, pool: NodePoolState | None) -> ScaleToZeroOb
             if p.has_affinity:
                 live = kube.get("v1", "Pod", p.name, p.namespace) or {}
                 affinity[(p.namespace, p.name)] = _required_terms(live)
-    except Exception as exc:  # known outside-world errors become the check's one line; bugs surface
-        text = describe(exc)
-        if text is None:
-            raise
+    except GpuplatError as exc:  # known outside-world errors become the check's one line; bugs surface
+        text = exc.line()
         return ScaleToZeroObserved(applies_to(env), pool=name, pool_min=pool.min_nodes if pool else None,
                                    error=f"cannot observe the GPU nodes: {text}")
     facts = ScaleToZeroObserved(applies_to(env), "" if applies_to(env) else _not_applicable(env), name,
                                 pool.min_nodes if pool else None, tuple(gpu), others, pods, pdbs, affinity,
-                                quiet_since=quiet_since)
+                                quiet_since=quiet_since, observed_at=run.conn.now() if idle else None,
+                                grace_s=env.substrate.gpu_pool.scale_to_zero_grace_minutes * 60.0)
     # The price is read only when it will be shown: an idle node that something holds, or off GKE.
     d = diagnose(facts)
     if d.idle and (d.blockers or not facts.applies):
@@ -435,7 +439,9 @@ def check_scales_to_zero(spec: Any, observed: Any, env: EnvConfig) -> Outcome:
             return Outcome(True, f"GPU pool {env.substrate.gpu_pool.name} does not exist yet")
         return Outcome(False, "the GPU nodes were not observed: gpu_pool's observe must collect "
                               "scale_to_zero.observe_scale_to_zero(run, pool)")
-    d = diagnose(facts)
+    # Stuck by the cluster's own records: idle since its last GPU pod ended (or it was created), past the
+    # grace period. The guard applies the same rule with what it saw since (never earlier than busy).
+    d = diagnose(facts, facts.quiet_since, facts.observed_at, facts.grace_s) if facts.observed_at else diagnose(facts)
     return Outcome(not d.failing, summary(d), metadata(d))
 
 

@@ -66,13 +66,15 @@ class SecretsSpec:
 @dataclass(frozen=True)
 class SecretsObserved:
     writable: bool
-    present: tuple[str, ...]  # names with an enabled version; never values
-    versionless: tuple[str, ...] = ()  # created, but no enabled version (reads as absent)
+    present: tuple[str, ...]  # names whose latest version (what ESO reads) is ENABLED; never values
+    versionless: tuple[str, ...] = ()  # created, but `latest` cannot be read (no version, or it is disabled)
     # Whether the stored hash verifies the stored password: "matches", "differs", or "" when either is absent.
     dex_hash: str = ""
     # Off gcpsm: keys read by a live ExternalSecret that ESO reports not Ready (the backend lacks them
     # or refuses them); ESO's own verdict, since gpuplat cannot read that backend.
     unsynced_keys: tuple[str, ...] = ()
+    # Why each of `versionless` cannot be read: (name, "no version" | "its newest version 3 is DISABLED").
+    unreadable: tuple[tuple[str, str], ...] = ()
 
     def owned(self) -> dict:
         return {"writable": self.writable, "present": sorted(self.present), "versionless": sorted(self.versionless),
@@ -108,12 +110,18 @@ def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
     g = run.conn.google
     ids = g.secret_ids()
     existing = [n for n in spec.observed_names if n in ids]
-    enabled = {n for n in existing if g.has_enabled_version(n)}
+    # ESO reads `versions/latest`: the newest version whatever its state, so a newer disabled version hides
+    # an older enabled one (https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets.versions/access).
+    latest = {n: g.latest_version(n) for n in existing}
+    enabled = {n for n, v in latest.items() if v is not None and v[1] == "ENABLED"}
     dex = ""
     if set(DEX_ADMIN) <= enabled:
         dex = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD), g.access_secret(DEX_HASH)) else "differs"
     return SecretsObserved(True, tuple(n for n in existing if n in enabled),
-                           tuple(n for n in existing if n not in enabled), dex)
+                           tuple(n for n in existing if n not in enabled), dex,
+                           unreadable=tuple((n, "no version" if latest[n] is None else
+                                             f"its newest version {latest[n][0]} is {latest[n][1]}")
+                                            for n in existing if n not in enabled))
 
 
 def hash_verifies(password: bytes | None, hashed: bytes | None) -> bool:
@@ -140,7 +148,13 @@ def plan_secrets(spec: SecretsSpec, observed: SecretsObserved) -> list[Action]:
             actions.append(Action("create", f"secret {name}", desired=f"random ({gen})",
                                   args={"generator": gen, "name": name}))
     has_pw, has_hash = DEX_PASSWORD in present, DEX_HASH in present
-    if has_hash and not has_pw:
+    unreadable = dict(observed.unreadable)
+    if has_hash and not has_pw and unreadable.get(DEX_PASSWORD, "no version") != "no version":
+        # The password is there, its newest version disabled by someone: enabling it keeps the pair.
+        actions.append(Action("cannot-fix", f"secret {DEX_PASSWORD}", observed=unreadable[DEX_PASSWORD],
+                              remedy=f"enable that version again (gcloud secrets versions enable <version> --secret "
+                                     f"{DEX_PASSWORD}), or rotate the admin (the seed's make reset-dex-admin)"))
+    elif has_hash and not has_pw:
         actions.append(Action("cannot-fix", f"secret {DEX_PASSWORD}", observed="absent while its hash exists",
                               remedy="bcrypt is one-way, so the password cannot be recovered from the hash: rotate "
                                      f"the admin (the seed's make reset-dex-admin), or disable every version of "
@@ -168,11 +182,17 @@ def dex_hash_of(password: bytes) -> bytes:
     return b"$2a$" + bcrypt.hashpw(password, bcrypt.gensalt(rounds=BCRYPT_COST))[4:]
 
 
+def readable(g, name: str) -> bool:
+    """Whether ESO can read the secret: its latest version is ENABLED."""
+    latest = g.latest_version(name)
+    return latest is not None and latest[1] == "ENABLED"
+
+
 def ensure_version(g, name: str, value) -> bool:
     """Create the secret if absent and give it a version if it has none; True when a version was added.
     `value` is called only when a version is needed, so no value is generated for nothing."""
     g.create_secret(name)
-    if g.has_enabled_version(name):  # another run (or the seed's script) got there first
+    if readable(g, name):  # another run (or the seed's script) got there first
         return False
     g.add_secret_version(name, value())
     return True
@@ -217,11 +237,21 @@ def check_internal(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig)
                              f"are listed by eso_secrets_materialized", {"keys": ", ".join(wanted)})
     missing = [n for n in wanted if n not in observed.present]
     versionless = [n for n in missing if n in observed.versionless]
-    return Outcome(not missing, f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets present in Secret "
-                                f"Manager with an enabled version",
+    why = dict(observed.unreadable)
+    hidden = [f"{n}: {why[n]}" for n in versionless if why.get(n, "no version") != "no version"]
+    description = (f"{len(wanted) - len(missing)}/{len(wanted)} internal secrets readable in Secret Manager (their "
+                   f"latest version enabled, what ESO reads)")
+    if hidden:
+        description += "; ESO cannot read " + "; ".join(hidden)
+    remedy = ""
+    if missing:
+        remedy = "materialize secrets_seeded (it adds a version to each unreadable secret)"
+        if hidden:
+            remedy += (f", or enable the disabled version yourself (gcloud secrets versions enable <version> --secret "
+                       f"<name> --project {env.cluster.projectID})")
+    return Outcome(not missing, description,
                    {"expected": len(wanted), "missing": ", ".join(missing),
-                    "without_enabled_version": ", ".join(versionless),
-                    "remedy": "materialize secrets_seeded (it adds the missing versions)" if missing else ""})
+                    "without_enabled_version": ", ".join(versionless), "remedy": remedy})
 
 
 def check_dex_hash(spec: SecretsSpec, observed: SecretsObserved, env: EnvConfig) -> Outcome:
@@ -287,26 +317,45 @@ def check_platform_keys(spec: SecretsSpec, observed: SecretsObserved, env: EnvCo
                                f"secrets create <key> --data-file=- --project {spec.project}") if missing else ""})
 
 
-PIECE = Piece(
-    name="secrets_seeded",
-    description="The platform's internal random secrets exist with an enabled version (created once, never "
-                "overwritten); external ones are reported.",
-    group="secrets", kinds=frozenset({"gcp", "secretmanager"}), deps=("apis_enabled",),
-    owned_fields=("existence of each internal secret with an enabled version (never its value)",
-                  "dex-admin-hash verifying dex-admin-password"),
-    desired=desired_secrets, observe=observe_secrets, plan=plan_secrets, apply=apply_secrets,
-    checks=(Check("internal_secrets_present", "Every internal random secret exists in the backend with an enabled "
-                  "version.", check_internal, blocking=True),
-            Check("dex_admin_hash_matches", "dex-admin-hash is the bcrypt of dex-admin-password (verified in process, "
-                  "neither value shown).", check_dex_hash),
-            Check("external_secrets_present", "Every external secret the config needs exists.", check_external),
-            Check("platform_secrets_exist", "Every key an ExternalSecret of the fork reads (for the enabled layers) "
-                  "exists in the backend; missing ones named, never a value.", check_platform_keys),
-            Check("eso_secrets_materialized", "Off gcpsm: ESO has materialized every Kubernetes Secret the platform "
-                  "reads.", check_materialized)),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/security/secret-manager?project="
-                                       f"{env.cluster.projectID}"} if env.secret_backend == "gcpsm" else
-                            {"eso_provider_docs": ESO_PROVIDER_DOCS}),
-    # Secret Manager outlives the cluster; another backend is read through the cluster, gone while paused.
-    runs_when_paused=lambda env: env.secret_backend == "gcpsm",
-)
+class SecretsSeeded(Piece[SecretsSpec, SecretsObserved]):
+    name = "secrets_seeded"
+    description = ("The platform's internal random secrets exist with an enabled version (created once, never "
+                   "overwritten); external ones are reported.")
+    group = "cloud"
+    kinds = frozenset({"gcp", "secretmanager"})
+    deps = ("apis_enabled",)
+    owned_fields = ("existence of each internal secret with an enabled version (never its value)",
+                    "dex-admin-hash verifying dex-admin-password")
+    checks = (Check("internal_secrets_present", "Every internal random secret exists in the backend with an enabled "
+                    "version.", check_internal, blocking=True),
+              Check("dex_admin_hash_matches", "dex-admin-hash is the bcrypt of dex-admin-password (verified in process, "
+                    "neither value shown).", check_dex_hash),
+              Check("external_secrets_present", "Every external secret the config needs exists.", check_external),
+              Check("platform_secrets_exist", "Every key an ExternalSecret of the fork reads (for the enabled layers) "
+                    "exists in the backend; missing ones named, never a value.", check_platform_keys),
+              Check("eso_secrets_materialized", "Off gcpsm: ESO has materialized every Kubernetes Secret the platform "
+                    "reads.", check_materialized))
+
+    def desired(self, env: EnvConfig) -> SecretsSpec:
+        return desired_secrets(env)
+
+    def observe(self, run: Run, spec: SecretsSpec) -> SecretsObserved:
+        return observe_secrets(run, spec)
+
+    def plan(self, spec: SecretsSpec, observed: SecretsObserved) -> list[Action]:
+        return plan_secrets(spec, observed)
+
+    def apply(self, run: Run, spec: SecretsSpec, observed: SecretsObserved, actions: list[Action]) -> None:
+        apply_secrets(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: SecretsObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/security/secret-manager?project="
+                           f"{env.cluster.projectID}"} if env.secret_backend == "gcpsm" else
+                {"eso_provider_docs": ESO_PROVIDER_DOCS})
+
+    def keeps_when_paused(self, env: EnvConfig) -> bool:
+        # Secret Manager outlives the cluster; another backend is read through the cluster, gone while paused.
+        return env.secret_backend == "gcpsm"
+
+
+PIECE = SecretsSeeded()

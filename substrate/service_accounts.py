@@ -100,7 +100,7 @@ def desired_accounts(env: EnvConfig) -> AccountsSpec | None:
 def observe_accounts(run: Run, spec: AccountsSpec | None) -> AccountsObserved:
     if spec is None:
         return AccountsObserved(False)
-    iam = run.conn.google.iam
+    iam = run.conn.iam
     existing = tuple(a.email for a in spec.accounts if iam.account_exists(a.email))
     policy = iam.policy(iam.project_resource())
     missing = tuple((role, m) for role, m in spec.bindings if m not in policy.get(role, ()))
@@ -124,7 +124,7 @@ def plan_accounts(spec: AccountsSpec | None, observed: AccountsObserved) -> list
 
 # ---- apply --------------------------------------------------------------------------------------
 def apply_accounts(run: Run, spec: AccountsSpec, observed: AccountsObserved, actions: list[Action]) -> None:
-    iam = run.conn.google.iam
+    iam = run.conn.iam
     for a in actions:
         if a.kind == "create":
             account = a.args["account"]
@@ -150,17 +150,36 @@ def check_accounts(spec: AccountsSpec | None, observed: AccountsObserved, env: E
                                            "own members)"})
 
 
-PIECE = Piece(
-    name="service_accounts",
-    description="The node service account with the fork's node roles, and ESO's Google service account with "
-                "secretAccessor, as the fork's Terraform makes them.",
-    group="gcp", kinds=frozenset({"gcp", "iam"}), deps=("apis_enabled",),
-    owned_fields=("service accounts gke-<cluster>-nodes and ESO's (existence)",
-                  "project IAM: the node roles and secretAccessor for those accounts (members added, never removed)"),
-    desired=desired_accounts, observe=observe_accounts, plan=plan_accounts, apply=apply_accounts,
-    checks=(Check("service_accounts_granted", "The node and ESO service accounts exist and hold their project roles.",
-                  check_accounts),),
-    links=lambda env, obs: ({"console": f"https://console.cloud.google.com/iam-admin/serviceaccounts?project="
-                                       f"{env.cluster.projectID}"} if env.is_gke else {}),
-    runs_when_paused=True,
-)
+class ServiceAccounts(Piece[AccountsSpec | None, AccountsObserved]):
+    name = "service_accounts"
+    description = ("The node service account with the fork's node roles, and ESO's Google service account with "
+                   "secretAccessor, as the fork's Terraform makes them.")
+    group = "cloud"
+    kinds = frozenset({"gcp", "iam"})
+    deps = ("apis_enabled",)
+    owned_fields = ("service accounts gke-<cluster>-nodes and ESO's (existence)",
+                    "project IAM: the node roles and secretAccessor for those accounts (members added, never removed)")
+    checks = (Check("service_accounts_granted", "The node and ESO service accounts exist and hold their project roles.",
+                    check_accounts),)
+
+    def desired(self, env: EnvConfig) -> AccountsSpec | None:
+        return desired_accounts(env)
+
+    def observe(self, run: Run, spec: AccountsSpec | None) -> AccountsObserved:
+        return observe_accounts(run, spec)
+
+    def plan(self, spec: AccountsSpec | None, observed: AccountsObserved) -> list[Action]:
+        return plan_accounts(spec, observed)
+
+    def apply(self, run: Run, spec: AccountsSpec | None, observed: AccountsObserved, actions: list[Action]) -> None:
+        apply_accounts(run, spec, observed, actions)
+
+    def links(self, env: EnvConfig, observed: AccountsObserved) -> dict[str, str]:
+        return ({"console": f"https://console.cloud.google.com/iam-admin/serviceaccounts?project="
+                           f"{env.cluster.projectID}"} if env.is_gke else {})
+
+    def keeps_when_paused(self, env: EnvConfig) -> bool:
+        return True
+
+
+PIECE = ServiceAccounts()

@@ -115,11 +115,26 @@ def check_default(spec: SnapshotSpec, observed: SnapshotObserved, env: EnvConfig
                    {"desired": spec.name, "remedy": "" if ok else "materialize snapshot_class"})
 
 
-PIECE = Piece(
-    name="snapshot_class",
-    description="On profile prod, one default VolumeSnapshotClass for the cluster's CSI driver (gke-pd-snapshotclass on GKE).",
-    group="storage", kinds=frozenset({"kubernetes", "storage"}), deps=("storage_class",),
-    owned_fields=("the gpuplat VolumeSnapshotClass", f"{DEFAULT_ANNOTATION} on every VolumeSnapshotClass"),
-    desired=desired_snapshot, observe=observe_snapshot, plan=plan_snapshot, apply=apply_snapshot,
-    checks=(Check("default_snapshot_class", "On prod, exactly one default VolumeSnapshotClass exists.", check_default),),
-)
+class SnapshotClass(Piece[SnapshotSpec, SnapshotObserved]):
+    name = "snapshot_class"
+    description = "On profile prod, one default VolumeSnapshotClass for the cluster's CSI driver (gke-pd-snapshotclass on GKE)."
+    group = "cluster"
+    kinds = frozenset({"kubernetes", "storage"})
+    deps = ("storage_class",)
+    owned_fields = ("the gpuplat VolumeSnapshotClass", f"{DEFAULT_ANNOTATION} on every VolumeSnapshotClass")
+    checks = (Check("default_snapshot_class", "On prod, exactly one default VolumeSnapshotClass exists.", check_default),)
+
+    def desired(self, env: EnvConfig) -> SnapshotSpec:
+        return desired_snapshot(env)
+
+    def observe(self, run: Run, spec: SnapshotSpec) -> SnapshotObserved:
+        return observe_snapshot(run, spec)
+
+    def plan(self, spec: SnapshotSpec, observed: SnapshotObserved) -> list[Action]:
+        return plan_snapshot(spec, observed)
+
+    def apply(self, run: Run, spec: SnapshotSpec, observed: SnapshotObserved, actions: list[Action]) -> None:
+        apply_snapshot(run, spec, observed, actions)
+
+
+PIECE = SnapshotClass()

@@ -89,11 +89,26 @@ def check_one_default(spec: StorageSpec, observed: StorageObserved, env: EnvConf
                     else remedy_none(observed)})
 
 
-PIECE = Piece(
-    name="storage_class",
-    description="Exactly one default StorageClass, the configured one.",
-    group="storage", kinds=frozenset({"kubernetes", "storage"}), deps=("cluster",),
-    owned_fields=(f"{DEFAULT_ANNOTATION} on every StorageClass",),
-    desired=desired_storage, observe=observe_storage, plan=plan_storage, apply=apply_storage,
-    checks=(Check("one_default_storage_class", "Exactly one StorageClass is marked default.", check_one_default),),
-)
+class StorageClass(Piece[StorageSpec, StorageObserved]):
+    name = "storage_class"
+    description = "Exactly one default StorageClass, the configured one."
+    group = "cluster"
+    kinds = frozenset({"kubernetes", "storage"})
+    deps = ("cluster",)
+    owned_fields = (f"{DEFAULT_ANNOTATION} on every StorageClass",)
+    checks = (Check("one_default_storage_class", "Exactly one StorageClass is marked default.", check_one_default),)
+
+    def desired(self, env: EnvConfig) -> StorageSpec:
+        return desired_storage(env)
+
+    def observe(self, run: Run, spec: StorageSpec) -> StorageObserved:
+        return observe_storage(run, spec)
+
+    def plan(self, spec: StorageSpec, observed: StorageObserved) -> list[Action]:
+        return plan_storage(spec, observed)
+
+    def apply(self, run: Run, spec: StorageSpec, observed: StorageObserved, actions: list[Action]) -> None:
+        apply_storage(run, spec, observed, actions)
+
+
+PIECE = StorageClass()

@@ -64,12 +64,12 @@ def desired_wi(env: EnvConfig) -> WorkloadIdentitySpec | None:
 def observe_wi(run: Run, spec: WorkloadIdentitySpec | None) -> WorkloadIdentityObserved:
     if spec is None:
         return WorkloadIdentityObserved(False)
-    g = run.conn.google
+    g, g_iam = run.conn.google, run.conn.iam
     cluster = g.get_cluster(spec.location, spec.cluster)
     pool = cluster.workload_pool if cluster is not None else ""
-    account = g.iam.account_exists(spec.google_account)
-    accessor = f"serviceAccount:{spec.google_account}" in g.iam.policy(g.iam.project_resource()).get(SECRET_ACCESSOR, ())
-    binding = account and spec.member in g.iam.policy(g.iam.account_resource(spec.google_account)).get(WI_ROLE, ())
+    account = g_iam.account_exists(spec.google_account)
+    accessor = f"serviceAccount:{spec.google_account}" in g_iam.policy(g_iam.project_resource()).get(SECRET_ACCESSOR, ())
+    binding = account and spec.member in g_iam.policy(g_iam.account_resource(spec.google_account)).get(WI_ROLE, ())
     store = ("", "")
     if cluster is not None and cluster.status == "RUNNING":
         live = run.conn.kube.get("external-secrets.io/v1", "ClusterSecretStore", "secret-store")
@@ -96,7 +96,7 @@ def plan_wi(spec: WorkloadIdentitySpec | None, observed: WorkloadIdentityObserve
 
 # ---- apply --------------------------------------------------------------------------------------
 def apply_wi(run: Run, spec: WorkloadIdentitySpec, observed: WorkloadIdentityObserved, actions: list[Action]) -> None:
-    iam = run.conn.google.iam
+    iam = run.conn.iam
     if any(a.kind == "update" for a in actions):
         iam.add_members(iam.account_resource(spec.google_account), [(WI_ROLE, spec.member)])
         run.log.info(f"{spec.member} may now act as {spec.google_account}")
@@ -126,15 +126,30 @@ def check_eso_chain(spec: WorkloadIdentitySpec | None, observed: WorkloadIdentit
                    {"google_account": spec.google_account, "member": spec.member})
 
 
-PIECE = Piece(
-    name="workload_identity",
-    description="ESO's Kubernetes service account may act as its Google service account (the Workload Identity "
-                "binding), once the cluster's identity pool exists.",
-    group="gcp", kinds=frozenset({"gcp", "iam"}), deps=("service_accounts", "cluster"),
-    owned_fields=(f"{WI_ROLE} for ESO's Kubernetes service account on ESO's Google service account (added, never "
-                  f"removed)",),
-    desired=desired_wi, observe=observe_wi, plan=plan_wi, apply=apply_wi,
-    checks=(Check("eso_can_read_secrets", "ESO's Google service account exists, holds secretAccessor, its Workload "
-                  "Identity binding exists, and ESO reports the ClusterSecretStore Ready once installed.",
-                  check_eso_chain),),
-)
+class WorkloadIdentity(Piece[WorkloadIdentitySpec | None, WorkloadIdentityObserved]):
+    name = "workload_identity"
+    description = ("ESO's Kubernetes service account may act as its Google service account (the Workload Identity "
+                   "binding), once the cluster's identity pool exists.")
+    group = "cloud"
+    kinds = frozenset({"gcp", "iam"})
+    deps = ("service_accounts", "cluster")
+    owned_fields = (f"{WI_ROLE} for ESO's Kubernetes service account on ESO's Google service account (added, never "
+                    f"removed)",)
+    checks = (Check("eso_can_read_secrets", "ESO's Google service account exists, holds secretAccessor, its Workload "
+                    "Identity binding exists, and ESO reports the ClusterSecretStore Ready once installed.",
+                    check_eso_chain),)
+
+    def desired(self, env: EnvConfig) -> WorkloadIdentitySpec | None:
+        return desired_wi(env)
+
+    def observe(self, run: Run, spec: WorkloadIdentitySpec | None) -> WorkloadIdentityObserved:
+        return observe_wi(run, spec)
+
+    def plan(self, spec: WorkloadIdentitySpec | None, observed: WorkloadIdentityObserved) -> list[Action]:
+        return plan_wi(spec, observed)
+
+    def apply(self, run: Run, spec: WorkloadIdentitySpec | None, observed: WorkloadIdentityObserved, actions: list[Action]) -> None:
+        apply_wi(run, spec, observed, actions)
+
+
+PIECE = WorkloadIdentity()

@@ -35,19 +35,39 @@ def shipped_environment(name: str, envs: Path, as_name: str | None = None) -> di
     return cfg
 
 
-# The asset graph's partitions are the environment folders, read when gpuplat_assets is imported:
-# tests get their own platform checkout and environments, each test rewriting the config it uses.
-TEST_PLATFORM = Path(tempfile.mkdtemp(prefix="gpuplat-test-platform-"))
-TEST_ENVIRONMENTS = TEST_PLATFORM / "environments"
-# "ai-dev": the seed fork's own environment (tests/assets/test_seed_fork.py).
-ENV_NAMES = ("sandbox", "approval", "prod", "byo", "hetzner", "other", "broken", "ai-dev")
-example_platform(TEST_PLATFORM, ENV_NAMES)
-for _name in ENV_NAMES:
-    (TEST_ENVIRONMENTS / _name).mkdir(parents=True)
-    (TEST_ENVIRONMENTS / _name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
-os.environ["GPUPLAT_ENVIRONMENTS"] = str(TEST_ENVIRONMENTS)
-
 from sandbox.app import Sandbox  # noqa: E402
+
+
+class Platform:
+    """One test's platform checkout: its `environments/` folder (GPUPLAT_ENVIRONMENTS) and, beside it,
+    the example platform tree each environment's fork files come from. Environments are found at run
+    time, so a test writes only the ones it uses, and no test sees another's."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.envs = root / "environments"
+        self.envs.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.envs / name / "config.yaml"
+
+    def write(self, name: str, config: dict | str, project: str | None = None) -> Path:
+        """Write `name`'s config (a mapping, or raw text for a broken one) and its fork tree."""
+        if isinstance(config, dict):
+            project = project or (config.get("cluster") or {}).get("projectID")
+        example_platform(self.root, [name], project or "gpuplat-test")
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+        return path
+
+
+@pytest.fixture
+def platform(tmp_path, monkeypatch) -> Platform:
+    """This test's environments folder, as GPUPLAT_ENVIRONMENTS points at it."""
+    p = Platform(tmp_path / "platform")
+    monkeypatch.setenv("GPUPLAT_ENVIRONMENTS", str(p.envs))
+    return p
 
 # A user's platform fork (the seed platform's own files). Only the tests that check gpuplat against a
 # real fork read one; everything else a test needs lives in this project. Default: the seed platform
@@ -111,7 +131,8 @@ def admin(target, method: str, path: str, body=None):
 SANDBOX_PROJECTS = ("gpuplat-test", "gpuplat-sandbox", "p", "other-project", "exact")
 ALL_SERVICES = ["serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "container.googleapis.com",
                 "compute.googleapis.com", "secretmanager.googleapis.com", "cloudbilling.googleapis.com",
-                "iam.googleapis.com", "iamcredentials.googleapis.com", "artifactregistry.googleapis.com"]
+                "iam.googleapis.com", "iamcredentials.googleapis.com", "artifactregistry.googleapis.com",
+                "cloudbuild.googleapis.com"]
 
 
 def enable_all(target) -> None:

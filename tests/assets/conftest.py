@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import TEST_ENVIRONMENTS, admin
+from tests.conftest import Platform, admin
 
 SANDBOX_GKE = {
     "cluster": {"name": "ai-dev", "projectID": "gpuplat-test", "location": "us-central1-a"},
@@ -40,14 +40,32 @@ class Admin:
 class Gpuplat:
     """One test's view: its sandbox, its environment configs, its kube dir, a real instance."""
 
-    def __init__(self, sandbox, tmp_path: Path):
+    def __init__(self, sandbox, tmp_path: Path, platform: Platform):
         from resources import GpuplatResource
 
         self.sandbox = sandbox
         self.admin = Admin(sandbox.urls())
-        self.instance = DagsterInstance.ephemeral()
+        # On disk, as the daemon's is: schedules and sensors need an instance they can reopen.
+        (tmp_path / "dagster_instance").mkdir(exist_ok=True)
+        self.instance = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_instance"))
         self.resource = GpuplatResource(kube_dir=str(tmp_path / "kube"), sandbox_state_dir=str(sandbox.state_dir))
         self.tmp_path = tmp_path
+        self.platform = platform
+
+    def write(self, name: str, config: dict | str) -> Path:
+        """Write an environment's config (raw text for a broken one) and make it a partition."""
+        path = self.platform.write(name, config)
+        self.add_partition(name)
+        return path
+
+    def env(self, name: str = "sandbox"):
+        from substrate.environments import load_environment
+        return load_environment(name)
+
+    def add_partition(self, name: str) -> None:
+        from substrate.partitions import NAME
+        if not self.instance.has_dynamic_partition(NAME, name):
+            self.instance.add_dynamic_partitions(NAME, [name])
 
     def configure(self, name: str = "sandbox", **overrides) -> dict:
         cfg = json.loads(json.dumps(SANDBOX_GKE))
@@ -56,12 +74,13 @@ class Gpuplat:
                 cfg[key] = {**cfg[key], **value}
             else:
                 cfg[key] = value
-        (TEST_ENVIRONMENTS / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        self.write(name, cfg)
         return cfg
 
     def materialize(self, select: list[str] | None = None, env: str = "sandbox", tags: dict | None = None,
                     raise_on_error: bool = True):
         from gpuplat_assets.assets import ASSETS, CHECKS
+        self.add_partition(env)
 
         selection = None
         if select is not None:
@@ -78,7 +97,7 @@ class Gpuplat:
 
         from dagster import build_schedule_context
 
-        context = build_schedule_context(scheduled_execution_time=datetime.now(timezone.utc))
+        context = build_schedule_context(instance=self.instance, scheduled_execution_time=datetime.now(timezone.utc))
         request = next(r for r in drift_checks_schedule(context) if r.partition_key == env)
         return defs.resolve_job_def("drift_checks").execute_in_process(
             partition_key=request.partition_key, tags=request.tags, instance=self.instance,
@@ -89,9 +108,9 @@ class Gpuplat:
 
 
 @pytest.fixture
-def gp(sandbox, tmp_path, monkeypatch):
+def gp(sandbox, tmp_path, monkeypatch, platform):
     monkeypatch.delenv("GPUPLAT_AUTO_APPROVE", raising=False)
-    g = Gpuplat(sandbox, tmp_path)
+    g = Gpuplat(sandbox, tmp_path, platform)
     g.configure()
     return g
 

@@ -169,8 +169,8 @@ def test_an_interrupted_materialization_waits_for_the_operation_in_flight_and_ad
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import container_v1
 
-    from gpuplat_assets.cluster import desired_cluster
-    from gpuplat_assets.config import load_environment
+    from substrate.cluster import desired_cluster
+    from substrate.environments import load_environment
     from resources.google import _pool_message
 
     assert gp.materialize(select=["apis_enabled", "service_accounts"]).success
@@ -194,10 +194,8 @@ def test_an_interrupted_materialization_waits_for_the_operation_in_flight_and_ad
 
 
 def test_a_broken_environment_fails_with_its_config_message_and_the_healthy_one_still_materializes(gp):
-    from tests.conftest import TEST_ENVIRONMENTS
-
-    (TEST_ENVIRONMENTS / "broken" / "config.yaml").write_text(
-        "cluster: {name: ai-dev, projectID: p}\nsubstrate: {kind: gke, sandbox: true, gpu_pool: {min: 3, max: 1}}\n")
+    gp.write("broken",
+             "cluster: {name: ai-dev, projectID: p}\nsubstrate: {kind: gke, sandbox: true, gpu_pool: {min: 3, max: 1}}\n")
     broken = gp.materialize(select=["apis_enabled"], env="broken", raise_on_error=False)
     assert not broken.success
     failure = next(e for e in broken.all_events if e.event_type_value == "STEP_FAILURE")

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from dagster import AssetKey
 
-from gpuplat_assets.assets import PIECES, recorded_identity
+from substrate.history import recorded_identity
+from substrate.pieces import PIECES
 from sandbox.app import Sandbox
 from tests.conftest import EPHEMERAL
 
@@ -116,21 +117,19 @@ def test_off_gke_a_cluster_recreated_behind_the_same_url_is_refused_before_any_w
 
 
 def test_cluster_kubeconfig_applies_only_to_an_environment_that_opts_in(gp, tmp_path, monkeypatch):
-    from gpuplat_assets.config import load_environment
-    from gpuplat_assets.piece import target_of
-    from tests.conftest import TEST_ENVIRONMENTS
-
+    from substrate.environments import load_environment
+    from substrate.piece import target_of
     monkeypatch.setenv("CLUSTER_KUBECONFIG", str(tmp_path / "shared.kubeconfig"))
     use_shipped(gp, "sandbox-byo", "byo")
     use_shipped(gp, "sandbox-hetzner", "hetzner", kubeconfig_env="CLUSTER_KUBECONFIG")
-    byo = gp.resource.connect(target_of(load_environment("byo", TEST_ENVIRONMENTS)))
-    hetzner = gp.resource.connect(target_of(load_environment("hetzner", TEST_ENVIRONMENTS)))
+    byo = gp.resource.connect(target_of(load_environment("byo")))
+    hetzner = gp.resource.connect(target_of(load_environment("hetzner")))
     assert byo.kubeconfig_path == gp.tmp_path / "kube" / "byo.kubeconfig"
     assert hetzner.kubeconfig_path == tmp_path / "shared.kubeconfig"
 
 
 def test_the_seeds_single_environment_layout_opts_in_to_cluster_kubeconfig(tmp_path):
-    from gpuplat_assets.config import load_environment
+    from substrate.environments import load_environment
 
     (tmp_path / "envs" / "lab").mkdir(parents=True)
     (tmp_path / "envs" / "lab" / "config.yaml").write_text(

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.conftest import TEST_ENVIRONMENTS, kube_api as sandbox_kube_api
+from tests.conftest import kube_api as sandbox_kube_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def use_shipped(gp, shipped: str, name: str, **substrate) -> dict:
     cfg = yaml.safe_load((ROOT / "environments" / shipped / "config.yaml").read_text())
     cfg["substrate"].pop("platform_repo")  # the test platform checkout holds the test environments
     cfg["substrate"].update(substrate)
-    (TEST_ENVIRONMENTS / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    gp.write(name, cfg)
     return cfg
 
 
@@ -158,7 +158,7 @@ def test_the_gpu_operator_is_refused_on_gke_with_the_reason(gp):
 def test_a_load_balancer_without_an_address_fails_ingress_on_hetzner_naming_the_network_zone(gp, fast_clock):
     cfg = use_shipped(gp, "sandbox-hetzner", "hetzner")
     cfg["domain"] = "llm.example.org"
-    (TEST_ENVIRONMENTS / "hetzner" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    gp.write("hetzner", cfg)
     gp.materialize(env="hetzner", raise_on_error=False)
     core = client.CoreV1Api(kube_api(gp, "hetzner"))
     core.create_namespaced_service("default", {"metadata": {"name": "gateway"}, "spec": {

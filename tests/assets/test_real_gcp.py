@@ -165,7 +165,7 @@ def test_a_cold_catalog_answers_loading_at_once_and_a_later_tick_gets_the_city_n
     The catalog is project-less; the caller's quota project needs cloudbilling.googleapis.com."""
     import time
 
-    from gpuplat_assets.prices import Catalog, price_from_catalog
+    from substrate.prices import Catalog, price_from_catalog
     from resources.google import Google
 
     admin(sandbox, "POST", "/sandbox/projects", {"project": PROJECT, "enabled": ["cloudbilling.googleapis.com"]})

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TEST_ENVIRONMENTS
 
 ENV = "ai-dev"
 PROJECT = "ai-lab"  # the seed's config.yaml
@@ -52,7 +51,7 @@ def seed(gp, platform_fork, tmp_path):
     what gpuplat keeps in `substrate:` (the sandbox, the fork's path)."""
     raw = yaml.safe_load((platform_fork / "environments" / ENV / "config.yaml").read_text())
     raw["substrate"] = {"kind": "gke", "sandbox": True, "external_secrets": [], "platform_repo": str(platform_fork)}
-    (TEST_ENVIRONMENTS / ENV / "config.yaml").write_text(yaml.safe_dump(raw))
+    gp.write(ENV, raw)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "helm").write_text(FAKE_HELM.format(python=sys.executable))
@@ -62,8 +61,7 @@ def seed(gp, platform_fork, tmp_path):
            "CLOUDSDK_CONFIG": str(state / "gcloud"), "SANDBOX_ADMIN": gp.admin.urls["admin"],
            "SANDBOX_CLUSTER": CLUSTER, "CLUSTER_KUBECONFIG": str(gp.tmp_path / "kube" / f"{ENV}.kubeconfig")}
     env.pop("KUBECONFIG", None)
-    yield type("Seed", (), {"fork": platform_fork, "env": env, "kubeconfig": env["CLUSTER_KUBECONFIG"]})
-    (TEST_ENVIRONMENTS / ENV / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
+    yield type("Seed", (), {"fork": platform_fork, "env": env, "kubeconfig": env["CLUSTER_KUBECONFIG"], "gp": gp})
 
 
 def run(cmd: list[str], env: dict, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -149,7 +147,7 @@ def test_seed_secrets_after_gpuplat_creates_nothing_and_gpuplat_after_it_neither
 
     # The other order, on a project the script seeded first.
     other = {**raw_config(seed), "cluster": {"name": "ai-dev", "projectID": "ai-lab-2", "location": "us-central1-a"}}
-    (TEST_ENVIRONMENTS / ENV / "config.yaml").write_text(yaml.safe_dump(other))
+    gp.write(ENV, other)
     cfg = checkout / "environments" / ENV / "config.yaml"
     cfg.write_text(cfg.read_text().replace("projectID: ai-lab", "projectID: ai-lab-2"))
     assert gp.materialize(["apis_enabled"], env=ENV).success
@@ -163,7 +161,7 @@ def test_seed_secrets_after_gpuplat_creates_nothing_and_gpuplat_after_it_neither
 
 
 def raw_config(seed) -> dict:
-    return yaml.safe_load((TEST_ENVIRONMENTS / ENV / "config.yaml").read_text())
+    return yaml.safe_load(seed.gp.platform.path(ENV).read_text())
 
 
 def terraform_apply(gp, fork: Path) -> None:

@@ -321,7 +321,7 @@ def test_deploy_instance_loads_for_real_with_a_kubeconfig(work, postgres, sandbo
     with _environ(env):
         instance = DagsterInstance.from_config(str(home))
         try:
-            queue = instance.run_coordinator.get_run_queue_config()
+            queue = instance.get_concurrency_config().run_queue_config
             launcher = instance.run_launcher
             assert isinstance(launcher, K8sRunLauncher)
             assert (launcher.job_image, launcher.job_namespace, launcher.instance_config_map,
@@ -475,9 +475,11 @@ def test_helm_values_agree_with_the_instance_and_the_image():
     values = yaml.safe_load((ROOT / "deploy" / "values.yaml").read_text())
     instance = yaml.safe_load(DEPLOY_YAML.read_text())
     queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert values["dagsterDaemon"]["runCoordinator"]["type"] == instance["run_coordinator"]["class"]
-    assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
-    assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"] == [
+    # The hand-written instance says it under `concurrency: runs:` (Dagster 1.10 and later); the chart
+    # renders its queued run coordinator from the values.
+    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert queue["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
     assert values["runLauncher"]["type"] == instance["run_launcher"]["class"] == "K8sRunLauncher"
     assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]

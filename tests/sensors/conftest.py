@@ -1,8 +1,7 @@
 """Fixtures for sensor ticks against the sandbox with a real DagsterInstance.
 
-The session's environments folder holds fixed names (`tests.conftest.ENV_NAMES`, the asset graph's
-partitions) with placeholder configs; a sensor under test gets its own environments root that links
-only the environments its test configured, so placeholders are never observed.
+Each test has its own environments folder (`tests.conftest.platform`): a sensor under test sees only
+the environments its test wrote, and their partitions in the test's own instance.
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import AssetCheckEvaluation, AssetObservation, RunRequest, SensorResult, build_sensor_context
+from dagster import AssetCheckEvaluation, AssetKey, AssetObservation, RunRequest, SensorResult, build_sensor_context
 
 from tests.assets.conftest import Gpuplat, fast_clock, gp  # noqa: F401 - fixtures, used by name
-from tests.conftest import ENV_NAMES, TEST_ENVIRONMENTS
-from tests.platform_tree import example_platform
 
 GKE_CLUSTER = "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev"
 KUBE_CLUSTER = "gke_gpuplat-test_us-central1-a_ai-dev"
@@ -32,42 +29,20 @@ def own_discovery_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
-class Envs:
-    """A sensor's environments root: links to the session's environment folders it should see, in
-    a platform checkout of its own (the folder holding `environments/` is the fork)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def add(self, *names: str) -> "Envs":
-        example_platform(self.root.parent, names)
-        for name in names:
-            link = self.root / name
-            if not link.exists():
-                link.symlink_to(TEST_ENVIRONMENTS / name, target_is_directory=True)
-        return self
-
-    @staticmethod
-    def write(name: str, config: dict | str) -> None:
-        text = config if isinstance(config, str) else yaml.safe_dump(config)
-        (TEST_ENVIRONMENTS / name / "config.yaml").write_text(text)
-
-
-@pytest.fixture
-def envs(tmp_path) -> Envs:
-    yield Envs(tmp_path / "sensor-platform" / "environments")
-    for name in ENV_NAMES:  # back to placeholders
-        (TEST_ENVIRONMENTS / name / "config.yaml").write_text("cluster: {name: placeholder, projectID: placeholder}\n")
-
-
 class Ticker:
-    """Ticks one sensor definition the way the daemon would, carrying the cursor between ticks."""
+    """Ticks one sensor definition the way the daemon would, carrying the cursor between ticks.
 
-    def __init__(self, sensor_def, gpuplat: Gpuplat):
+    With `daemon=True` it also does what the daemon does with a tick's result: the events are stored in
+    the instance, requested partitions added, and each run request whose run key is new is executed (in
+    process, as a subset of its job); a run key seen before is skipped, as Dagster skips it."""
+
+    def __init__(self, sensor_def, gpuplat: Gpuplat, daemon: bool = False):
         self.sensor_def = sensor_def
         self.gp = gpuplat
         self.cursor: str | None = None
+        self.daemon = daemon
+        self.run_keys: list[str] = []
+        self.launched: list = []  # (RunRequest, ExecuteInProcessResult)
 
     def tick(self) -> SensorResult:
         ctx = build_sensor_context(instance=self.gp.instance, cursor=self.cursor,
@@ -76,7 +51,30 @@ class Ticker:
         assert isinstance(result, SensorResult), result
         if result.cursor is not None:
             self.cursor = result.cursor
+        if self.daemon:
+            self.store(result)
         return result
+
+    def store(self, result: SensorResult) -> None:
+        for event in result.asset_events or []:
+            self.gp.instance.report_runless_asset_event(event)
+        for request in result.dynamic_partitions_requests or []:
+            self.gp.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for rr in result.run_requests or []:
+            if rr.run_key in self.run_keys:
+                continue
+            self.run_keys.append(rr.run_key)
+            self.launched.append((rr, self.execute(rr)))
+
+    def execute(self, rr: RunRequest):
+        from gpuplat_assets.definitions import defs
+
+        job = defs.resolve_job_def(rr.job_name or "substrate")
+        subset = job.get_subset(asset_selection=set(rr.asset_selection or []),
+                                asset_check_selection=set(rr.asset_check_keys or []))
+        return subset.execute_in_process(partition_key=rr.partition_key, instance=self.gp.instance,
+                                         tags={**rr.tags, "dagster/run_key": rr.run_key},
+                                         resources={"gpuplat": self.gp.resource}, raise_on_error=False)
 
 
 def runs(result: SensorResult) -> list[RunRequest]:
@@ -95,3 +93,15 @@ def skip_text(result: SensorResult) -> str:
     reason = result.skip_reason
     return (reason.skip_message if hasattr(reason, "skip_message") else str(reason)) if reason else ""
 
+
+
+def latest_check(gp: Gpuplat, asset: str, check: str, env: str = "sandbox"):
+    """The latest result of `check` on `asset` for `env` as the instance stored it (what the UI shows):
+    its AssetCheckEvaluation, or None when nothing was recorded."""
+    from dagster import AssetCheckKey
+    from dagster._core.event_api import PartitionKeyFilter
+
+    key = AssetCheckKey(AssetKey(asset), check)
+    record = gp.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [key], partition_filter=PartitionKeyFilter(key=env)).get(key)
+    return record.evaluation if record is not None else None

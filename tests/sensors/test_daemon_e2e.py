@@ -28,7 +28,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 
-from gpuplat_assets.assets import SENSOR_TAG
+from substrate.approval import SENSOR_TAG
 from sensors.drift import TRIGGER
 from tests.assets.conftest import Admin
 from tests.conftest import ROOT, shipped_environment

@@ -2,7 +2,8 @@
 
 Each drift is made the way a person would make it (the sandbox's admin drift routes: a console
 click, a `kubectl edit`), and the sensor must answer with exactly one run of the right asset, or,
-where the environment only reports, a failed `in_sync` evaluation and no run.
+where a run could not succeed or the environment only reports, a report: an observation and a
+checks-only run whose `in_sync` fails with the plan. A config edit is a pending change, not drift.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from datetime import datetime, timezone
 import pytest
 from dagster import AssetKey, AssetMaterialization
 
-from gpuplat_assets.assets import PIECES, SENSOR_TAG
-from gpuplat_assets.config import load_environment
-from gpuplat_assets.secrets_seeded import desired_secrets
+from substrate.approval import SENSOR_TAG
+from substrate.pieces import PIECES
+from substrate.secrets_seeded import desired_secrets
 from sensors.drift import PLAN_HASH_TAG, TRIGGER, build_drift_sensor
 
-from .conftest import GKE_CLUSTER, KUBE_CLUSTER, Envs, Ticker, evaluations, observations, runs, skip_text
+from .conftest import GKE_CLUSTER, KUBE_CLUSTER, Ticker, latest_check, observations, runs, skip_text
 
 ALL = [p.name for p in PIECES]
 
@@ -61,6 +62,22 @@ def drift_remove_workload_identity(gp) -> None:
     iam.set_iam_policy(request={"resource": resource, "policy": policy})
 
 
+def delete_gpu_pool(gp) -> None:
+    """`gcloud container node-pools delete gpu-l4`: through GKE's own client, waited for."""
+    from google.cloud import container_v1
+
+    from tests.conftest import client_options
+
+    gke = container_v1.ClusterManagerClient(**client_options(gp.sandbox, "container"))
+    op = gke.delete_node_pool(name=f"{GKE_CLUSTER}/nodePools/gpu-l4")
+    for _ in range(200):
+        if gke.get_operation(name=f"projects/gpuplat-test/locations/us-central1-a/operations/{op.name}").status.name \
+                == "DONE":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the node pool deletion did not finish")
+
+
 DRIFTS = {
     "gpu pool autoscaling min drifted to 1": (drift_gpu_pool_min, "gpu_pool", "autoscaling"),
     "the default StorageClass annotation flipped": (drift_storage_default, "storage_class",
@@ -73,11 +90,10 @@ DRIFTS = {
 
 
 @pytest.fixture
-def fleet(gp, envs):
-    """The sandbox environment materialized once, and a drift sensor that sees only it."""
-    envs.add("sandbox")
+def fleet(gp):
+    """The sandbox environment materialized once, and a drift sensor over it."""
     assert gp.materialize().success
-    return Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    return Ticker(build_drift_sensor(), gp)
 
 
 @pytest.mark.parametrize("kind", list(DRIFTS))
@@ -93,16 +109,16 @@ def test_each_drift_requests_exactly_one_run_across_two_ticks_and_none_once_fixe
     requested = runs(seen) + runs(again)
     assert len(requested) == 1, [(r.asset_selection, r.run_key) for r in requested]
     rr = requested[0]
-    assert rr.asset_selection == [AssetKey(asset)] and rr.partition_key == "sandbox"
+    assert rr.job_name == "substrate" and rr.asset_selection == [AssetKey(asset)] and rr.partition_key == "sandbox"
     assert rr.tags[SENSOR_TAG] == TRIGGER
-    assert rr.run_key.startswith(f"sandbox:{asset}:{rr.tags[PLAN_HASH_TAG]}:")
+    assert rr.run_key.startswith(f"sandbox:{asset}:drift:{rr.tags[PLAN_HASH_TAG]}:")
     assert {k.name for k in rr.asset_check_keys} >= {"in_sync"}
     obs = observations(seen)
     assert [o.asset_key for o in obs] == [AssetKey(asset)] and obs[0].partition == "sandbox"
     plan = obs[0].metadata["plan"].value
     assert needle in plan, plan
     assert obs[0].metadata["plan_hash"].value == rr.tags[PLAN_HASH_TAG]
-    assert "first_seen" in obs[0].metadata
+    assert obs[0].metadata["kind"].value == "drift" and "first_seen" in obs[0].metadata
     assert not again.asset_events and "known drift" in skip_text(again)
 
     # What the requested run does (the sensor's tag: no approval, which the sandbox does not need).
@@ -136,7 +152,7 @@ def test_the_same_drift_coming_back_after_a_fix_starts_a_new_run(gp, fleet):
     assert first[0].run_key != second[0].run_key  # ...a new episode: Dagster would skip a reused run key
 
 
-def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fleet, envs):
+def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fleet):
     fleet.tick()  # warm the discovery cache
     gp.admin.reset()
     result = fleet.tick()
@@ -146,7 +162,7 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     assert calls["container"]["methods"] == {"GetCluster": 1}, calls["container"]
     # Secret Manager cannot list versions across secrets: a secret counts as present only with an
     # enabled version, so each internal secret costs one version list (and the Dex pair one access each).
-    per_secret = len(desired_secrets(load_environment("sandbox", envs.root)).internal_names)
+    per_secret = len(desired_secrets(gp.env("sandbox")).internal_names)
     assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "ListSecretVersions": per_secret,
                                                  "AccessSecretVersion": 2}, calls["secretmanager"]
     # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
@@ -161,31 +177,88 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     {"substrate": {"kind": "gke", "sandbox": True, "external_secrets": [], "remediation": "report"}},
     {"profile": "prod"},
 ], ids=["remediation report", "profile prod"])
-def test_report_only_never_starts_a_run_and_fails_in_sync_instead(gp, envs, overrides):
+def test_report_only_never_repairs_and_fails_in_sync_on_the_partition_instead(gp, overrides):
     gp.configure(**overrides)
-    envs.add("sandbox")
     assert gp.materialize().success
-    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    ticker = Ticker(build_drift_sensor(), gp, daemon=True)
     assert not ticker.tick().asset_events
     drift_gpu_pool_min(gp)
     seen = ticker.tick()
-    assert not runs(seen)
-    failed = [e for e in evaluations(seen) if not e.passed]
-    assert [(e.asset_key, e.check_name, e.partition) for e in failed] == [(AssetKey("gpu_pool"), "in_sync", "sandbox")]
-    assert "autoscaling" in failed[0].metadata["plan"].value and "remediation: report" in failed[0].description
+    [report] = runs(seen)
+    # A checks-only run of gpu_pool's in_sync: it changes nothing, and the check fails with the plan.
+    assert (report.job_name, report.asset_selection, report.partition_key) == ("substrate", None, "sandbox")
+    assert [(k.asset_key, k.name) for k in report.asset_check_keys] == [(AssetKey("gpu_pool"), "in_sync")]
+    assert "remediation: report" in report.tags["gpuplat/report"]
+    [(_, launched)] = ticker.launched
+    assert launched.success and not launched.get_asset_materialization_events()
+    check = latest_check(gp, "gpu_pool", "in_sync")
+    assert not check.passed and "autoscaling" in check.metadata["plan"].value
     assert [o.asset_key for o in observations(seen)] == [AssetKey("gpu_pool")]
     repeat = ticker.tick()
     assert not runs(repeat) and not repeat.asset_events
 
     assert gp.materialize(select=["gpu_pool"]).success  # a person fixes it
     cleared = ticker.tick()
-    assert not runs(cleared)
-    assert [(e.check_name, e.passed) for e in evaluations(cleared)] == [("in_sync", True)]
+    assert [r.asset_check_keys[0].name for r in runs(cleared)] == ["in_sync"]
+    assert latest_check(gp, "gpu_pool", "in_sync").passed
 
 
-def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp, envs):
-    envs.add("sandbox")
-    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+def test_a_config_edit_is_a_pending_change_shown_with_its_plan_and_applied_only_by_a_person(gp, fleet):
+    """Saving `gpu_pool.max: 2` is a change someone is making, not drift: the sensor shows it (an
+    observation, a failing in_sync with the plan and the command) and changes nothing."""
+    fleet.daemon = True
+    fleet.tick()
+    gp.configure(substrate={"gpu_pool": {"max": 2}})
+    gp.admin.reset()
+    seen = fleet.tick()
+    assert gp.admin.calls()["_total"]["mutate"] == 0
+    [report] = runs(seen)
+    assert report.asset_selection is None and report.asset_check_keys[0].asset_key == AssetKey("gpu_pool")
+    [obs] = observations(seen)
+    assert obs.metadata["kind"].value == "pending change"
+    assert obs.metadata["apply_with"].value == ("GPUPLAT_AUTO_APPROVE=1 dagster asset materialize -m gpuplat_assets "
+                                                "--select gpu_pool --partition sandbox")
+    assert '"max": 2' in obs.metadata["plan"].value
+    assert "the config changed since the last materialization" in report.tags["gpuplat/report"]
+    check = latest_check(gp, "gpu_pool", "in_sync")
+    assert not check.passed and "pending change" in check.description, check.description
+    assert gp.admin.calls()["_total"]["mutate"] == 0  # the report run changed nothing either
+    # A person applies it; from then on the new config is what was applied, and nothing is pending.
+    assert gp.materialize(select=["gpu_pool"]).success
+    cleared = fleet.tick()
+    assert [r.asset_check_keys[0].name for r in runs(cleared)] == ["in_sync"]
+    assert latest_check(gp, "gpu_pool", "in_sync").passed
+    assert not runs(fleet.tick())
+
+
+def test_an_environment_that_opts_in_applies_config_changes(gp, fleet):
+    gp.configure(substrate={"apply_config_changes": True})
+    fleet.tick()
+    gp.configure(substrate={"apply_config_changes": True, "gpu_pool": {"max": 2}})
+    [run] = runs(fleet.tick())
+    assert run.asset_selection == [AssetKey("gpu_pool")] and run.run_key.startswith("sandbox:gpu_pool:change:")
+
+
+def test_a_plan_that_needs_approval_is_reported_with_the_command_never_started(gp):
+    """A GPU pool deleted by hand on a paid (approval-needing) environment: recreating it costs money."""
+    gp.configure(substrate={"require_approval": True})
+    assert gp.materialize(tags={"gpuplat/approve": "true"}).success
+    ticker = Ticker(build_drift_sensor(), gp, daemon=True)
+    ticker.tick()
+    delete_gpu_pool(gp)
+    seen = ticker.tick()
+    assert all(r.asset_selection is None for r in runs(seen)), [r.asset_selection for r in runs(seen)]
+    obs = next(o for o in observations(seen) if o.asset_key == AssetKey("gpu_pool"))
+    assert "needs approval" in obs.metadata["action"].value
+    assert obs.metadata["apply_with"].value.startswith("GPUPLAT_AUTO_APPROVE=1 dagster asset materialize")
+    assert all(result.success for _, result in ticker.launched)  # no red run
+    check = latest_check(gp, "gpu_pool", "in_sync")
+    assert not check.passed and "approve" in check.description, check.description
+
+
+def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp):
+    gp.add_partition("sandbox")
+    ticker = Ticker(build_drift_sensor(), gp)
     gp.admin.reset()
     result = ticker.tick()
     assert not runs(result) and not result.asset_events
@@ -198,81 +271,40 @@ def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp, envs):
     assert "3 in sync" in skip_text(partial) and "8 not yet materialized" in skip_text(partial)
 
 
-def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_environments(gp, envs, tmp_path):
-    envs.add("sandbox", "byo", "broken")
+def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_environments(gp, tmp_path):
     assert gp.materialize().success
     dead = tmp_path / "dead.kubeconfig"
     dead.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster: {server: 'http://127.0.0.1:1'}\n"
                     "contexts:\n- name: x\n  context: {cluster: x, user: x}\ncurrent-context: x\n"
                     "users:\n- name: x\n  user: {token: t}\n")
-    Envs.write("byo", {"cluster": {"name": "rack-1"}, "gpu_stack": "none", "secret_backend": "kubernetes",
-                       "substrate": {"kind": "byo", "kubeconfig": str(dead), "external_secrets": []}})
-    Envs.write("broken", "cluster: [unclosed\n")
+    gp.write("byo", {"cluster": {"name": "rack-1"}, "gpu_stack": "none", "secret_backend": "kubernetes",
+                     "substrate": {"kind": "byo", "kubeconfig": str(dead), "external_secrets": []}})
+    gp.write("broken", "cluster: [unclosed\n")
     for asset in ALL:  # the byo environment was brought up once; its cluster is gone since
         gp.instance.report_runless_asset_event(AssetMaterialization(asset, partition="byo"))
     drift_gpu_pool_min(gp)
-    ticker = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    ticker = Ticker(build_drift_sensor(), gp)
 
     started = time.monotonic()
     result = ticker.tick()
     assert time.monotonic() - started < 15
-    assert [(r.partition_key, r.asset_selection) for r in runs(result)] == [("sandbox", [AssetKey("gpu_pool")])]
+    repairs = [(r.partition_key, r.asset_selection) for r in runs(result) if r.asset_selection]
+    assert repairs == [("sandbox", [AssetKey("gpu_pool")])]
     by_env: dict[str, list] = {}
     for o in observations(result):
         by_env.setdefault(o.partition, []).append(o)
     byo_errors = [o for o in by_env["byo"] if "error" in o.metadata]
     assert byo_errors and all("127.0.0.1:1" in o.metadata["error"].value for o in byo_errors), \
         [o.metadata["error"].value for o in byo_errors]
-    # The byo cluster piece plans a cannot-fix (the kubeconfig does not answer): reported, not run.
-    byo_cluster = [e for e in evaluations(result) if e.partition == "byo" and e.asset_key == AssetKey("cluster")]
-    assert byo_cluster and not byo_cluster[0].passed and "127.0.0.1:1" in byo_cluster[0].description
-    broken = by_env["broken"]
-    assert {o.asset_key.path[-1] for o in broken} == set(ALL)
-    assert all("valid YAML" in o.metadata["error"].value for o in broken)
+    # The byo cluster piece plans a cannot-fix (the kubeconfig does not answer): reported, never a run of it.
+    byo_reports = [r for r in runs(result) if r.partition_key == "byo"]
+    assert [(r.asset_selection, r.asset_check_keys[0].asset_key) for r in byo_reports] == [(None, AssetKey("cluster"))]
+    assert "broken" not in by_env  # its config error is the environments sensor's to show
 
     # Errors are recorded once, not every tick; the sandbox's drift is already requested.
     repeat = ticker.tick()
     assert not runs(repeat) and not repeat.asset_events
-    assert "127.0.0.1:1" in skip_text(repeat) and "valid YAML" in skip_text(repeat)
-
-
-# ---- wiring ----------------------------------------------------------------------------------------
-def test_the_code_location_runs_both_sensors_and_the_checks_schedule_by_default():
-    from dagster import DefaultScheduleStatus, DefaultSensorStatus
-
-    from gpuplat_assets.definitions import defs
-
-    repo = defs.get_repository_def()
-    sensors = {s.name: s for s in repo.sensor_defs}
-    assert sensors["drift_sensor"].minimum_interval_seconds == 60
-    assert sensors["scale_to_zero_guard"].minimum_interval_seconds == 60
-    assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
-    [schedule] = repo.schedule_defs
-    assert (schedule.cron_schedule, schedule.job_name) == ("*/30 * * * *", "drift_checks")
-    assert schedule.default_status == DefaultScheduleStatus.RUNNING
-    assert "scales_to_zero" in {k.name for k in repo.asset_graph.asset_check_keys}
-
-
-def test_the_drift_interval_comes_from_the_environment(monkeypatch):
-    from sensors.drift import interval_from_env
-
-    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "5")
-    assert build_drift_sensor().minimum_interval_seconds == 5 == interval_from_env()
-    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "soon")
-    assert interval_from_env() == 60
-
-
-def test_the_schedule_runs_every_check_once_per_environment():
-    from dagster import build_schedule_context
-
-    from gpuplat_assets.assets import PARTITIONS
-    from sensors.schedules import drift_checks_schedule
-
-    when = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
-    requests = drift_checks_schedule(build_schedule_context(scheduled_execution_time=when))
-    assert sorted(r.partition_key for r in requests) == sorted(PARTITIONS.get_partition_keys())
-    assert len({r.run_key for r in requests}) == len(requests)
-    assert all(r.run_key.endswith("2026-01-01T12:30") for r in requests)
+    assert "127.0.0.1:1" in skip_text(repeat) and "broken (config error" in skip_text(repeat)
 
 
 def test_changes_to_fields_gpuplat_does_not_own_start_nothing(gp, fleet):
@@ -290,3 +322,32 @@ def test_changes_to_fields_gpuplat_does_not_own_start_nothing(gp, fleet):
         assert not runs(result) and not result.asset_events, skip_text(result)
     checks = gp.checks(gp.materialize())
     assert all(ok for (asset, check), ok in checks.items() if check == "in_sync"), checks
+
+
+# ---- wiring ----------------------------------------------------------------------------------------
+def test_the_code_location_runs_every_reaction_and_the_checks_schedule_by_default():
+    from dagster import DefaultScheduleStatus, DefaultSensorStatus
+
+    from gpuplat_assets.definitions import defs
+
+    repo = defs.get_repository_def()
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert {n: s.minimum_interval_seconds for n, s in sensors.items()} == {
+        "environments_sensor": 30, "drift_sensor": 60, "scale_to_zero_guard": 60, "dead_runs_sensor": 30}
+    assert all(s.default_status == DefaultSensorStatus.RUNNING for s in sensors.values())
+    # Sensor runs are runs of the substrate job by name, never an anonymous asset job.
+    assert {n: [t.job_name for t in s.targets] for n, s in sensors.items() if s.targets} == {
+        "environments_sensor": ["substrate"], "drift_sensor": ["substrate"], "scale_to_zero_guard": ["substrate"]}
+    [schedule] = repo.schedule_defs
+    assert (schedule.cron_schedule, schedule.job_name) == ("*/30 * * * *", "drift_checks")
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert "scales_to_zero" in {k.name for k in repo.asset_graph.asset_check_keys}
+
+
+def test_the_drift_interval_comes_from_the_environment(monkeypatch):
+    from sensors.drift import interval_from_env
+
+    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "5")
+    assert build_drift_sensor().minimum_interval_seconds == 5 == interval_from_env()
+    monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "soon")
+    assert interval_from_env() == 60

@@ -7,7 +7,7 @@ import pytest
 from google.cloud import secretmanager_v1
 from kubernetes import client
 
-from gpuplat_assets.assets import DESTROY_TAG
+from substrate.approval import DESTROY_TAG
 from sensors.drift import build_drift_sensor
 from tests.conftest import admin, client_options, compute_leftovers, kube_api
 from tests.sensors.conftest import GKE_CLUSTER, Ticker, evaluations, runs
@@ -33,10 +33,9 @@ def leftovers(gp) -> list[str]:
     return [f"{kind} {name}" for kind, names in compute_leftovers(gp.admin.urls, PROJECT).items() for name in names]
 
 
-def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_nothing(gp, envs):
+def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_nothing(gp):
     """pause.sh: "GCP Secret Manager values survive (not in TF) → ESO re-materializes them on resume";
     resume.sh: "The secret backend's values survived the pause ... no re-seeding"."""
-    envs.add("sandbox")
     started = gp.materialize()
     assert started.success
     # What it costs while it runs, from the (sandbox's) Billing Catalog: the GKE fee and every node.
@@ -46,7 +45,7 @@ def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_noth
     assert cost["cost_per_hour"].value > 0.1
     assert cost["cost_per_month"].value == pytest.approx(cost["cost_per_hour"].value * 730, abs=0.01)
     before = secrets_state(gp)
-    sensor = Ticker(build_drift_sensor(environments_root=envs.root), gp)
+    sensor = Ticker(build_drift_sensor(), gp)
     assert not runs(sensor.tick())
 
     gp.configure(lifecycle="paused")
@@ -81,12 +80,11 @@ def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_noth
 
 
 def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pdb_and_an_orphan_disk_fails_the_audit(
-        gp, envs, tmp_path, fast_clock):
+        gp, tmp_path, fast_clock):
     """pause.sh [1/5]-[4/6]: Argo CD suspended, Gateways deleted and their forwarding rules and addresses
     waited for, CloudNativePG-style PDBs cleared (a PDB with 0 allowed disruptions hangs the node-pool
     drain: container v1 NodePool.NodeDrainConfig.respect_pdb_during_node_pool_deletion), PVC disks deleted
     in the audit; a disk that appears later fails paused_costs_nothing by name and price."""
-    envs.add("sandbox")
     assert gp.materialize().success
     api = kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER)
     client.ApiextensionsV1Api(api).create_custom_resource_definition({

@@ -2,7 +2,9 @@
 
 A GPU workload scales the pool up; deleting it leaves an idle GPU node that the simulated autoscaler
 removes after its 10-minute window unless a blocker holds it. The guard's clock is the sandbox's
-simulated clock, so the tests skip the 20-minute grace period without sleeping.
+simulated clock, so the tests skip the 20-minute grace period without sleeping. The guard reports (an
+observation and a checks-only run of `scales_to_zero`); it never starts a repair run: a pod blocker
+needs a person, and a pool min drifted above 0 is the drift sensor's.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import billing_v1
 
-from gpuplat_assets.assets import SENSOR_TAG
-from gpuplat_assets.config import parse_config
-from gpuplat_assets.piece import Run
-from gpuplat_assets.scale_to_zero import (
+from substrate.approval import SENSOR_TAG
+from substrate.config import parse_config
+from substrate.piece import Run
+from substrate.scale_to_zero import (
     LOCAL_STORAGE,
     MIN_SIZE,
     NO_PLACE,
@@ -29,11 +31,11 @@ from gpuplat_assets.scale_to_zero import (
     UNMOVABLE_KUBE_SYSTEM,
     pod_blockers,
 )
-from gpuplat_assets.prices import accelerator_sku_name, node_price
+from substrate.prices import accelerator_sku_name, node_price
 from resources.models import NodeState, PdbState, PodState, Taint
 from sensors.scale_to_zero import TRIGGER, build_scale_to_zero_sensor
 
-from .conftest import GKE_CLUSTER, Ticker, evaluations, runs, skip_text
+from .conftest import GKE_CLUSTER, Ticker, latest_check, observations, runs, skip_text
 
 GRACE_S = 20 * 60
 
@@ -121,13 +123,13 @@ def test_off_gke_the_price_comes_from_the_config_or_is_said_to_be_unknown(price,
 
 # ---- against the sandbox --------------------------------------------------------------------------
 class Pool:
-    """The sandbox environment with its GPU pool materialized, and the guard's view of it."""
+    """The sandbox environment with its GPU pool materialized, and the guard's view of it (run as the
+    daemon runs it: its events stored, its report runs executed)."""
 
-    def __init__(self, gp, envs):
+    def __init__(self, gp):
         self.gp = gp
-        envs.add("sandbox")
         assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster", "gpu_pool"]).success
-        self.ticker = Ticker(build_scale_to_zero_sensor(environments_root=envs.root, clock=self.now), gp)
+        self.ticker = Ticker(build_scale_to_zero_sensor(clock=self.now), gp, daemon=True)
 
     def now(self) -> float:
         return self.gp.admin.call("GET", "/sandbox/clock")["now"]
@@ -160,10 +162,13 @@ class Pool:
     def gpu_nodes(self) -> list[str]:
         return [n.name for n in self.kube.nodes() if n.labels.get("cloud.google.com/gke-nodepool") == "gpu-l4"]
 
+    def check(self):
+        return latest_check(self.gp, "gpu_pool", "scales_to_zero")
+
 
 @pytest.fixture
-def pool(gp, envs) -> Pool:
-    return Pool(gp, envs)
+def pool(gp) -> Pool:
+    return Pool(gp)
 
 
 BLOCKERS = {
@@ -197,23 +202,26 @@ def test_the_guard_sums_what_the_watched_environments_cost_now(pool):
     assert "running now: " in text and " USD/h across 1 environment(s) (sandbox " in text, text
 
 
-def test_a_node_idle_since_before_the_guard_first_looked_is_reported_on_that_first_tick(gp, envs):
+def test_a_node_idle_since_before_the_guard_first_looked_is_reported_on_that_first_tick(gp):
     """The idle clock is the cluster's (the node's creationTimestamp, or the end of its last GPU pod), not
     when the guard first looked: a guard started, or restarted with a fresh cursor, after a node sat idle
     past the grace period reports it at once. The guard's default clock is the cluster's, so on the
     sandbox it is the simulated one."""
-    pool = Pool(gp, envs)
+    pool = Pool(gp)
     node = pool.idle_gpu_node()
     pool.block(node, "bare-pod")
-    pool.advance(25)  # idle 25 minutes; the guard has never ticked
-    fresh = Ticker(build_scale_to_zero_sensor(environments_root=envs.root), gp)  # default clock: the cluster's
-    [ev] = evaluations(fresh.tick())
-    assert (ev.check_name, ev.passed) == ("scales_to_zero", False) and node in ev.description
-    assert "idle for 2" in ev.description or "idle for 25" in ev.description, ev.description
+    pool.advance(25)  # idle 25 minutes (25 minutes of simulated time, plus the wall time this test takes)
+    fresh = Ticker(build_scale_to_zero_sensor(), gp, daemon=True)  # default clock: the cluster's
+    [obs] = observations(fresh.tick())
+    assert obs.asset_key == AssetKey("gpu_pool") and node in obs.description
+    minutes = int(obs.description.split(f"{node} idle for ", 1)[1].split(" min", 1)[0])
+    assert 25 <= minutes <= 27, obs.description
+    check = pool.check()
+    assert not check.passed and node in check.description
 
 
 @pytest.mark.parametrize("kind", list(BLOCKERS))
-def test_a_node_held_past_the_grace_period_names_its_blocker_and_requests_gpu_pool(gp, pool, kind):
+def test_a_node_held_past_the_grace_period_is_reported_with_its_blocker_and_no_run_that_cannot_help(gp, pool, kind):
     node = pool.idle_gpu_node()
     made = pool.block(node, kind)
     first = pool.ticker.tick()
@@ -223,64 +231,64 @@ def test_a_node_held_past_the_grace_period_names_its_blocker_and_requests_gpu_po
     within = pool.ticker.tick()
     assert not runs(within) and not within.asset_events  # 11 minutes idle < 20 minutes of grace
     pool.advance(10)
+    gp.admin.reset()
     stuck = pool.ticker.tick()
 
-    [ev] = evaluations(stuck)
-    assert (ev.asset_key, ev.check_name, ev.partition, ev.passed) == (AssetKey("gpu_pool"), "scales_to_zero",
-                                                                      "sandbox", False)
+    [obs] = observations(stuck)
+    assert (obs.asset_key, obs.partition) == (AssetKey("gpu_pool"), "sandbox")
     reason = BLOCKERS[kind]
-    table = ev.metadata["blockers"].value
-    assert reason in ev.metadata["blocker_reasons"].value
+    table = obs.metadata["blockers"].value
     if "pod" in made:
-        assert f"{made['namespace']}/{made['pod']} ({reason})" in ev.metadata["blocker_pods"].value
-        assert f"{made['namespace']}/{made['pod']}" in ev.description
+        assert f"{made['namespace']}/{made['pod']} ({reason})" in obs.metadata["blocker_pods"].value
+        assert f"{made['namespace']}/{made['pod']}" in obs.description
     else:
         assert node in table and "(node)" in table
-    assert {r for r in ev.metadata["blocker_reasons"].value.split(", ")} == {reason}  # nothing else is blamed
-    assert ev.metadata["node_price_per_hour_usd"].value == pytest.approx(catalog_price(gp), rel=1e-6)
-    assert "node_price_per_hour" not in ev.metadata and "currency" not in ev.metadata
-    assert "Cloud Billing Catalog" in ev.metadata["price_source"].value
-    assert "USD/h" in ev.metadata["idle_cost"].value
+    assert {r for r in obs.metadata["blocker_reasons"].value.split(", ")} == {reason}  # nothing else is blamed
+    assert obs.metadata["node_price_per_hour_usd"].value == pytest.approx(catalog_price(gp), rel=1e-6)
+    assert "node_price_per_hour" not in obs.metadata and "currency" not in obs.metadata
+    assert "Cloud Billing Catalog" in obs.metadata["price_source"].value
+    assert "USD/h" in obs.metadata["idle_cost"].value
 
+    # No gpu_pool run (it could not move a pod): a checks-only run of scales_to_zero, which fails the same way.
     [rr] = runs(stuck)
-    assert rr.asset_selection == [AssetKey("gpu_pool")] and rr.partition_key == "sandbox"
+    assert rr.asset_selection is None and rr.partition_key == "sandbox"
+    assert [k.name for k in rr.asset_check_keys] == ["scales_to_zero"]
     assert rr.tags[SENSOR_TAG] == TRIGGER and node in rr.run_key
-    assert "scales_to_zero" in {k.name for k in rr.asset_check_keys}
+    assert gp.admin.calls()["_total"]["mutate"] == 0
+    check = pool.check()
+    assert not check.passed and reason in check.metadata["blocker_reasons"].value
     repeat = pool.ticker.tick()
-    assert not runs(repeat) and not repeat.asset_events  # one stuck episode, one run
-
-    # The requested run: gpu_pool's own scales_to_zero check names the same blocker.
-    result = gp.materialize(select=["gpu_pool"], tags=dict(rr.tags))
-    checks = gp.checks(result)
-    assert checks[("gpu_pool", "scales_to_zero")] is False
-    check_ev = next(e for e in result.get_asset_check_evaluations() if e.check_name == "scales_to_zero")
-    assert reason in check_ev.metadata["blocker_reasons"].value
+    assert not runs(repeat) and not repeat.asset_events  # one stuck episode, one report
 
     # Removing the blocker lets the autoscaler remove the node: the failure clears.
     gp.admin.call("DELETE", "/sandbox/blockers", {"cluster": GKE_CLUSTER})
     pool.advance(11)
     assert node not in pool.gpu_nodes()
     cleared = pool.ticker.tick()
-    assert not runs(cleared)
-    assert [(e.check_name, e.passed) for e in evaluations(cleared)] == [("scales_to_zero", True)]
-    assert "at zero nodes" in evaluations(cleared)[0].description
+    assert [k.name for r in runs(cleared) for k in r.asset_check_keys] == ["scales_to_zero"]
+    assert pool.check().passed and "at zero nodes" in pool.check().description
 
 
-def test_min_count_drifted_above_zero_is_named_and_gpu_pool_rematerialized(gp, pool):
+def test_min_count_drifted_above_zero_is_named_and_repaired_by_the_drift_sensor_not_the_guard(gp, pool):
+    from sensors.drift import build_drift_sensor
+
     node = pool.idle_gpu_node()
     gp.admin.call("POST", "/sandbox/gke/drift/node-pool",
                   {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4", "patch": {"autoscaling": {"minNodeCount": 1}}})
     pool.ticker.tick()
     pool.advance(21)
     stuck = pool.ticker.tick()
-    [ev] = evaluations(stuck)
-    assert not ev.passed and ev.metadata["blocker_reasons"].value == MIN_SIZE
-    assert "materialize gpu_pool" in ev.metadata["remedy"].value
-    [rr] = runs(stuck)
-    assert gp.materialize(select=["gpu_pool"], tags=dict(rr.tags)).success  # sets min back to 0
+    [obs] = observations(stuck)
+    assert obs.metadata["blocker_reasons"].value == MIN_SIZE
+    assert "materialize gpu_pool" in obs.metadata["remedy"].value
+    assert all(r.asset_selection is None for r in runs(stuck))  # the guard only reports
+    [repair] = runs(Ticker(build_drift_sensor(), gp).tick())  # the drift: one run, the drift sensor's
+    assert repair.asset_selection == [AssetKey("gpu_pool")]
+    assert gp.materialize(select=["gpu_pool"], tags=dict(repair.tags)).success  # sets min back to 0
     pool.advance(11)
     assert node not in pool.gpu_nodes()
-    assert [(e.check_name, e.passed) for e in evaluations(pool.ticker.tick())] == [("scales_to_zero", True)]
+    pool.ticker.tick()
+    assert pool.check().passed
 
 
 def test_safe_to_evict_true_lets_the_pool_reach_zero(gp, pool):
@@ -308,14 +316,11 @@ def test_a_healthy_pool_that_reached_zero_passes(gp, pool):
     assert node not in pool.gpu_nodes()
 
 
-def test_report_only_environments_get_the_failed_check_and_no_run(gp, envs):
-    gp.configure(substrate={"kind": "gke", "sandbox": True, "external_secrets": [], "remediation": "report"})
-    pool = Pool(gp, envs)
+def test_within_the_grace_period_a_blocked_node_is_named_but_passes(gp, pool):
+    """The check fails on money burning (idle past the grace period), not on a node the autoscaler's window
+    may still remove: within the grace the blocker is named and the check passes."""
     node = pool.idle_gpu_node()
     pool.block(node, "bare-pod")
-    pool.ticker.tick()
-    pool.advance(25)
-    stuck = pool.ticker.tick()
-    assert not runs(stuck)
-    assert [(e.check_name, e.passed) for e in evaluations(stuck)] == [("scales_to_zero", False)]
-    assert "25 min" in evaluations(stuck)[0].description
+    check = next(e for e in gp.materialize(select=["gpu_pool"]).get_asset_check_evaluations()
+                 if e.check_name == "scales_to_zero")
+    assert check.passed and NOT_REPLICATED in check.metadata["blocker_reasons"].value and node in check.description

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from gpuplat_assets.config import ConfigError, load_environment, load_environments, parse_config
+from substrate.config import ConfigError, parse_config
+from substrate.environments import load_environment, load_environments
 
 PATH = "environments/e/config.yaml"
 GOOD = {"cluster": {"name": "ai-dev", "projectID": "p"}}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from gpuplat_assets.assets import PIECES
-from gpuplat_assets.config import EnvConfig
+from substrate.pieces import PIECES
+from substrate.config import EnvConfig
 from gpuplat_assets.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ DOCS = ROOT / "docs"
 REFERENCE = DOCS / "reference.md"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
 # The packages whose source is gpuplat's (the sandbox included: its CLI is documented too).
-SOURCE_PACKAGES = ("gpuplat_assets", "resources", "sensors", "sandbox", "gpuplat_probe")
+SOURCE_PACKAGES = ("gpuplat_assets", "sensors", "substrate", "resources", "sandbox", "gpuplat_probe")
 
 
 def _text(path: Path) -> str:
@@ -226,7 +226,7 @@ def test_the_environment_variable_scan_finds_the_known_ones():
 
 def test_the_kubeconfig_variable_an_environment_may_name_is_in_the_reference():
     """Read through `substrate.kubeconfig_env`, so the scan above cannot see it."""
-    from gpuplat_assets.config import CLUSTER_KUBECONFIG
+    from substrate.config import CLUSTER_KUBECONFIG
     assert _documented(CLUSTER_KUBECONFIG, REFERENCE)
 
 

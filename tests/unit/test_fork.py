@@ -8,9 +8,9 @@ import subprocess
 import pytest
 import yaml
 
-from gpuplat_assets import argocd, platform_installed, secrets_seeded
-from gpuplat_assets.config import ConfigError, parse_config
-from gpuplat_assets.fork import LAYERS, SEED_SECRET_DEFAULTS, Fork, repo_of
+from substrate import argocd, platform_installed, secrets_seeded
+from substrate.config import ConfigError, parse_config
+from substrate.fork import LAYERS, SEED_SECRET_DEFAULTS, Fork, repo_of
 from resources.kube import LAST_APPLIED, go_json, with_last_applied
 from tests.platform_tree import example_platform
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gpuplat_assets import apis_enabled as apis
-from gpuplat_assets import cluster, gpu_pool, platform_installed, secrets_seeded, snapshot_class, storage_class
-from gpuplat_assets.config import parse_config
-from gpuplat_assets.plan import Action, fingerprint, plan_hash, plan_table
+from substrate import apis_enabled as apis
+from substrate import cluster, gpu_pool, platform_installed, secrets_seeded, snapshot_class, storage_class
+from substrate.config import parse_config
+from substrate.plan import Action, fingerprint, plan_hash, plan_table
 from resources.models import ClusterState, NodePoolState, Quota, Taint
 
 
@@ -35,7 +35,9 @@ def cluster_state(pools=(), **over):
 
 
 # ---- apis_enabled ------------------------------------------------------------------------------------
-BASE = {"container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com", "iamcredentials.googleapis.com"}
+# The fork's Terraform required_services (cloudbuild included), plus IAM.
+BASE = {"cloudbuild.googleapis.com", "container.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
+        "iamcredentials.googleapis.com"}
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -174,9 +176,11 @@ def test_a_quota_metric_compute_does_not_report_never_blocks_the_create():
 
 @pytest.mark.parametrize("status", ["ERROR", "RUNNING_WITH_ERROR"])
 def test_a_pool_in_error_is_cannot_fix_with_its_message_and_never_materialize(status):
-    """NodePool.Status ERROR / RUNNING_WITH_ERROR ("Customer may need to reissue a request", container v1)."""
+    """NodePool.Status ERROR / RUNNING_WITH_ERROR ("Customer may need to reissue a request", container v1); the
+    cause is the pool's StatusCondition code (GCE_STOCKOUT), never read from the message."""
     import dataclasses
-    p = dataclasses.replace(pool_state(), status=status, status_message="GCE_STOCKOUT: ZONE_RESOURCE_POOL_EXHAUSTED")
+    p = dataclasses.replace(pool_state(), status=status, status_message="GCE_STOCKOUT: ZONE_RESOURCE_POOL_EXHAUSTED",
+                            conditions=(("GCE_STOCKOUT", "ZONE_RESOURCE_POOL_EXHAUSTED"),))
     [action] = gpu_pool.plan_gpu_pool(gpu_pool.desired_gpu_pool(env()), gpu_pool.GpuPoolObserved(p, "RUNNING"))
     assert action.kind == "cannot-fix" and "ZONE_RESOURCE_POOL_EXHAUSTED" in str(action.observed)
     assert "nvidia-tesla-t4" in action.remedy and not action.remedy.startswith("materialize")
@@ -307,7 +311,7 @@ def test_plan_hash_and_fingerprint_are_stable():
 # ---- pause (lifecycle: paused) ---------------------------------------------------------------------
 def test_a_pause_plan_follows_pause_sh_and_every_step_is_a_delete():
     """scripts/pause.sh: suspend Argo CD, delete Gateways, clear PDBs, destroy pools and cluster, audit disks."""
-    from gpuplat_assets import pause
+    from substrate import pause
     from resources.models import Leftover
     spec = pause.desired_pause(env(lifecycle="paused"))
     disk = Leftover("disk", "pvc-1234", "zones/us-central1-a", 20, "pd-balanced")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuplat_assets.prices import accelerator_sku_name, price_from_catalog, quantity
+from substrate.prices import accelerator_sku_name, price_from_catalog, quantity
 from resources.models import SkuPrice
 
 REAL = [

@@ -1,0 +1,114 @@
+"""What every reaction's tick shares: the environments to look at, read-only runs, side-by-side reads.
+
+A tick reads the environments folder as it is now, and looks only at environments that are partitions
+(the environments sensor adds new ones) and were materialized (bringing an environment up is a
+person's decision). Each environment gets a read-only `Run` whose clients share one tick's answers
+(`resources/memo.py`) with the other environments of its project or kubeconfig; environments are
+observed side by side, since each waits mostly on its APIs.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from dagster import AssetCheckKey, RunRequest
+
+from resources import GpuplatResource
+from resources.memo import Answers, memoize
+from resources.models import KubeIdentity
+from substrate.approval import SENSOR_TAG
+from substrate.config import EnvConfig
+from substrate.environments import Environments, environments_dir, load_environments
+from substrate.partitions import known
+from substrate.jobs import SUBSTRATE_JOB
+from substrate.piece import Run, target_of
+
+WORKERS = 8
+REPORT_TAG = "gpuplat/report"
+# Transient errors are retried for a while, but not past the tick: Dagster gives a sensor 60 s.
+TICK_RETRY_DEADLINE_S = 20.0
+NOT_MATERIALIZED = "not yet materialized"
+
+T = TypeVar("T")
+
+
+class QuietLog:
+    """What a piece logs while observing (its kube target, ...) goes to debug: a tick is not a run."""
+
+    def __init__(self, logger: logging.Logger, env: str):
+        self._logger, self._env = logger, env
+
+    def debug(self, msg, *a, **k):
+        self._logger.debug(f"[{self._env}] {msg}", *a, **k)
+
+    info = debug
+
+    def warning(self, msg, *a, **k):
+        self._logger.warning(f"[{self._env}] {msg}", *a, **k)
+
+    def error(self, msg, *a, **k):
+        self._logger.error(f"[{self._env}] {msg}", *a, **k)
+
+    def exception(self, msg, *a, **k):
+        self._logger.exception(f"[{self._env}] {msg}", *a, **k)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """This tick's environments: what the folder holds, and which of them are partitions."""
+
+    found: Environments
+    partitions: set[str]
+
+    @property
+    def names(self) -> list[str]:
+        """Environments to look at: partitions whose folder exists (a config error included)."""
+        return [n for n in self.found.names if n in self.partitions]
+
+    def unknown(self) -> list[str]:
+        return [n for n in self.found.names if n not in self.partitions]
+
+
+def fleet(instance, root=None) -> Fleet:
+    return Fleet(load_environments(root or environments_dir()), known(instance))
+
+
+def env_run(resource: GpuplatResource, env: EnvConfig, logger: logging.Logger, answers: Answers | None = None,
+            identity: KubeIdentity | None = None) -> Run:
+    """A read-only `Run` for one environment outside any op: memoized clients, no approval."""
+    conn = memoize(resource.connect(target_of(env, identity), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
+    return Run(env, conn, QuietLog(logger, env.name), approved=False)
+
+
+def start_sandbox_once(resource: GpuplatResource, envs: list[EnvConfig]) -> None:
+    """Start the on-demand sandbox here, before the environments are observed side by side: each
+    thread would otherwise find it down and start its own."""
+    env = next((e for e in envs if e.substrate.sandbox), None)
+    if env is not None:
+        resource.connect(target_of(env)).sandbox_urls  # noqa: B018 - starts it when it is not running
+
+
+def side_by_side(fn: Callable[[str], T], names: list[str], workers: int = WORKERS, prefix: str = "gpuplat") -> list[T]:
+    if workers <= 1 or len(names) <= 1:
+        return [fn(n) for n in names]
+    with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix=prefix) as pool:
+        return list(pool.map(fn, names))
+
+
+def load_cursor(raw: str | None) -> dict[str, Any]:
+    import json
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def report_run(env: str, checks: list[AssetCheckKey], key: str, trigger: str, why: str) -> RunRequest:
+    """A checks-only run of `checks` for `env`: how a finding shows on the environment's partition (a check
+    result outside a run cannot be stored twice for a partition in Dagster 1.13). It changes nothing."""
+    return RunRequest(run_key=key, job_name=SUBSTRATE_JOB, partition_key=env, asset_check_keys=checks,
+                      tags={SENSOR_TAG: trigger, REPORT_TAG: why[:200]})

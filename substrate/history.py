@@ -1,0 +1,74 @@
+"""What the Dagster instance remembers of each environment: what was materialized, and what with.
+
+Each materialization records the fingerprint of the desired state it applied (`desired_fingerprint`):
+the drift sensor tells a config that moved (a change someone is making) from live state that moved
+(drift) by comparing it with the desired state of now. A fleet's tick asks the instance one question
+per asset (the latest materialization of every partition) and reads only the records it has not read
+before: a record never changes, so its few fields are kept by storage id for the process's life.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
+
+from resources.models import KubeIdentity
+
+DESIRED_KEY = "desired_fingerprint"
+IDENTITY_KEY = "kube_identity"
+CLUSTER = "cluster"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one materialization of one environment left: the desired state it applied, the kube target."""
+
+    storage_id: int
+    desired: str = ""  # "" for a materialization older than desired fingerprints, or a resting piece
+    identity: KubeIdentity | None = None
+
+
+# Storage ids are unique within one instance's event log only: the records read are kept per event log.
+_SEEN: "weakref.WeakKeyDictionary[object, dict[int, Applied]]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+_SEEN_MAX = 200_000
+
+
+def _value(meta: dict, key: str):
+    value = meta.get(key)
+    return getattr(value, "data", None) or getattr(value, "value", None) or getattr(value, "text", None)
+
+
+def _applied(storage_id: int, meta: dict) -> Applied:
+    desired = _value(meta, DESIRED_KEY)
+    ident = _value(meta, IDENTITY_KEY)
+    identity = (KubeIdentity(ident["server"], ident["kube_system_uid"])
+                if isinstance(ident, dict) and ident.get("server") and ident.get("kube_system_uid") else None)
+    return Applied(storage_id, desired if isinstance(desired, str) else "", identity)
+
+
+def latest(instance: DagsterInstance, asset: str, partitions: set[str] | None = None) -> dict[str, Applied]:
+    """The latest materialization of `asset` per environment (only `partitions` when given)."""
+    key = AssetKey(asset)
+    ids = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, partitions)
+    with _LOCK:
+        seen = _SEEN.setdefault(instance.event_log_storage, {})
+        unread = [i for i in ids.values() if i not in seen]
+    if unread:
+        records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, storage_ids=unread),
+                                                  limit=len(unread)).records
+        with _LOCK:
+            if len(seen) > _SEEN_MAX:
+                seen.clear()
+            for record in records:
+                seen[record.storage_id] = _applied(record.storage_id, record.asset_materialization.metadata)
+    with _LOCK:
+        return {p: seen.get(i, Applied(i)) for p, i in ids.items()}
+
+
+def recorded_identity(instance: DagsterInstance, env_name: str) -> KubeIdentity | None:
+    """The kube target recorded by the latest materialization of `cluster` for this environment."""
+    return latest(instance, CLUSTER, {env_name}).get(env_name, Applied(0)).identity
