@@ -7,6 +7,7 @@ points elsewhere (tests start their own on free ports).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -35,15 +36,35 @@ def _alive(urls: dict) -> bool:
 
 
 def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict[str, str]:
-    """The running sandbox's base URLs, starting `python -m sandbox serve` detached if none answers."""
+    """The running sandbox's base URLs, starting `python -m sandbox serve` detached if none answers.
+
+    Processes that find none at the same moment (a run worker and the daemon, two command-line runs)
+    take turns on `start.lock`: the first starts it, the others find it answering. The sandbox itself
+    refuses a second server on one state directory (sandbox/core.py StateStore)."""
     state_dir = state_dir or sandbox_dir()
     port_file = state_dir / "ports.json"
+    urls = _answering(port_file)
+    if urls:
+        return urls
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "start.lock", "a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)  # released when the file closes, on every path
+        return _answering(port_file) or _start(state_dir, port_file, timeout)
+
+
+def _answering(port_file: Path) -> dict[str, str] | None:
     if port_file.exists():
-        urls = json.loads(port_file.read_text())
+        try:
+            urls = json.loads(port_file.read_text())
+        except ValueError:  # being written
+            return None
         if _alive(urls):
             return urls
-        port_file.unlink(missing_ok=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _start(state_dir: Path, port_file: Path, timeout: float) -> dict[str, str]:
+    port_file.unlink(missing_ok=True)
     log_path = state_dir / "sandbox.log"
     log = open(log_path, "ab")
     before = log.tell()
@@ -54,10 +75,10 @@ def ensure_sandbox(state_dir: Path | None = None, timeout: float = 60.0) -> dict
                             stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if port_file.exists():
-            urls = json.loads(port_file.read_text())
-            if _alive(urls):
-                return urls
+        urls = _answering(port_file)
+        if urls:
+            log.close()
+            return urls
         if proc.poll() is not None:
             break
         time.sleep(0.1)

@@ -47,6 +47,7 @@ def _admin(args, method: str, path: str, body: dict | None = None):
 
 def cmd_serve(args) -> int:
     from .app import EPHEMERAL_PORTS, Sandbox, port_owner
+    from .core import StateDirInUse
     from .wire.http import PortInUse
 
     ports = None
@@ -54,6 +55,9 @@ def cmd_serve(args) -> int:
         ports = EPHEMERAL_PORTS
     try:
         sb = Sandbox(args.state_dir, ports=ports)
+    except StateDirInUse as exc:
+        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+        return 3
     except PortInUse as exc:
         owner = port_owner(exc.port)
         held = f"by the sandbox of {owner} (stop it: python -m sandbox stop --state-dir {owner})" if owner else \

@@ -82,6 +82,13 @@ class Sandbox:
         ports = {**DEFAULT_PORTS, **(ports or {})}
         # Tests ask for free ports (0); clusters created in such a sandbox get free ports too.
         self.ephemeral = all(p == 0 for p in ports.values())
+        try:
+            self._bind(ports)
+        except BaseException:
+            self.store.release()  # a sandbox that cannot start must not keep the directory from the next one
+            raise
+
+    def _bind(self, ports: dict[str, int]) -> None:
         self.servers: dict[str, ApiServer | GrpcServer] = {
             **{api: ApiServer(self, api, routes, google_error, ports[api],
                               guard=_service_guard(SERVICES[api]) if api in SERVICES else None)
@@ -249,6 +256,7 @@ class Sandbox:
             srv.stop()
         with self.store.lock:
             self.store.save_if_dirty()
+        self.store.release()
         self.stopped.set()
 
 

@@ -8,6 +8,7 @@ are typed against it, so they never import the app that wires them together.
 from __future__ import annotations
 
 import copy
+import fcntl
 import fnmatch
 import json
 import os
@@ -148,16 +149,34 @@ class Counters:
         self.by_api = {}
 
 
+class StateDirInUse(RuntimeError):
+    """Another sandbox process serves this state directory."""
+
+
 class StateStore:
     """The fake cloud's state as one JSON document, saved atomically after each change.
 
     One lock serialises every request, so two clients working at once always see a consistent
-    state; the requests are small, so the lock is not what limits throughput.
+    state; the requests are small, so the lock is not what limits throughput. One process owns a
+    state directory (an exclusive `flock` on `serve.lock`, held until `release`): a second sandbox on
+    the same directory would keep its own copy of the state and overwrite the first's changes.
     """
 
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._owner = open(self.state_dir / "serve.lock", "a+")
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.seek(0)
+            pid = self._owner.read().strip() or "?"
+            self._owner.close()
+            raise StateDirInUse(f"another sandbox (pid {pid}) already serves {self.state_dir}; use it, or stop it "
+                                f"first: python -m sandbox stop --state-dir {self.state_dir}") from None
+        self._owner.truncate(0)
+        self._owner.write(str(os.getpid()))
+        self._owner.flush()
         self.path = self.state_dir / "state.json"
         self.lock = threading.RLock()
         self.dirty = False
@@ -169,6 +188,12 @@ class StateStore:
 
     def section(self, name: str) -> dict:
         return self.data.setdefault(name, {})
+
+    def release(self) -> None:
+        """Give the state directory up (the sandbox stopped): another sandbox may serve it now."""
+        if not self._owner.closed:
+            fcntl.flock(self._owner, fcntl.LOCK_UN)
+            self._owner.close()
 
     def mark(self) -> None:
         self.dirty = True

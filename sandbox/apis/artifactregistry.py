@@ -65,7 +65,7 @@ def create_repository(sb: "Sandbox", req: Request):
     name = f"{parent}/repositories/{repo_id}"
     repos = _state(sb)["repositories"]
     if name in repos:
-        raise ApiError(409, f"the repository already exists", status="ALREADY_EXISTS")
+        raise ApiError(409, "the repository already exists", status="ALREADY_EXISTS")
     body = req.json() or {}
     fmt = body.get("format")
     fmt = artifactregistry_v1.Repository.Format(fmt).name if isinstance(fmt, int) else (fmt or "FORMAT_UNSPECIFIED")

@@ -34,8 +34,8 @@ def _account(sb: "Sandbox", req: Request) -> dict:
     if rec is None:
         # IAM answers 403 rather than 404 for a wildcard name that does not exist (iam.proto).
         if project == "-":
-            raise ApiError(403, f"Permission 'iam.serviceAccounts.get' denied on resource (or it may not exist).")
-        raise ApiError(404, f"Unknown service account")
+            raise ApiError(403, "Permission 'iam.serviceAccounts.get' denied on resource (or it may not exist).")
+        raise ApiError(404, "Unknown service account")
     return rec
 
 

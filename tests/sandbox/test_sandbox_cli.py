@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,36 @@ def test_a_malformed_content_length_is_a_400_on_a_google_port(sandbox, length):
         s.sendall(b"POST /v1/projects/p/locations/l/clusters HTTP/1.1\r\nHost: x\r\nContent-Length: " + length +
                   b"\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 400")
+
+
+def cmdline(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return ""
+
+
+def test_one_state_directory_has_one_sandbox_however_many_processes_start_it(tmp_path):
+    """Measured before: two processes that both auto-started the sandbox started two servers on one state
+    directory, each with its own copy of the state, and the later save lost the other's changes."""
+    state = tmp_path / "shared-state"
+    code = ("import json, sys; from pathlib import Path; from resources.sandbox_runtime import ensure_sandbox; "
+            "print(json.dumps(ensure_sandbox(Path(sys.argv[1]))))")
+    env = {**os.environ, "GPUPLAT_SANDBOX_PORTS": "auto", "PYTHONPATH": str(ROOT)}
+    starters = [subprocess.Popen([sys.executable, "-c", code, str(state)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        answers = [p.communicate(timeout=120) for p in starters]
+        assert [p.returncode for p in starters] == [0, 0, 0], answers
+        urls = {out.strip() for out, _ in answers}
+        assert len(urls) == 1  # all three talk to one sandbox
+        servers = [args for args in map(cmdline, Path("/proc").glob("[0-9]*/cmdline"))
+                   if "sandbox serve" in args and str(state) in args]
+        assert len(servers) == 1, servers
+        second = cli("serve", "--ephemeral-ports", "--state-dir", str(state), timeout=60)
+        assert second.returncode == 3
+        assert second.stderr.strip().splitlines() == [
+            f"sandbox: another sandbox (pid {(state / 'serve.lock').read_text().strip()}) already serves {state}; use it, "
+            f"or stop it first: python -m sandbox stop --state-dir {state}"]
+    finally:
+        cli("stop", "--state-dir", str(state))
