@@ -109,12 +109,12 @@ class EnvReport:
 
 def observe_env(resource: GpuplatResource, env: EnvConfig, applied: dict[str, dict[str, history.Applied]],
                 pieces: Iterable[Piece] = PIECES, answers: Answers | None = None,
-                identity: KubeIdentity | None = None) -> EnvReport:
+                identity: KubeIdentity | None = None, instance=None) -> EnvReport:
     """Observe and plan every piece of one environment. Never raises for the outside world's errors.
 
     `applied`: per asset, the latest materialization per environment (what it applied)."""
     start = time.monotonic()
-    run = env_run(resource, env, _log, answers, identity)
+    run = env_run(resource, env, _log, answers, identity, instance)
     report = EnvReport(env.name, env.remediation, env.substrate.apply_config_changes)
     for piece in pieces:
         steps = piece.variant(env)
@@ -333,7 +333,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         def observe(n: str) -> EnvReport:
             env = now_fleet.found.configs[n]
             identity = None if env.is_gke else clusters.get(n, history.Applied(0)).identity
-            return observe_env(gpuplat, env, applied, answers=answers, identity=identity)
+            return observe_env(gpuplat, env, applied, answers=answers, identity=identity, instance=context.instance)
 
         reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)

@@ -19,6 +19,7 @@ from dagster import AssetCheckKey, RunRequest
 from resources import GpuplatResource
 from resources.memo import Answers, memoize
 from resources.models import KubeIdentity
+from substrate import history
 from substrate.approval import SENSOR_TAG
 from substrate.config import EnvConfig
 from substrate.environments import Environments, environments_dir, load_environments
@@ -77,10 +78,14 @@ def fleet(instance, root=None) -> Fleet:
 
 
 def env_run(resource: GpuplatResource, env: EnvConfig, logger: logging.Logger, answers: Answers | None = None,
-            identity: KubeIdentity | None = None) -> Run:
-    """A read-only `Run` for one environment outside any op: memoized clients, no approval."""
+            identity: KubeIdentity | None = None, instance=None) -> Run:
+    """A read-only `Run` for one environment outside any op: memoized clients, no approval; it reads what
+    runs recorded (the pause's record) from `instance`, and records nothing."""
     conn = memoize(resource.connect(target_of(env, identity), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
-    return Run(env, conn, QuietLog(logger, env.name), approved=False)
+    run = Run(env, conn, QuietLog(logger, env.name), approved=False)
+    if instance is not None:
+        run.recall = lambda asset, key: history.recall(instance, asset, env.name, key)
+    return run
 
 
 def start_sandbox_once(resource: GpuplatResource, envs: list[EnvConfig]) -> None:

@@ -37,9 +37,12 @@ class KubeFacts:
 class ClusterObserved:
     gke: ClusterState | None
     kube: KubeFacts
+    # What a pause that stopped before deleting the cluster scaled to 0 and that is still at 0: resume
+    # gives it back (its record says to how many replicas).
+    scaled_down: tuple[pause.Scaled, ...] = ()
 
     def owned(self) -> dict:
-        out: dict = {}
+        out: dict = {"scaled_down": [f"{s.kind} {s.namespace}/{s.name}" for s in self.scaled_down]}
         if self.gke is not None:
             g = self.gke
             cpu = g.node_pools
@@ -91,7 +94,8 @@ def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
     state = run.conn.google.get_cluster(spec.location, spec.name)
     if state is None or state.status != "RUNNING":
         return ClusterObserved(state, KubeFacts(error=NOT_RUNNING, remedy=NOT_RUNNING_REMEDY))
-    return ClusterObserved(state, observe_kube(run))
+    kube = observe_kube(run)
+    return ClusterObserved(state, kube, () if kube.error else pause.still_scaled_down(run))
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -145,6 +149,9 @@ def plan_cluster(spec: ClusterSpec | None, observed: ClusterObserved) -> list[Ac
             actions.append(Action("update", f"node pool {cpu.name}", "autoscaling",
                                   desired={"enabled": True, "min": cpu.min_nodes, "max": cpu.max_nodes},
                                   observed={"enabled": have[0], "min": have[1], "max": have[2]}))
+    actions += [Action("update", f"{s.kind} {s.namespace}/{s.name}", "replicas", desired=s.replicas, observed=0,
+                       remedy="scaled to 0 by a pause that stopped before deleting the cluster", args={"scaled": s})
+                for s in observed.scaled_down]
     return actions
 
 
@@ -195,13 +202,17 @@ def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved,
             cpu = spec.cpu_pool
             op = g.set_node_pool_autoscaling(spec.location, spec.name, cpu.name, cpu.min_nodes, cpu.max_nodes)
             g.wait_operation(op, CLUSTER_TIMEOUT_S, run.progress(f"setting autoscaling of {cpu.name}"))
+    restored = [a.args["scaled"] for a in actions if a.field == "replicas"]
+    if restored:
+        pause.give_back(run, restored)
 
 
 def cluster_cost(run: Run, spec: ClusterSpec | None, observed: ClusterObserved) -> dict:
     """What the running environment costs now (GKE fee, nodes, its PVCs' disks), from the Billing Catalog."""
     if spec is None or observed.gke is None or observed.gke.status != "RUNNING":
         return {}
-    disks = [x for x in run.conn.google.leftovers() if x.kind == "disk" and x.name.startswith("pvc-")]
+    mine = {(x.kind, x.scope, x.name) for x in pause.volume_disks(run.conn.kube)}
+    disks = [x for x in run.conn.google.leftovers() if (x.kind, x.scope, x.name) in mine]
     return running_cost(run, spec.location.count("-") == 2, disks)
 
 

@@ -348,7 +348,9 @@ class GpuPool(Piece[GpuPoolSpec, GpuPoolObserved]):
                     "disk_size_gb")
     checks = (Check("gpu_quota_sufficient", "GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, the regional NVIDIA_<TYPE>_GPUS, "
                     "CPUS and IN_USE_ADDRESSES leave room for the GPU pool at max (per zone of a regional cluster).",
-                    check_quota, blocking=True),
+                    # Not blocking: it runs after gpu_pool, whose own plan already refuses a create the
+                    # quota cannot hold (cannot-fix), so as a blocking check it could never block anything.
+                    check_quota),
               Check("autoscaling_min_zero", "The GPU pool autoscales with min 0 and max >= 1.", check_autoscaling),
               Check("gpu_capacity_available", "No stockout or quota failure is reported for the GPU pool's scale-ups "
                     "(its StatusConditions, the autoscaler's FailedScaleUp events).", check_capacity),

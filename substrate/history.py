@@ -9,11 +9,12 @@ before: a record never changes, so its few fields are kept by storage id for the
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from dataclasses import dataclass
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
+from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterEventType, DagsterInstance, MetadataValue
 
 from resources.models import KubeIdentity
 
@@ -72,3 +73,22 @@ def latest(instance: DagsterInstance, asset: str, partitions: set[str] | None = 
 def recorded_identity(instance: DagsterInstance, env_name: str) -> KubeIdentity | None:
     """The kube target recorded by the latest materialization of `cluster` for this environment."""
     return latest(instance, CLUSTER, {env_name}).get(env_name, Applied(0)).identity
+
+
+def _record_key(asset: str, env: str, key: str) -> str:
+    return f"gpuplat/record/{asset}/{env}/{key}"
+
+
+def recall(instance: DagsterInstance, asset: str, env: str, key: str):
+    """The value last remembered under `key` for `asset` in `env` (None when never)."""
+    name = _record_key(asset, env, key)
+    raw = instance.run_storage.get_cursor_values({name}).get(name)
+    return json.loads(raw) if raw else None
+
+
+def remember(context, asset: str, env: str, key: str, value, description: str) -> None:
+    """Record `value` under `key` for `asset` in `env`, from inside a run: in the instance's key-value store
+    (found by key, however many observations came after), and as an observation the UI shows."""
+    context.instance.run_storage.set_cursor_values({_record_key(asset, env, key): json.dumps(value, sort_keys=True)})
+    context.log_event(AssetObservation(asset_key=AssetKey(asset), partition=env, description=description,
+                                       metadata={key: MetadataValue.json(value)}))

@@ -36,6 +36,14 @@ class NotReady(PieceError):
     """Something the piece applied did not become ready within its bounded wait."""
 
 
+def _nowhere(asset: str, key: str, value: Any) -> None:
+    raise PieceError("nothing can be recorded here: this run has no Dagster instance to keep it")
+
+
+def _nothing(asset: str, key: str) -> Any:
+    return None
+
+
 @dataclass
 class Run:
     """What observe and apply get: the environment, its clients, a logger and the approval."""
@@ -46,6 +54,12 @@ class Run:
     approved: bool = False
     # Facts a step learns that a later step of the same piece needs (e.g. an operation in flight).
     notes: dict = field(default_factory=dict)
+    # Facts of this piece in this environment that must outlive the run (the pause's record of what it
+    # owns and what it changed): kept in the Dagster instance, so a later run finds them even when this
+    # one stops half-way, on whichever host it runs.
+    # Both take the asset the fact belongs to and a key; remember also the value (JSON).
+    remember: Callable[[str, str, Any], None] = _nowhere
+    recall: Callable[[str, str], Any] = _nothing
 
     def progress(self, what: str) -> Callable[[float, str], None]:
         return lambda elapsed, state: self.log.info(f"{what}: still {state} after {elapsed:.0f}s")

@@ -16,7 +16,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, DataVersion,
 from resources import ADOPT_TAG, GpuplatResource
 from resources.errors import GpuplatError
 
-from . import history
+from . import history, lease
 from .approval import (
     ApprovalNeeded,
     DestroyApprovalNeeded,
@@ -55,18 +55,23 @@ def require_environment(context) -> str:
 
 def open_run(context, resource: GpuplatResource) -> tuple[Run, dict]:
     name = require_environment(context)
+    tags = dict(context.run.tags) if context.run else {}
     try:
+        if context.run:  # who runs it, then one run per environment: before the config is read or anything called
+            tag_run(context.instance, context.run.run_id, tags)
+            lease.acquire(context.instance, context.run.run_id, name, context.log)
         env = load_environment(name)
     except ConfigError as exc:
         raise failure(str(exc), {"file": exc.path, "key": exc.key}) from None
-    tags = dict(context.run.tags) if context.run else {}
-    if context.run:
-        tag_run(context.instance, context.run.run_id, tags)
+    except lease.EnvironmentBusy as exc:
+        raise failure(exc.line()) from None
     identity = None if tags.get(ADOPT_TAG) == "true" else recorded_identity(context.instance, env.name)
-    return Run(env, resource.connect(target_of(env, identity), progress=context.log.info), context.log,
-               bool(approval_source(tags, env))), tags
-
-
+    run = Run(env, resource.connect(target_of(env, identity), progress=context.log.info), context.log,
+              bool(approval_source(tags, env)))
+    run.recall = lambda asset, key: history.recall(context.instance, asset, env.name, key)
+    run.remember = lambda asset, key, value: history.remember(context, asset, env.name, key, value,
+                                                              f"{key} of {env.name}, recorded by run {context.run.run_id}")
+    return run, tags
 
 
 def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeResult:

@@ -284,6 +284,7 @@ def rollback(sb: "Sandbox", rec: dict, error: dict) -> None:
         for obj in [cl, *((cl or {}).get("nodePools") or [])]:
             if obj is not None and obj.get("status") == "STOPPING":
                 obj["status"] = "RUNNING"
+        if kind == "delete_pool":
             gke["internal"].pop(f"{rec['cluster']}/nodePools/{rec['effect']['pool']}", None)
 
 

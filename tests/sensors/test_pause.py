@@ -10,7 +10,7 @@ from kubernetes import client
 from substrate.approval import DESTROY_TAG
 from sensors.drift import build_drift_sensor
 from tests.conftest import admin, client_options, compute_leftovers, kube_api
-from tests.sensors.conftest import GKE_CLUSTER, Ticker, evaluations, runs
+from tests.sensors.conftest import GKE_CLUSTER, Ticker, evaluations, latest_check, runs
 
 PROJECT = "gpuplat-test"
 DESTROY = {DESTROY_TAG: "true"}
@@ -79,48 +79,158 @@ def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_noth
     assert not runs(sensor.tick())
 
 
-def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pdb_and_an_orphan_disk_fails_the_audit(
+GATEWAY_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gateways.gateway.networking.k8s.io"},
+    "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
+             "names": {"kind": "Gateway", "plural": "gateways", "singular": "gateway", "listKind": "GatewayList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def claim(name: str, reclaim: str = "Delete") -> dict:
+    return {"metadata": {"name": name, "annotations": {"sandbox.gpuplat.io/reclaim-policy": reclaim}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo",
+                     "resources": {"requests": {"storage": "20Gi"}}}}
+
+
+def workloads(gp, tmp_path, cluster: str = GKE_CLUSTER, gateway_class: str = "gke-l7-global-external-managed") -> dict:
+    """What a running platform leaves in the project, as the fork's apps make it: a Gateway (its CRD is
+    the fork's platform-core/gateway-api-crds app) and its load balancer, a disk behind a live claim, and
+    a detached disk: a claim of a Retain class deleted, its volume Released (a model cache kept on
+    purpose). Returns the disks by role and the load balancer's name, as the Gateway's annotation says."""
+    api = kube_api(gp.admin.urls, tmp_path, cluster)
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(GATEWAY_CRD)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", "default", "gateways", {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "public"},
+            "spec": {"gatewayClassName": gateway_class, "listeners": [{"name": "https", "protocol": "HTTPS", "port": 443}]}})
+    core = client.CoreV1Api(api)
+    core.create_namespaced_persistent_volume_claim("default", claim("litellm-pg-1"))
+    core.create_namespaced_persistent_volume_claim("default", claim("model-cache", "Retain"))
+    disks = {c.metadata.name: c.spec.volume_name for c in core.list_namespaced_persistent_volume_claim("default").items}
+    core.delete_namespaced_persistent_volume_claim("model-cache", "default")
+    gateway = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", "default", "gateways", "public")
+    rule = gateway["metadata"]["annotations"]["networking.gke.io/forwarding-rules"]
+    return {"live": disks["litellm-pg-1"], "detached": disks["model-cache"], "load_balancer": rule.rsplit("/", 1)[1]}
+
+
+def test_a_pause_deletes_only_its_own_environment_s_disks_and_load_balancers(gp, tmp_path, fast_clock):
+    """Two environments in one project (as the benchmarks and shared lab projects have them), each with a
+    disk behind a live claim, a detached disk and a Gateway load balancer. Pausing one deletes exactly
+    its own, read from its cluster's PersistentVolumes (the PD CSI driver's volumeHandle) and its
+    Gateways' networking.gke.io annotations; the other stays green, and the paused one's audit passes."""
+    gp.configure("sandbox2", cluster={"name": "ai-dev2"})
+    assert gp.materialize().success and gp.materialize(env="sandbox2").success
+    mine = workloads(gp, tmp_path)
+    theirs = workloads(gp, tmp_path, GKE_CLUSTER.replace("ai-dev", "ai-dev2"), "gke-l7-regional-external-managed")
+    before = compute_leftovers(gp.admin.urls, PROJECT)
+    assert {mine["live"], mine["detached"], theirs["live"], theirs["detached"]} <= set(before["disks"])
+    assert len(before["forwardingRules"]) == len(before["addresses"]) == 2
+
+    gp.configure(lifecycle="paused")
+    assert gp.materialize(tags=DESTROY).success
+    after = compute_leftovers(gp.admin.urls, PROJECT)
+    assert after["disks"] == sorted([theirs["live"], theirs["detached"]])
+    assert after["forwardingRules"] == after["addresses"] == [theirs["load_balancer"]]
+    paused = gp.checks(gp.drift_checks())
+    assert paused[("cluster", "paused_costs_nothing")] and all(paused.values()), paused
+    other = gp.checks(gp.drift_checks(env="sandbox2"))
+    assert all(other.values()), {k: v for k, v in other.items() if not v}
+    audit = latest_check(gp, "cluster", "paused_costs_nothing")
+    kept = audit.metadata["kept_on_purpose"].value
+    assert "Secret Manager secret(s) of sandbox" in kept and "secret-manager/pricing" in kept
+    assert "gcloud secrets delete" in kept
+
+
+def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pdb_and_an_undeleted_disk_fails_the_audit(
         gp, tmp_path, fast_clock):
     """pause.sh [1/5]-[4/6]: Argo CD suspended, Gateways deleted and their forwarding rules and addresses
     waited for, CloudNativePG-style PDBs cleared (a PDB with 0 allowed disruptions hangs the node-pool
-    drain: container v1 NodePool.NodeDrainConfig.respect_pdb_during_node_pool_deletion), PVC disks deleted
-    in the audit; a disk that appears later fails paused_costs_nothing by name and price."""
+    drain: container v1 NodePool.NodeDrainConfig.respect_pdb_during_node_pool_deletion), the
+    environment's disks deleted; one the pause could not delete fails paused_costs_nothing by name and
+    price, and a disk of someone else's is neither deleted nor counted."""
     assert gp.materialize().success
-    api = kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER)
-    client.ApiextensionsV1Api(api).create_custom_resource_definition({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gateways.gateway.networking.k8s.io"},
-        "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
-                 "names": {"kind": "Gateway", "plural": "gateways", "singular": "gateway", "listKind": "GatewayList"},
-                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}})
-    client.CustomObjectsApi(api).create_namespaced_custom_object("gateway.networking.k8s.io", "v1", "default", "gateways", {
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "public"},
-        "spec": {"gatewayClassName": "gke-l7-global-external-managed", "listeners": [
-            {"name": "https", "protocol": "HTTPS", "port": 443}]}})
-    core = client.CoreV1Api(api)
-    core.create_namespaced_persistent_volume_claim("default", {
-        "metadata": {"name": "litellm-pg-1"}, "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo",
-                                                       "resources": {"requests": {"storage": "20Gi"}}}})
+    disks = workloads(gp, tmp_path)
+    core = client.CoreV1Api(kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER))
     cpu_node = next(n.metadata.name for n in core.list_node().items
                     if n.metadata.labels.get("cloud.google.com/gke-nodepool") == "default-pool")
     admin(gp.admin.urls, "POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": cpu_node, "kind": "pdb-zero"})
-    assert sorted(x.split()[0] for x in leftovers(gp)) == ["addresses", "disks", "forwardingRules"]
-
-    gp.configure(lifecycle="paused")
-    gp.admin.reset()
-    assert gp.materialize(tags=DESTROY).success  # the load balancer goes two simulated minutes after its Gateway
-    kube_calls = gp.admin.calls()["kubernetes"]["methods"]
-    assert kube_calls.get("delete:gateways") == 1 and kube_calls.get("delete:poddisruptionbudgets", 0) >= 1
-    assert gp.admin.calls()["container"]["methods"].get("DeleteNodePool") == 2  # default-pool drained, not hung
-    assert leftovers(gp) == []
-
-    # Something the pause did not make: a disk named for the environment, created by hand.
+    # Someone else's disk in the same project, named as the seed's audit pattern (`name~pvc`) would take it.
     admin(gp.admin.urls, "POST", "/sandbox/compute/disks", {
         "project": PROJECT, "scope": "zones/us-central1-a", "name": "pvc-sandbox-scratch", "sizeGb": "100",
         "type": "zones/us-central1-a/diskTypes/pd-balanced"})
+    gp.configure(lifecycle="paused")
+    gp.admin.reset()
+    gp.admin.fault("compute", "Delete", "quota")  # the first disk deletion is refused
+    failed = gp.materialize(tags=DESTROY, raise_on_error=False)
+    assert not failed.success
+    kube_calls = gp.admin.calls()["kubernetes"]["methods"]
+    assert kube_calls.get("delete:gateways") == 1 and kube_calls.get("delete:poddisruptionbudgets", 0) >= 1
+    assert gp.admin.calls()["container"]["methods"].get("DeleteNodePool") == 2  # default-pool drained, not hung
+    left = compute_leftovers(gp.admin.urls, PROJECT)
+    assert left["forwardingRules"] == left["addresses"] == []
+    assert "pvc-sandbox-scratch" in left["disks"] and len(left["disks"]) == 2
+    (undeleted,) = set(left["disks"]) - {"pvc-sandbox-scratch"}
+    assert undeleted in disks.values()
     audit = next(e for e in gp.drift_checks(raise_on_error=False).get_asset_check_evaluations()
                  if e.check_name == "paused_costs_nothing")
-    assert not audit.passed and "disk pvc-sandbox-scratch" in audit.description and "USD/h" in audit.description
-    assert audit.metadata["leftover_cost_per_hour"].value > 0
+    assert not audit.passed and f"disk {undeleted}" in audit.description and "USD/h" in audit.description
+    assert "pvc-sandbox-scratch" not in audit.description and audit.metadata["leftover_cost_per_hour"].value > 0
+    assert gp.materialize(tags=DESTROY).success  # the same pause, again: it finishes from its record
+    assert compute_leftovers(gp.admin.urls, PROJECT)["disks"] == ["pvc-sandbox-scratch"]
+    assert all(gp.checks(gp.drift_checks()).values())
 
+
+PAUSE_STEPS = [  # (api, method the sandbox counts) of each step of the pause, in its order
+    ("kubernetes", "patch:statefulsets"),  # [1] Argo CD suspended
+    ("kubernetes", "delete:gateways"),  # [2] Gateways deleted
+    ("kubernetes", "delete:poddisruptionbudgets"),  # [3] PDBs cleared
+    ("container", "DeleteNodePool"),  # [4] node pools
+    ("container", "DeleteCluster"),  # [5] the cluster
+    ("compute", "Delete"),  # [6] the environment's disks
+]
+
+
+def argo_replicas(gp, tmp_path) -> dict[str, int]:
+    apps = client.AppsV1Api(kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER))
+    return {**{s.metadata.name: s.spec.replicas for s in apps.list_namespaced_stateful_set("argocd").items},
+            **{d.metadata.name: d.spec.replicas for d in apps.list_namespaced_deployment("argocd").items
+               if d.metadata.name.endswith("applicationset-controller")}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api,method", PAUSE_STEPS, ids=[m for _, m in PAUSE_STEPS])
+def test_a_pause_that_failed_at_a_step_is_undone_by_resume_and_checks_fail_until_it_is(gp, tmp_path, fast_clock,
+                                                                                      api, method):
+    """A pause refused at one of its steps (quota: not retried), then set back to `running`: what the
+    pause changed (Argo CD's controllers scaled to 0, pools or the cluster gone) fails a check until a
+    materialization gives it back; then every check is green and a rerun changes nothing."""
+    assert gp.materialize().success
+    replicas = argo_replicas(gp, tmp_path)
+    assert replicas and all(replicas.values()), replicas
+    workloads(gp, tmp_path)
+    core = client.CoreV1Api(kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER))
+    cpu_node = next(n.metadata.name for n in core.list_node().items
+                    if n.metadata.labels.get("cloud.google.com/gke-nodepool") == "default-pool")
+    admin(gp.admin.urls, "POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": cpu_node, "kind": "pdb-zero"})
+    gp.configure(lifecycle="paused")
+    gp.admin.reset()
+    gp.admin.fault(api, method, "quota", count=1)
+    assert not gp.materialize(tags=DESTROY, raise_on_error=False).success
+    assert gp.admin.calls()[api]["methods"].get(method), f"the fault on {api} {method} never fired"
+    changed = method != "patch:statefulsets"  # refused at the first step: nothing was changed
+
+    gp.configure()  # lifecycle: running again
+    before = gp.checks(gp.drift_checks(raise_on_error=False))
+    failing = sorted(k for k, passed in before.items() if not passed)
+    assert bool(failing) == changed, failing
+    if changed:
+        assert ("cluster", "in_sync") in failing or ("cluster", "kube_target_reachable") in failing, failing
+    resumed = gp.materialize()
+    assert resumed.success and all(gp.checks(resumed).values()), gp.checks(resumed)
+    assert argo_replicas(gp, tmp_path) == replicas
+    gp.admin.reset()
+    assert all(gp.checks(gp.drift_checks()).values())
+    assert gp.materialize().success and gp.admin.calls()["_total"]["mutate"] == 0
