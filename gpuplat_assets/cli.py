@@ -33,6 +33,10 @@ def unknown_environment_line(exc: BaseException) -> str | None:
     if not os.environ.get("DAGSTER_HOME"):
         return (f"environment {name!r} is not a partition of this instance: DAGSTER_HOME is not set, so Dagster uses "
                 f"a throwaway instance that knows no environment; set DAGSTER_HOME (the README's commands do)")
+    if name in found.names:
+        return (f"environment {name!r} ({root.resolve() / name}) is not yet a partition of this instance: adding it "
+                f"when the code loaded failed (the warning above says why); run the command again, or let the "
+                f"environments sensor add it within a tick")
     known = ", ".join(found.names) or "none"
     return (f"no environment named {name!r}; allowed: one of the environments under {root.resolve()} "
             f"(GPUPLAT_ENVIRONMENTS): {known}")
