@@ -240,6 +240,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api, method, kind", FAULTS, ids=[f"{k} on {a}.{m}" for a, m, k in FAULTS])
 def test_every_create_and_poll_converges_through_a_fault_with_no_duplicate(gp, api, method, kind):
     """A lost answer is the real world's worst case: the call was carried out, and the caller cannot tell it
