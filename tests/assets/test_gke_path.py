@@ -7,7 +7,7 @@ import json
 import pytest
 
 ALL_IN_SYNC = {"apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry",
-               "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class", "platform_installed"}
+               "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class", "platform_installed", "argocd"}
 
 
 def test_materializing_everything_twice_makes_zero_mutating_calls_the_second_time(gp):
@@ -105,6 +105,8 @@ def test_503_storms_are_survived(gp):
         gp.admin.fault(api, method, "503", count=3)
     gp.admin.fault("container", "*", "429", count=2)
     assert gp.materialize().success
+    # Every injected fault was served (the sandbox lists only the rules with faults left to serve).
+    assert gp.admin.call("GET", "/sandbox/faults")["faults"] == []
 
 
 def test_service_usage_off_names_the_bootstrap_command(gp):

@@ -119,7 +119,7 @@ def test_preflight_failures_stop_the_operator_and_name_the_remedy(gp, profile, v
 
 def test_preflight_on_the_h100_notes_unknown_secure_boot_and_turns_the_operator_driver_off(gp, fast_clock):
     use_shipped(gp, "sandbox-byo", "byo")
-    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster", "gpu_pool", "gpu_stack"], env="byo")
+    result = gp.materialize(select=["apis_enabled", "service_accounts", "cluster", "gpu_pool", "argocd", "gpu_stack"], env="byo")
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gpu_node_preflight")
     assert evaluation.passed
     node = evaluation.metadata["node byo-gpu-h100-1"].value

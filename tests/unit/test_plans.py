@@ -301,8 +301,13 @@ def test_drift_is_a_field_the_file_sets():
 
 # ---- plan records -----------------------------------------------------------------------------------------------
 def test_plan_hash_and_fingerprint_are_stable():
-    a = [Action("update", "node pool gpu-l4", "autoscaling", desired={"min": 0}, observed={"min": 1})]
-    assert plan_hash(a) == plan_hash(list(a))
+    """The same drift seen on two ticks (objects built apart, mappings in another order) hashes the same;
+    another observed value is another plan."""
+    a = [Action("update", "node pool gpu-l4", "autoscaling", desired={"min": 0, "max": 1}, observed={"min": 1, "max": 1})]
+    again = [Action("update", "node pool gpu-l4", "autoscaling", desired={"max": 1, "min": 0}, observed={"max": 1, "min": 1})]
+    assert plan_hash(a) == plan_hash(again) and len(plan_hash(a)) == 12
+    assert plan_hash(a) != plan_hash([Action("update", "node pool gpu-l4", "autoscaling", desired={"min": 0, "max": 1},
+                                             observed={"min": 2, "max": 1})])
     assert plan_hash(a) != plan_hash([Action("update", "node pool gpu-l4", "taints")])
     assert fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
     assert "| update | node pool gpu-l4 | autoscaling |" in plan_table(a)
