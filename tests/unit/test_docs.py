@@ -252,3 +252,72 @@ def test_every_relative_link_points_at_a_file_that_exists(link):
     assert dest.exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
     if anchor and dest.suffix == ".md":
         assert anchor in _anchors(dest), f"{doc.relative_to(ROOT)} links to #{anchor}, not a heading of {dest.name}"
+
+
+# ---- counts, Google methods and commands in the guides ----------------------------------------------
+GUIDE_GKE = DOCS / "guide-gke.md"
+NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                      "fourteen fifteen sixteen".split())}
+_COUNT = re.compile(r"\b(" + "|".join(NUMBERS) + r"|\d+) (?:Dagster )?assets\b", re.I)
+# Which Google API each client attribute of resources/ speaks (the table's `<api>.<Method>` prefix).
+CLIENT_APIS = {"_gke": "container", "_usage": "serviceusage", "_secrets": "secretmanager", "_catalog": "billing",
+               "_registry": "artifactregistry", "_admin": "iam"}
+_CALL = re.compile(r"self\.(_[a-z]+)\.([a-z_]+)\(")
+
+
+def google_methods() -> list[str]:
+    """`<api>.<Method>` of every Google API call resources/ makes through an official client."""
+    found = set()
+    for path in (ROOT / "resources").glob("*.py"):
+        for attr, method in _CALL.findall(_text(path)):
+            if attr in CLIENT_APIS:
+                found.add(f"{CLIENT_APIS[attr]}.{''.join(p.title() for p in method.split('_'))}")
+    return sorted(found)
+
+
+GOOGLE_METHODS = google_methods()
+
+
+def test_the_google_call_scan_finds_the_known_ones():
+    assert {"container.SetNodePoolAutoscaling", "container.CreateCluster", "secretmanager.AddSecretVersion",
+            "iam.CreateServiceAccount", "billing.ListSkus"} <= set(GOOGLE_METHODS)
+
+
+@pytest.mark.parametrize("method", GOOGLE_METHODS)
+def test_every_google_call_is_in_the_permissions_table(method):
+    table = _text(GUIDE_GKE).split("## Permissions the caller needs", 1)[1].split("\n## ", 1)[0]
+    assert f"| `{method}` |" in table, f"{method} is called but not in docs/guide-gke.md's permissions table"
+
+
+def test_every_count_of_assets_in_the_docs_is_the_number_of_assets():
+    wrong = []
+    for doc in MARKDOWN:
+        for match in _COUNT.finditer(_without_code(_text(doc))):
+            word = match.group(1).lower()
+            n = int(word) if word.isdigit() else NUMBERS[word]
+            if n != len(ASSET_NAMES):
+                wrong.append(f"{doc.relative_to(ROOT)}: {match.group(0)!r}")
+    assert not wrong, f"there are {len(ASSET_NAMES)} assets: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize("asset", ASSET_NAMES)
+def test_every_asset_is_in_the_gke_guide(asset):
+    assert _documented(asset, GUIDE_GKE), f"asset {asset} is not in docs/guide-gke.md"
+
+
+def test_no_doc_tells_users_to_install_sdk_components_gcloud_refuses_on_a_packaged_sdk():
+    """`gcloud components install` fails on an apt-installed SDK ("the component manager is disabled
+    for this installation"); a guide that prints it must say which installs it works on."""
+    for doc in MARKDOWN:
+        for block in FENCE.findall(_text(doc)):
+            assert "gcloud components install" not in block, f"{doc.relative_to(ROOT)} prints `gcloud components install`"
+
+
+def test_the_readme_quick_start_is_what_ci_runs():
+    readme = _text(ROOT / "README.md")
+    quick = readme.split("## Quick start", 1)[1]
+    first_block = FENCE.search(quick).group(0).splitlines()[1:-1]
+    assert len(first_block) == 2, first_block
+    ci = _text(ROOT / ".ci" / "run")
+    for command in first_block:
+        assert command.strip() in ci, f".ci/run does not run the README's `{command.strip()}`"
