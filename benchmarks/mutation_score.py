@@ -15,12 +15,13 @@ and, as its last line:
 Timeouts and segfaults count as killed (the mutant did not pass); mutants no test reaches, and
 suspicious ones, count as survivors (nothing would notice them).
 
-    python benchmarks/mutation_score.py [--max-children 2] [--keep]
+    pip install mutmut==3.8.1; python benchmarks/mutation_score.py [--max-children 2] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -67,6 +68,9 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", action="store_true", help="keep mutants/ from an earlier run (resume)")
     args = parser.parse_args()
+    if importlib.util.find_spec("mutmut") is None:
+        print("mutmut is not installed here: .venv/bin/pip install mutmut==3.8.1")
+        return 2
     if not args.keep:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     started = time.monotonic()
