@@ -322,11 +322,11 @@ def test_a_pause_plan_follows_pause_sh_and_every_step_is_a_delete():
     disk = Leftover("disk", "pvc-1234", "zones/us-central1-a", 20, "pd-balanced")
     observed = pause.PauseObserved("RUNNING", ("default-pool", "gpu-l4"), ("argo-cd-argocd-application-controller",),
                                    ("default/public",), ("litellm/litellm-pg",), ("litellm/litellm-pg-primary",),
-                                   (disk,))
+                                   mine=(disk,), leftovers=(disk,))
     got = pause.plan_pause(spec, observed)
     assert [a.target for a in got] == ["Argo CD controllers", "Gateways", "PodDisruptionBudgets", "node pool default-pool",
                                        "node pool gpu-l4", "GKE cluster ai-dev", "disk pvc-1234"]
     assert {a.kind for a in got} == {"delete"}
     assert pause.plan_pause(spec, pause.PauseObserved("ABSENT")) == []
-    [left] = pause.plan_pause(spec, pause.PauseObserved("ABSENT", leftovers=(disk,)))
+    [left] = pause.plan_pause(spec, pause.PauseObserved("ABSENT", mine=(disk,), leftovers=(disk,)))
     assert (left.kind, left.target) == ("delete", "disk pvc-1234")
