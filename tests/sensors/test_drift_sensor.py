@@ -163,7 +163,7 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     # Secret Manager cannot list versions across secrets: a secret counts as present only with an
     # enabled version, so each internal secret costs one version list (and the Dex pair one access each).
     per_secret = len(desired_secrets(gp.env("sandbox")).internal_names)
-    assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "ListSecretVersions": per_secret,
+    assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "GetSecretVersion": per_secret,
                                                  "AccessSecretVersion": 2}, calls["secretmanager"]
     # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
     # the argocd-redis Secret, its bootstrap Job, its self-managing Application; the identities: two
