@@ -268,7 +268,7 @@ def test_assets_never_materialized_are_not_drift_and_cost_no_calls(gp):
     assert gp.materialize(select=["apis_enabled", "service_accounts", "cluster"]).success
     partial = ticker.tick()
     assert not runs(partial) and not partial.asset_events
-    assert "3 in sync" in skip_text(partial) and "8 not yet materialized" in skip_text(partial)
+    assert "3 in sync" in skip_text(partial) and "9 not yet materialized" in skip_text(partial)
 
 
 def test_an_unreachable_cluster_and_a_broken_config_do_not_stop_the_other_environments(gp, tmp_path):
