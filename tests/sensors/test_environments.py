@@ -52,7 +52,7 @@ def test_a_broken_config_fails_its_in_sync_checks_once_per_distinct_error_and_cl
     first = ticker.tick()
     [report] = runs(first)
     assert report.partition_key == "broken" and report.asset_selection is None
-    assert {k.name for k in report.asset_check_keys} == {"in_sync"} and len(report.asset_check_keys) == 11
+    assert {k.name for k in report.asset_check_keys} == {"in_sync"} and len(report.asset_check_keys) == 12
     [(_, launched)] = ticker.launched
     assert launched.success  # a report, not a red run
     check = latest_check(gp, "cluster", "in_sync", "broken")
@@ -79,7 +79,7 @@ def test_a_folder_that_cannot_be_an_environment_affects_only_itself(gp, tmp_path
     loop = gp.platform.envs / "loop"
     os.symlink(loop, loop)
     from gpuplat_assets.definitions import defs  # the code location loads
-    assert len(defs.get_repository_def().asset_graph.get_all_asset_keys()) == 11
+    assert len(defs.get_repository_def().asset_graph.get_all_asset_keys()) == 12
     ticker = Ticker(environments_sensor, gp, daemon=True)
     ticker.tick()
     assert known(gp.instance) == {"sandbox", "loop"}  # a loop is a valid name: its error shows on its partition
