@@ -87,8 +87,8 @@ SLOW_TIERS = "browser or postgres or conformance or daemon or slow"
 # Tests CI may see skipped, each with why. Any other skip under GPUPLAT_CI=1 fails the run: a skip in CI
 # is otherwise a silent pass.
 CI_ALLOWED_SKIPS = {
-    # The fork tests need a checkout of the seed platform; a clean clone has none beside it unless the
-    # machine provides ../shared. .ci/run prints whether they ran.
+    # The fork tests need a checkout of the seed platform (DEFAULT_FORK, or --platform-fork); a clean
+    # clone has none of its own, and pytest's -ra summary names each such skip.
     "no platform fork": "the fork tier runs only where a platform checkout is given",
 }
 

@@ -9,6 +9,7 @@ from kubernetes import client
 
 from substrate.approval import DESTROY_TAG
 from sensors.drift import build_drift_sensor
+from tests.sandbox.test_leftovers import GATEWAY_CRD
 from tests.conftest import admin, client_options, compute_leftovers, kube_api
 from tests.sensors.conftest import GKE_CLUSTER, Ticker, evaluations, latest_check, runs
 
@@ -77,15 +78,6 @@ def test_quick_start_pause_resume_keeps_the_secrets_and_the_sensor_rebuilds_noth
     assert resumed.success and all(gp.checks(resumed).values()), gp.checks(resumed)
     assert secrets_state(gp) == before  # the same values, 0 versions added
     assert not runs(sensor.tick())
-
-
-GATEWAY_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gateways.gateway.networking.k8s.io"},
-    "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
-             "names": {"kind": "Gateway", "plural": "gateways", "singular": "gateway", "listKind": "GatewayList"},
-             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
 def claim(name: str, reclaim: str = "Delete") -> dict:
