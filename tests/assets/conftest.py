@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 from dagster import DagsterInstance, materialize
 
 from tests.conftest import Platform, admin
@@ -105,6 +104,16 @@ class Gpuplat:
 
     def checks(self, result) -> dict[tuple[str, str], bool]:
         return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
+def dagster_home(tmp_path: Path) -> Path:
+    """An instance used before, as a user's is: two processes that open a brand-new SQLite DAGSTER_HOME at
+    the same moment both stamp its schema version and leave it unusable ("more than one head"), Dagster's
+    own race, not the one under test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    DagsterInstance.from_config(str(home)).dispose()
+    return home
 
 
 @pytest.fixture

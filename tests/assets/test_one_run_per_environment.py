@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from tests.assets.conftest import dagster_home
 from google.cloud import secretmanager_v1
 
 from substrate.approval import DESTROY_VAR
@@ -25,16 +27,6 @@ def cli(gp, home: Path, select: str = "*", **env_vars: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "gpuplat_assets",
                              "--select", select, "--partition", "sandbox"], cwd=home, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def dagster_home(tmp_path: Path) -> Path:
-    """An instance used before, as a user's is: two processes that open a brand-new SQLite DAGSTER_HOME at
-    the same moment both stamp its schema version and leave it unusable ("more than one head"), Dagster's
-    own race, not the one under test."""
-    home = tmp_path / "home"
-    home.mkdir()
-    DagsterInstance.from_config(str(home)).dispose()
-    return home
 
 
 def finish(*procs: subprocess.Popen) -> list[str]:

@@ -52,7 +52,7 @@ def test_the_token_is_stored_once_from_the_environment_and_written_where_argo_cd
 def test_without_a_token_anywhere_the_plan_says_how_to_give_one(gp, monkeypatch):
     gp.configure(substrate={"private_repo": {"secret": "argocd-repo-pat"}})
     monkeypatch.delenv("ARGOCD_REPO_PAT", raising=False)
-    result = gp.materialize(["apis_enabled", "service_accounts", "cluster", "workload_identity", "platform_installed"], raise_on_error=False)
+    result = gp.materialize(["apis_enabled", "service_accounts", "cluster", "workload_identity", "argocd", "platform_installed"], raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message
     assert "Argo CD repository Secret platform-repo" in message and "export ARGOCD_REPO_PAT=<token>" in message

@@ -15,6 +15,7 @@ import sys
 import bcrypt
 from google.cloud import secretmanager_v1
 
+from tests.assets.conftest import dagster_home
 from tests.conftest import ROOT, client_options
 
 PARENT = "projects/gpuplat-test"
@@ -54,8 +55,7 @@ def test_a_secret_left_without_a_version_is_repaired_and_fails_the_check_until_t
 def test_two_concurrent_first_runs_leave_a_dex_hash_that_verifies_the_password(gp, tmp_path):
     """Two `dagster asset materialize` processes race on a blank project; the stored pair must agree."""
     assert gp.materialize(select=["apis_enabled"]).success
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = dagster_home(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GPUPLAT_SANDBOX_DIR": str(gp.sandbox.state_dir),
            "GPUPLAT_ENVIRONMENTS": str(gp.platform.envs), "DAGSTER_HOME": str(home)}
     procs = [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "gpuplat_assets",

@@ -24,7 +24,7 @@ ENV = "ai-dev"
 PROJECT = "ai-lab"  # the seed's config.yaml
 CLUSTER = f"projects/{PROJECT}/locations/us-central1-a/clusters/ai-dev"
 ALL = ["apis_enabled", "service_accounts", "cluster", "workload_identity", "gpu_pool", "model_registry", "secrets_seeded",
-       "gpu_stack", "storage_class", "snapshot_class", "platform_installed"]
+       "gpu_stack", "storage_class", "snapshot_class", "argocd", "platform_installed"]
 
 FAKE_HELM = '''#!{python}
 """helm as the seed's install.sh calls it, on a machine without charts: `repo add|update` do nothing;
@@ -113,13 +113,14 @@ def test_make_bootstrap_and_make_root_first_then_gpuplat_makes_no_change(gp, see
     assert make_root(seed) == ["appproject.argoproj.io/platform created",
                                "applicationset.argoproj.io/layer-platform created"]
     gp.admin.reset()
-    result = gp.materialize(["platform_installed"], env=ENV)
+    result = gp.materialize(["argocd", "platform_installed"], env=ENV)
     assert result.success
-    [mat] = result.get_asset_materialization_events()
-    assert mat.materialization.metadata["actions_applied"].value == 0
+    mats = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert {name: m["actions_applied"].value for name, m in mats.items()} == {"argocd": 0, "platform_installed": 0}
     assert mutations(gp, "kubernetes") == 0, gp.admin.calls()["kubernetes"]
-    observed = mat.materialization.metadata["observed"].value
-    assert observed["argocd"]["release"] == "argo-cd argo-cd-9.5.21 rev 1" and observed["drifted_roots"] == {}
+    assert mats["argocd"]["observed"].value["release"] == "argo-cd argo-cd-9.5.21 rev 1"
+    observed = mats["platform_installed"]["observed"].value
+    assert observed["drifted_roots"] == {}
     apps = {a[0] for a in observed["apps"]}  # what Argo CD generated from the fork's groups and catalog
     assert {"group-platform-core", "group-identity", "external-secrets", "argo-cd", "dex"} <= apps, apps
 
@@ -128,7 +129,7 @@ def test_an_older_argo_cd_is_drift_shown_in_the_plan(gp, seed):
     assert gp.materialize(["apis_enabled", "service_accounts", "cluster"], env=ENV).success
     gp.admin.call("POST", "/sandbox/argocd/helm-install", {"cluster": CLUSTER, "release": "argo-cd",
                                                           "namespace": "argocd", "version": "9.1.4", "values": {}})
-    result = gp.materialize(["platform_installed"], env=ENV, raise_on_error=False)
+    result = gp.materialize(["argocd"], env=ENV, raise_on_error=False)
     plan = next(e for e in result.get_asset_materialization_events()).materialization.metadata["plan"].value
     assert "| update | Argo CD release argo-cd | chart version | 9.1.4 | 9.5.21 |" in plan
     assert "| update | Argo CD release argo-cd | values |" in plan
