@@ -138,9 +138,12 @@ class Kube:
     @cached_property
     def _dynamic(self):
         from kubernetes.dynamic import DynamicClient
-        # Discovery is cached on disk keyed by host; two sandbox clusters on one port would share a
-        # stale cache, so the cache file is per server URL.
-        key = hashlib.sha256(self.target.server.encode()).hexdigest()[:16]
+        # Discovery is cached on disk. A cluster recreated at the same address (a resume, a sandbox on a
+        # reused port) must not read its predecessor's cache, which would promise CRDs it does not serve:
+        # the cache file is per server URL and per cluster CA, which a new cluster never shares.
+        ca_path = self._api_client.configuration.ssl_ca_cert
+        ca = Path(ca_path).read_bytes() if ca_path and Path(ca_path).is_file() else b""
+        key = hashlib.sha256(self.target.server.encode() + b"\0" + ca).hexdigest()[:16]
         cache = Path(tempfile.gettempdir()) / f"gpuplat-discovery-{os.getuid()}-{key}.json"
         try:
             return DynamicClient(self._api_client, cache_file=str(cache))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from .apis import (artifactregistry, billing, compute, gke, iam, kube_objects, o
 from .core import ApiError, Clock, Counters, Faults, StateStore
 from .sims import controllers
 from .stores import auth, projects
+from .stores import gke as gke_store
 from .stores.kube import ChangeLog, KubeStore
 from .wire.google import google_error
 from .wire.grpc import GrpcServer
@@ -162,17 +164,31 @@ class Sandbox:
         def make(port: int) -> ApiServer:
             return ApiServer(self, "kubernetes", kube_objects.ROUTES, render_error, port, match={"cluster": cluster_id},
                              ssl_context=context, authenticate=self._authenticate(cluster_id))
-        try:
-            srv = make(kept.get(cluster_id, 0))
-        except PortInUse:  # taken since the last run: the cluster moves, as a real endpoint can
-            srv = make(0)
+        srv = None
+        if kept.get(cluster_id):
+            try:
+                srv = make(kept[cluster_id])
+            except PortInUse:  # taken since the last run: the cluster moves, as a real endpoint can
+                srv = None
+        if srv is None:
+            srv = _on_a_kube_port(make)
         if kept.get(cluster_id) != srv.port:
+            moved = cluster_id in kept
             kept[cluster_id] = srv.port
+            if moved:
+                self._endpoint_moved(cluster_id, srv.port)
             self.store.mark()
         self.kube_servers[cluster_id] = srv
         if self.started:
             srv.start()
         return srv
+
+    def _endpoint_moved(self, cluster_id: str, port: int) -> None:
+        """A GKE cluster whose API moved says so in `Cluster.endpoint`, as GKE's would."""
+        key = gke_store.cluster_for_kube(self, cluster_id)
+        cl = gke_store.state(self)["clusters"].get(key) if key else None
+        if cl is not None and cl.get("endpoint"):
+            cl["endpoint"] = f"127.0.0.1:{port}"
 
     def _authenticate(self, cluster_id: str) -> Callable[[Request], None]:
         def check(req: Request) -> None:
@@ -258,6 +274,24 @@ class Sandbox:
             self.store.save_if_dirty()
         self.store.release()
         self.stopped.set()
+
+
+def _on_a_kube_port(make: Callable[[int], ApiServer]) -> ApiServer:
+    """A cluster's API on a free port below the kernel's ephemeral range. A cluster keeps its port across
+    restarts (the endpoint and the kubeconfigs name it); ports the kernel hands out for port 0 (every API
+    of every other sandbox, every client socket) would take a stopped cluster's port from under it."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    low, high = 20000, first_ephemeral - 1
+    if high - low >= 1000:
+        for port in random.sample(range(low, high + 1), 64):
+            try:
+                return make(port)
+            except PortInUse:
+                continue
+    return make(0)
 
 
 def _owners_dir() -> Path:

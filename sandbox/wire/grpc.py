@@ -55,7 +55,10 @@ class GrpcServer:
         import grpc
 
         self.rest = rest
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"sandbox-{rest.api}-grpc"))
+        # Kept to shut down with the server: grpc's stop() leaves the executor's threads alive, one set per
+        # sandbox ever started in the process (hundreds in a test session).
+        self.executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"sandbox-{rest.api}-grpc")
+        self.server = grpc.server(self.executor)
         handlers = {}
         for name, method in methods.items():
             request_type, response_type = method[0], method[1]
@@ -106,4 +109,5 @@ class GrpcServer:
         self.server.start()
 
     def stop(self) -> None:
-        self.server.stop(grace=None)
+        self.server.stop(grace=None).wait(10)
+        self.executor.shutdown(wait=False, cancel_futures=True)

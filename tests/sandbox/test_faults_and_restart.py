@@ -249,3 +249,36 @@ def test_state_survives_a_restart_of_the_sandbox_process(sandbox_process, tmp_pa
     assert cl.endpoint == endpoint
     api = k8s_config.new_client_from_config(config_file=str(path), persist_config=False)
     assert len(k8s.CoreV1Api(api).list_node().items) == 1
+
+
+def test_a_cluster_whose_port_was_taken_while_stopped_moves_and_its_endpoint_says_where(tmp_path):
+    """A stopped sandbox's cluster API port can be taken by another program; on restart the cluster
+    answers on a new port and `Cluster.endpoint` (what gpuplat and `gcloud get-credentials` read) names it."""
+    import socket
+
+    from sandbox.app import Sandbox
+    from tests.conftest import EPHEMERAL
+
+    sb = Sandbox(tmp_path / "state", ports=EPHEMERAL)
+    sb.start()
+    enable_all(sb.urls())
+    c = container_v1.ClusterManagerClient(**opts(sb.urls(), "container"))
+    create_running_cluster(c)
+    before = c.get_cluster(name=CLUSTER).endpoint
+    sb.stop()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(before.rsplit(":", 1)[1])))
+        squatter.listen()
+        sb = Sandbox(tmp_path / "state", ports=EPHEMERAL)
+        sb.start()
+        try:
+            c = container_v1.ClusterManagerClient(**opts(sb.urls(), "container"))
+            after = c.get_cluster(name=CLUSTER).endpoint
+            assert after != before and after.startswith("127.0.0.1:")
+            path = tmp_path / "kubeconfig"
+            path.write_text(admin(sb.urls(), "GET", f"/sandbox/kubeconfig?cluster={CLUSTER}"))
+            api = k8s_config.new_client_from_config(config_file=str(path), persist_config=False)
+            assert len(k8s.CoreV1Api(api).list_node().items) == 1
+            assert api.configuration.host.endswith(after.rsplit(":", 1)[1])
+        finally:
+            sb.stop()

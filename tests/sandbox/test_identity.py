@@ -186,3 +186,27 @@ def test_off_gke_a_keyless_gcpsm_store_is_never_ready(sandbox, tmp_path):
     custom, _ = keyless_store(sandbox, tmp_path, "byo-gpu")
     status, message = store_ready(custom)
     assert status == "False" and "needs a GKE cluster with Workload Identity" in message
+
+
+def test_a_stopped_sandbox_leaves_no_grpc_thread_behind(tmp_path):
+    """A test session starts hundreds of sandboxes in one process: each must take its threads with it."""
+    import threading
+    import time
+
+    from sandbox.app import Sandbox
+    from tests.conftest import EPHEMERAL
+
+    sb = Sandbox(tmp_path / "state", ports=EPHEMERAL)
+    sb.start()
+    channel = grpc.insecure_channel(sb.urls()["iam_grpc"])
+    iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel))
+    with pytest.raises(gexc.PermissionDenied):
+        iam.list_service_accounts(name="projects/blank-project")
+    ours = [t for t in threading.enumerate() if t.name.startswith("sandbox-iam-grpc")]
+    assert ours  # the call was served by the server's executor
+    channel.close()
+    sb.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(t.is_alive() for t in ours):
+        time.sleep(0.05)
+    assert not [t.name for t in ours if t.is_alive()]

@@ -6,27 +6,12 @@ the environments its test wrote, and their partitions in the test's own instance
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import pytest
-import yaml
-from dagster import AssetCheckEvaluation, AssetKey, AssetObservation, RunRequest, SensorResult, build_sensor_context
+from dagster import AssetKey, AssetObservation, RunRequest, SensorResult, build_sensor_context
 
 from tests.assets.conftest import Gpuplat, fast_clock, gp  # noqa: F401 - fixtures, used by name
 
 GKE_CLUSTER = "projects/gpuplat-test/locations/us-central1-a/clusters/ai-dev"
 KUBE_CLUSTER = "gke_gpuplat-test_us-central1-a_ai-dev"
-
-
-@pytest.fixture(autouse=True)
-def own_discovery_cache(tmp_path, monkeypatch):
-    """The kubernetes DynamicClient's discovery cache is a file keyed by the API server URL
-    (resources/kube.py). Sandboxes of successive tests can get the same ephemeral port, and then
-    the same URL: a later test would read an earlier one's discovery (Argo CD's CRDs present
-    before they are installed) and get 404s. Each test keeps its cache in its own directory."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 class Ticker:
@@ -83,10 +68,6 @@ def runs(result: SensorResult) -> list[RunRequest]:
 
 def observations(result: SensorResult) -> list[AssetObservation]:
     return [e for e in result.asset_events or [] if isinstance(e, AssetObservation)]
-
-
-def evaluations(result: SensorResult) -> list[AssetCheckEvaluation]:
-    return [e for e in result.asset_events or [] if isinstance(e, AssetCheckEvaluation)]
 
 
 def skip_text(result: SensorResult) -> str:
