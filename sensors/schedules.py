@@ -11,6 +11,7 @@ log. Nothing is changed by these runs.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
@@ -51,6 +52,19 @@ def plan_checks(instance) -> tuple[list[str], dict[str, str]]:
     return names, skipped
 
 
+def check_requests(instance, scheduled: datetime | None, log) -> list[RunRequest] | SkipReason:
+    """One checks-only run request per materialized environment, keyed by the scheduled minute."""
+    names, skipped = plan_checks(instance)
+    if skipped:
+        log.info("skipped: " + "; ".join(f"{n} ({why})" for n, why in sorted(skipped.items())))
+    if not names:
+        return SkipReason("no materialized environment to check" +
+                          (f"; skipped: {', '.join(sorted(skipped))}" if skipped else ""))
+    stamp = scheduled.strftime("%Y-%m-%dT%H:%M") if scheduled else "now"
+    return [RunRequest(run_key=f"drift_checks:{n}:{stamp}", partition_key=n, tags={SENSOR_TAG: TRIGGER})
+            for n in names]
+
+
 def build_drift_checks_schedule(name: str = "drift_checks_schedule", cron: str | None = None,
                                 default_status: DefaultScheduleStatus = DefaultScheduleStatus.RUNNING):
     @schedule(name=name, cron_schedule=cron or os.environ.get(CRON_VAR) or DEFAULT_CRON, job_name=DRIFT_CHECKS_JOB,
@@ -58,16 +72,7 @@ def build_drift_checks_schedule(name: str = "drift_checks_schedule", cron: str |
               description="Every asset check of every materialized environment (the drift_checks job, one run per "
                           "partition); environments never built are skipped and named in the tick's log.")
     def _schedule(context: ScheduleEvaluationContext):
-        names, skipped = plan_checks(context.instance)
-        if skipped:
-            context.log.info("skipped: " + "; ".join(f"{n} ({why})" for n, why in sorted(skipped.items())))
-        if not names:
-            return SkipReason("no materialized environment to check" +
-                              (f"; skipped: {', '.join(sorted(skipped))}" if skipped else ""))
-        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M") if context.scheduled_execution_time \
-            else "now"
-        return [RunRequest(run_key=f"drift_checks:{n}:{stamp}", partition_key=n, tags={SENSOR_TAG: TRIGGER})
-                for n in names]
+        return check_requests(context.instance, context.scheduled_execution_time, context.log)
 
     return _schedule
 

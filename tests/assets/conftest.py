@@ -39,14 +39,17 @@ class Admin:
 class Gpuplat:
     """One test's view: its sandbox, its environment configs, its kube dir, a real instance."""
 
-    def __init__(self, sandbox, tmp_path: Path, platform: Platform):
+    def __init__(self, sandbox, tmp_path: Path, platform: Platform, persistent: bool = False):
         from resources import GpuplatResource
 
         self.sandbox = sandbox
         self.admin = Admin(sandbox.urls())
-        # On disk, as the daemon's is: schedules and sensors need an instance they can reopen.
+        # In memory (Dagster's own SQLite schema, without a file per run): on disk, each event costs a new
+        # engine and a commit, a third of an asset test's time. A test that needs an instance it can
+        # reopen (a schedule context, a second process) asks for one with `persistent=True`.
         (tmp_path / "dagster_instance").mkdir(exist_ok=True)
-        self.instance = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_instance"))
+        self.instance = (DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_instance")) if persistent
+                         else DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_instance")))
         self.resource = GpuplatResource(kube_dir=str(tmp_path / "kube"), sandbox_state_dir=str(sandbox.state_dir))
         self.tmp_path = tmp_path
         self.platform = platform
@@ -89,21 +92,23 @@ class Gpuplat:
 
     def drift_checks(self, env: str = "sandbox", raise_on_error: bool = True):
         """The code location's checks-only job for one environment, as the schedule requests it."""
-        from gpuplat_assets.definitions import defs
-        from sensors.schedules import drift_checks_schedule
-
+        import logging
         from datetime import datetime, timezone
 
-        from dagster import build_schedule_context
+        from gpuplat_assets.definitions import defs
+        from sensors.schedules import check_requests
 
-        context = build_schedule_context(instance=self.instance, scheduled_execution_time=datetime.now(timezone.utc))
-        request = next(r for r in drift_checks_schedule(context) if r.partition_key == env)
+        requests = check_requests(self.instance, datetime.now(timezone.utc), logging.getLogger("drift_checks"))
+        request = next(r for r in requests if r.partition_key == env)
         return defs.resolve_job_def("drift_checks").execute_in_process(
             partition_key=request.partition_key, tags=request.tags, instance=self.instance,
             resources={"gpuplat": self.resource}, raise_on_error=raise_on_error)
 
     def checks(self, result) -> dict[tuple[str, str], bool]:
-        return {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+        """(asset, check) -> passed; never empty, so `all(gp.checks(r).values())` cannot pass on no checks."""
+        out = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+        assert out, "the run evaluated no asset check"
+        return out
 
 
 def dagster_home(tmp_path: Path) -> Path:
@@ -117,9 +122,9 @@ def dagster_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def gp(sandbox, tmp_path, monkeypatch, platform):
+def gp(sandbox, tmp_path, monkeypatch, platform, request):
     monkeypatch.delenv("GPUPLAT_AUTO_APPROVE", raising=False)
-    g = Gpuplat(sandbox, tmp_path, platform)
+    g = Gpuplat(sandbox, tmp_path, platform, persistent=request.node.get_closest_marker("persistent_instance") is not None)
     g.configure()
     return g
 

@@ -126,6 +126,7 @@ def test_a_conditional_binding_and_audit_configs_someone_else_made_are_kept_as_t
 
 
 # ---- 4: busy clusters ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_cluster_busy_with_an_upgrade_is_waited_for_and_the_change_then_made(gp, fast_clock):
     """A new cluster is often busy for many minutes with its first upgrade: RECONCILING, an UPGRADE_MASTER
     operation running (container v1 Cluster.Status: "RECONCILING indicates that some work is actively being

@@ -4,6 +4,8 @@ each run takes its environment's lease (substrate/lease.py) before it reads the 
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -17,6 +19,9 @@ from google.cloud import secretmanager_v1
 
 from substrate.approval import DESTROY_VAR
 from tests.conftest import ROOT, client_options
+
+# Slow tier: processes and the fork's own scripts, end to end (CI runs it; see README, Tests).
+pytestmark = pytest.mark.slow
 
 PROJECT = "gpuplat-test"
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import bcrypt
+import pytest
 from google.cloud import secretmanager_v1
 
 from tests.assets.conftest import dagster_home
@@ -52,6 +53,7 @@ def test_a_secret_left_without_a_version_is_repaired_and_fails_the_check_until_t
     assert states == ["ENABLED", "DISABLED"]
 
 
+@pytest.mark.slow
 def test_two_concurrent_first_runs_leave_a_dex_hash_that_verifies_the_password(gp, tmp_path):
     """Two `dagster asset materialize` processes race on a blank project; the stored pair must agree."""
     assert gp.materialize(select=["apis_enabled"]).success

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Slow tier: processes and the fork's own scripts, end to end (CI runs it; see README, Tests).
+pytestmark = pytest.mark.slow
 
 ENV = "ai-dev"
 PROJECT = "ai-lab"  # the seed's config.yaml
@@ -32,6 +34,7 @@ FAKE_HELM = '''#!{python}
 the install (POST /sandbox/argocd/helm-install)."""
 import json, os, sys, urllib.request
 import yaml
+
 args = sys.argv[1:]
 if args[:1] == ["repo"]:
     sys.exit(0)

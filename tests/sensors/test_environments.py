@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
+import pytest
 from dagster import build_schedule_context
 
 from sensors.environments import environments_sensor
@@ -109,6 +110,7 @@ def test_a_yaml_alias_bomb_and_a_huge_file_cost_only_their_own_environment(gp):
     assert "sandbox" in found.configs
 
 
+@pytest.mark.persistent_instance
 def test_the_schedule_checks_built_environments_and_names_the_skipped_ones(gp):
     from sensors.schedules import plan_checks
 
