@@ -55,7 +55,8 @@ def test_fields_gke_and_the_autoscaler_own_are_never_drift(gp):
     result = gp.materialize()
     assert result.success
     assert gp.admin.calls()["_total"]["mutate"] == 0
-    assert all(ok for (a, c), ok in gp.checks(result).items() if c == "in_sync")
+    in_sync = {a: ok for (a, c), ok in gp.checks(result).items() if c == "in_sync"}
+    assert len(in_sync) == 12 and all(in_sync.values()), in_sync
 
 
 def test_missing_approval_fails_clearly_and_creates_nothing(gp):

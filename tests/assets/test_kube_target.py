@@ -108,7 +108,6 @@ def test_off_gke_a_cluster_recreated_behind_the_same_url_is_refused_before_any_w
     gp.admin.reset()
     result = gp.materialize(select=["storage_class"], env="byo", raise_on_error=False)
     assert not result.success and "reaches another cluster" in failure_message(result)
-    assert gp.admin.calls()["kubernetes"]["mutate"] == 0
     assert gp.admin.calls()["kubernetes"]["methods"] == {"get:namespaces": 1}  # the identity read, nothing else
 
     adopted = gp.materialize(select=["cluster"], env="byo", tags={"gpuplat/adopt-kube-target": "true"})

@@ -186,7 +186,8 @@ def test_events_describe_node_and_logs(tools):
     node = tools.kubectl("get", "pod", "e", "-n", "described", "-o", "jsonpath={.spec.nodeName}").stdout
     described = tools.kubectl("describe", "node", node).stdout
     assert re.search(rf"HolderIdentity:\s+{node}", described) and "Non-terminated Pods:" in described
-    assert tools.kubectl("logs", "pod/e", "-n", "described").returncode == 0
+    logs = tools.kubectl("logs", "pod/e", "-n", "described").stdout  # what the API's log subresource serves
+    assert logs == tools.kubectl("get", "--raw", "/api/v1/namespaces/described/pods/e/log").stdout
 
 
 # ---- apply and diff ---------------------------------------------------------------------------------------------

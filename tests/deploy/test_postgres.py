@@ -439,6 +439,7 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and log.read_text().count(dequeue_pass) < passes + 2:
             time.sleep(0.5)
+        assert log.read_text().count(dequeue_pass) >= passes + 2, log.read_text()[-3000:]
         jobs = _jobs(sandbox, work)
     # Only this test's runs (a sensor of the code location could start runs of its own).
     by_run = {j["metadata"]["labels"].get("dagster/run-id"): j for j in jobs}

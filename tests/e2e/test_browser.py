@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from substrate.pieces import PIECES
 from tests.conftest import SandboxProcess, free_port, shipped_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +40,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS_LINEAGE = ROOT / "docs" / "lineage.png"
 BIN = Path(sys.executable).parent
-ASSETS = ("apis_enabled", "cluster", "gpu_pool", "secrets_seeded", "gpu_stack", "storage_class", "snapshot_class",
-          "platform_installed")
+ASSETS = tuple(piece.name for piece in PIECES)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 RUN_TIMEOUT_S = 120

@@ -530,10 +530,14 @@ def test_kubectl_applies_a_configmap_server_side(kube):
     manifest = kube.tmp_path / "cm.yaml"
     manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: platform\n  namespace: default\n"
                         "data:\n  repoURL: https://example.com/fork.git\n")
-    for _ in range(2):  # the second apply is a no-op
+    versions = []
+    for _ in range(2):  # the second apply is a no-op: the object's resourceVersion does not move
         result = kubectl(kube, "apply", "--server-side", "-f", str(manifest))
         assert result.returncode == 0, result.stderr
         assert "configmap/platform serverside-applied" in result.stdout
+        versions.append(client.CoreV1Api(kube.api).read_namespaced_config_map("platform", "default")
+                        .metadata.resource_version)
+    assert versions[0] == versions[1], versions
     cm = client.CoreV1Api(kube.api).read_namespaced_config_map("platform", "default")
     assert cm.data == {"repoURL": "https://example.com/fork.git"}
     assert [(m.manager, m.operation) for m in cm.metadata.managed_fields] == [("kubectl", "Apply")]

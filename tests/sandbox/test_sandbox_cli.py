@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from resources.sandbox_runtime import SandboxStartFailed, ensure_sandbox
-from sandbox.app import DEFAULT_PORTS
+from sandbox.app import DEFAULT_PORTS, port_owner
 from tests.conftest import ROOT
 
 
@@ -31,8 +31,9 @@ def taken(port: int) -> bool:
 @pytest.fixture
 def default_ports_held(tmp_path):
     """A sandbox on the fixed default ports: the one already running on this machine, or one started here."""
-    if taken(DEFAULT_PORTS["container"]):
-        yield None
+    if taken(DEFAULT_PORTS["container"]):  # CI's quick start leaves its sandbox running
+        owner = port_owner(DEFAULT_PORTS["container"])
+        yield Path(owner) if owner else None
         return
     first = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--state-dir", str(tmp_path / "first")],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,6 +48,7 @@ def default_ports_held(tmp_path):
         first.wait(15)
 
 
+@pytest.mark.slow
 def test_a_second_sandbox_on_taken_ports_says_who_holds_them_in_one_line(tmp_path, default_ports_held):
     second = cli("serve", "--state-dir", str(tmp_path / "second"), env={"GPUPLAT_SANDBOX_PORTS": ""})
     assert second.returncode == 2
@@ -57,6 +59,8 @@ def test_a_second_sandbox_on_taken_ports_says_who_holds_them_in_one_line(tmp_pat
     if default_ports_held is not None:
         assert f"by the sandbox of {default_ports_held.resolve()}" in lines[0]
         assert f"python -m sandbox stop --state-dir {default_ports_held.resolve()}" in lines[0]
+    else:  # held by something that is not a sandbox
+        assert "by another process" in lines[0], lines[0]
     # gpuplat's auto-start reports the same line instead of a traceback...
     with pytest.raises(SandboxStartFailed) as err:
         ensure_sandbox(tmp_path / "third", timeout=30)
@@ -71,6 +75,7 @@ def test_a_second_sandbox_on_taken_ports_says_who_holds_them_in_one_line(tmp_pat
         assert cli("stop", "--state-dir", str(tmp_path / "fourth")).returncode == 0
 
 
+@pytest.mark.slow
 def test_every_verb_honours_gpuplat_sandbox_dir(sandbox_process):
     sandbox_process.start()
     env = {"GPUPLAT_SANDBOX_DIR": str(sandbox_process.state_dir)}
@@ -129,6 +134,7 @@ def cmdline(path: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_one_state_directory_has_one_sandbox_however_many_processes_start_it(tmp_path):
     """Measured before: two processes that both auto-started the sandbox started two servers on one state
     directory, each with its own copy of the state, and the later save lost the other's changes."""

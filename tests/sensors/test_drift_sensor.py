@@ -247,11 +247,12 @@ def test_a_plan_that_needs_approval_is_reported_with_the_command_never_started(g
     ticker.tick()
     delete_gpu_pool(gp)
     seen = ticker.tick()
-    assert all(r.asset_selection is None for r in runs(seen)), [r.asset_selection for r in runs(seen)]
+    assert runs(seen) and all(r.asset_selection is None for r in runs(seen)), [r.asset_selection for r in runs(seen)]
+    assert any(k.asset_key == AssetKey("gpu_pool") for r in runs(seen) for k in r.asset_check_keys or [])
     obs = next(o for o in observations(seen) if o.asset_key == AssetKey("gpu_pool"))
     assert "needs approval" in obs.metadata["action"].value
     assert obs.metadata["apply_with"].value.startswith("GPUPLAT_AUTO_APPROVE=1 dagster asset materialize")
-    assert all(result.success for _, result in ticker.launched)  # no red run
+    assert ticker.launched and all(result.success for _, result in ticker.launched)  # a report run, not red
     check = latest_check(gp, "gpu_pool", "in_sync")
     assert not check.passed and "approve" in check.description, check.description
 
@@ -321,7 +322,8 @@ def test_changes_to_fields_gpuplat_does_not_own_start_nothing(gp, fleet):
         result = fleet.tick()
         assert not runs(result) and not result.asset_events, skip_text(result)
     checks = gp.checks(gp.materialize())
-    assert all(ok for (asset, check), ok in checks.items() if check == "in_sync"), checks
+    in_sync = {asset: ok for (asset, check), ok in checks.items() if check == "in_sync"}
+    assert len(in_sync) == 12 and all(in_sync.values()), checks
 
 
 # ---- wiring ----------------------------------------------------------------------------------------

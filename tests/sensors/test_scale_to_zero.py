@@ -200,6 +200,7 @@ def test_the_guard_sums_what_the_watched_environments_cost_now(pool):
     node, from the Billing Catalog (the sandbox's illustrative one)."""
     text = skip_text(pool.ticker.tick())
     assert "running now: " in text and " USD/h across 1 environment(s) (sandbox " in text, text
+    assert float(text.split("running now: ")[1].split(" USD/h")[0]) >= 0.10, text  # GKE's zonal fee alone
 
 
 def test_a_node_idle_since_before_the_guard_first_looked_is_reported_on_that_first_tick(gp):
@@ -281,7 +282,8 @@ def test_min_count_drifted_above_zero_is_named_and_repaired_by_the_drift_sensor_
     [obs] = observations(stuck)
     assert obs.metadata["blocker_reasons"].value == MIN_SIZE
     assert "materialize gpu_pool" in obs.metadata["remedy"].value
-    assert all(r.asset_selection is None for r in runs(stuck))  # the guard only reports
+    [report] = runs(stuck)  # the guard only reports: a checks-only run of scales_to_zero
+    assert report.asset_selection is None and [k.name for k in report.asset_check_keys] == ["scales_to_zero"]
     [repair] = runs(Ticker(build_drift_sensor(), gp).tick())  # the drift: one run, the drift sensor's
     assert repair.asset_selection == [AssetKey("gpu_pool")]
     assert gp.materialize(select=["gpu_pool"], tags=dict(repair.tags)).success  # sets min back to 0
@@ -293,7 +295,8 @@ def test_min_count_drifted_above_zero_is_named_and_repaired_by_the_drift_sensor_
 
 def test_safe_to_evict_true_lets_the_pool_reach_zero(gp, pool):
     node = pool.idle_gpu_node()
-    pool.block(node, "bare-pod", annotations={SAFE_TO_EVICT: "true"})
+    made = pool.block(node, "bare-pod", annotations={SAFE_TO_EVICT: "true"})
+    assert made["pod"] in {p.name for p in pool.kube.pods() if p.node == node}, made
     pool.ticker.tick()
     pool.advance(21)
     assert node not in pool.gpu_nodes()

@@ -165,6 +165,7 @@ def test_the_keys_the_forks_external_secrets_read_follow_the_enabled_layers(plat
     assert "anthropic-api-key" not in platform  # egress is off in the seed's config
     full = fork.external_secret_keys(SEED_URL, "full")
     assert set(platform) <= set(full)
+    assert "vllm-api-key" in set(full) - set(platform)  # serving/secret-refs: a later layer than platform
 
 
 # ---- kubectl's last-applied annotation ---------------------------------------------------------------
