@@ -89,6 +89,8 @@ def test_service_disabled_names_the_project_number_and_a_just_enabled_api_is_wai
     assert refused.value.metadata["consumer"] == "projects/777000111222"
     result = gp.materialize(select=["apis_enabled", "secrets_seeded"])
     assert result.success, failure(result)
+    # ...after it met the propagation and waited it out, saying so (not because the fault never fired):
+    assert "waiting on a Google API: secretmanager.googleapis.com is not enabled" in messages(gp, result)
 
 
 # ---- 3: conditional bindings survive ------------------------------------------------------------------

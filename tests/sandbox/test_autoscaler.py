@@ -306,8 +306,10 @@ def test_blocker_objects_look_like_the_real_thing(sandbox, make_cluster):
 def test_safe_to_evict_true_lifts_a_bare_pod(sandbox, make_cluster, annotations, removed):
     core = client.CoreV1Api(make_cluster())
     node = idle_gpu_node(sandbox, core)
-    admin(sandbox, "POST", "/sandbox/blockers", {"cluster": NAME, "node": node, "kind": "bare-pod",
-                                                 "annotations": annotations})
+    made = admin(sandbox, "POST", "/sandbox/blockers", {"cluster": NAME, "node": node, "kind": "bare-pod",
+                                                        "annotations": annotations})
+    pod = core.read_namespaced_pod(made["pod"], made["namespace"])  # placed on that node, annotated as asked
+    assert pod.spec.node_name == node and (pod.metadata.annotations or {}).items() >= annotations.items()
     advance(sandbox, 700)
     assert (gpu_nodes(core) == []) is removed
 
@@ -315,9 +317,11 @@ def test_safe_to_evict_true_lifts_a_bare_pod(sandbox, make_cluster, annotations,
 def test_local_volumes_listed_as_safe_do_not_block(sandbox, make_cluster):
     core = client.CoreV1Api(make_cluster())
     node = idle_gpu_node(sandbox, core)
-    admin(sandbox, "POST", "/sandbox/blockers", {
+    made = admin(sandbox, "POST", "/sandbox/blockers", {
         "cluster": NAME, "node": node, "kind": "local-storage",
         "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes": "scratch"}})
+    pod = core.read_namespaced_pod(made["pod"], made["namespace"])
+    assert pod.spec.node_name == node and any(v.empty_dir is not None for v in pod.spec.volumes or [])
     advance(sandbox, 700)
     assert gpu_nodes(core) == []
 

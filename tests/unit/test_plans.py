@@ -327,6 +327,14 @@ def test_a_pause_plan_follows_pause_sh_and_every_step_is_a_delete():
     assert [a.target for a in got] == ["Argo CD controllers", "Gateways", "PodDisruptionBudgets", "node pool default-pool",
                                        "node pool gpu-l4", "GKE cluster ai-dev", "disk pvc-1234"]
     assert {a.kind for a in got} == {"delete"}
+    # Each step whole: what it removes, and why first (only the disk step carries its disk).
+    assert [(a.field, a.observed, a.desired, a.needs_approval) for a in got] == [
+        ("replicas", ["argo-cd-argocd-application-controller"], 0, False), ("", ["default/public"], [], False),
+        ("", ["litellm/litellm-pg", "litellm/litellm-pg-primary"], [], False), ("", "RUNNING", "absent", False),
+        ("", "RUNNING", "absent", False), ("", "RUNNING", "absent", False), ("", "zones/us-central1-a", "absent", False)]
+    assert "selfHeal would recreate the Gateways" in got[0].remedy
+    assert "releases the load balancers" in got[1].remedy and "hangs the node pools' drain" in got[2].remedy
+    assert [a.args for a in got] == [{}] * 6 + [{"leftover": disk}]
     assert pause.plan_pause(spec, pause.PauseObserved("ABSENT")) == []
     [left] = pause.plan_pause(spec, pause.PauseObserved("ABSENT", mine=(disk,), leftovers=(disk,)))
     assert (left.kind, left.target) == ("delete", "disk pvc-1234")
