@@ -43,8 +43,14 @@ _NAME = re.compile(r"^(?P<function>.+)__mutmut_(?P<n>\d+)$")
 
 
 def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The fork tests find the seed platform beside the checkout; from mutants/ they would not, and skip.
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import DEFAULT_FORK, FORK_VAR
+    if FORK_VAR not in env and DEFAULT_FORK.is_dir():
+        env[FORK_VAR] = str(DEFAULT_FORK)
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=ROOT, text=True, capture_output=True,
-                          check=check, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          check=check, env=env)
 
 
 def results() -> dict[str, str]:

@@ -180,3 +180,12 @@ def test_the_last_applied_annotation_is_what_kubectl_writes():
         '"metadata":{"annotations":{},"name":"a","namespace":"b"}}\n')
     assert go_json({"s": "\b\\b"}) == '{"s":"\\u0008\\\\b"}\n'
     assert "annotations" not in obj["metadata"]  # the file's object is left as it is
+
+
+def test_the_secrets_spec_reads_the_keys_of_this_repository_s_external_secrets(platform_fork):
+    """desired_secrets asks the fork for the keys its ExternalSecrets read in the sources of *this*
+    repository (the environment's repoURL): the seed's platform layer reads Dex's admin pair."""
+    from substrate.secrets_seeded import desired_secrets
+    spec = desired_secrets(seed_env(platform_fork))
+    assert spec.platform_keys_error == ""
+    assert {"dex-admin-hash", "oauth2-proxy-cookie-secret"} <= set(spec.platform_keys)

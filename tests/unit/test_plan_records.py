@@ -241,6 +241,10 @@ def test_workload_identity_binding_whole():
     assert plan("other.svc.id.goog", True)[0][3] == "cluster ai-dev has no Workload Identity pool yet (other.svc.id.goog)"
     assert plan("proj.svc.id.goog", True) == [("update", target, role, "absent", f"+ {member}", False, "")]
     assert plan("proj.svc.id.goog", True, True, True) == []
+    # A domain-scoped project (example.com:proj) has a colon in its pool: the pool is all after the first.
+    scoped = wi.desired_wi(env(cluster={"name": "ai-dev", "projectID": "example.com:proj"}))
+    assert [a.kind for a in wi.plan_wi(scoped, wi.WorkloadIdentityObserved(True, "example.com:proj.svc.id.goog",
+                                                                           True))] == ["update"]
     assert wi.desired_wi(env(secret_backend="vault")) is None and wi.plan_wi(None, wi.WorkloadIdentityObserved(False)) == []
     assert wi.WorkloadIdentityObserved(True, "p.svc.id.goog", True, True, False, ("True", "ok")).owned() == {
         "applies": True, "pool": "p.svc.id.goog", "account": True, "binding": False}
@@ -359,12 +363,15 @@ def test_platform_root_objects_and_repo_credential_whole():
 
     private = pi.PlatformSpec("/fork", "abc", "u", (), store, False, False,
                               PrivateRepo(secret="repo-pat", env="FORK_PAT"), True)
-    [refused] = plan(private, secret_store="matches", repo_secret="absent")
+    # Nothing Argo CD could not read from the fork is applied: the roots wait for the credential.
+    [refused] = plan(private, secret_store="matches", repo_secret="absent", drifted_roots=roots[:1])
     assert refused[:5] == ("cannot-fix", "Argo CD repository Secret platform-repo", "", "no token to write", None)
     assert "secret repo-pat in the backend" in refused[6] and "export FORK_PAT=<token>" in refused[6]
-    assert plan(private, secret_store="matches", repo_secret="absent", repo_token_in_env=True) == [
+    assert plan(private, secret_store="matches", repo_secret="absent", repo_token_in_env=True,
+                drifted_roots=roots[:1]) == [
         ("create", "secret repo-pat", "", None, "from $FORK_PAT, once (value not shown)", False, ""),
-        ("create", "Argo CD repository Secret platform-repo", "", "absent", "from backend secret repo-pat", False, "")]
+        ("create", "Argo CD repository Secret platform-repo", "", "absent", "from backend secret repo-pat", False, ""),
+        ("create", "AppProject platform", "", None, "as the fork's file", False, "")]
     assert plan(private, secret_store="matches", repo_secret="differs", repo_token_stored=True) == [
         ("update", "Argo CD repository Secret platform-repo", "password", "differs", "from backend secret repo-pat",
          False, "")]
@@ -674,3 +681,122 @@ def test_an_eso_account_of_another_project_is_named_never_granted(tmp_path):
                              "outside project proj",)
     assert [a.account_id for a in spec.accounts] == ["gke-ai-dev-nodes"]  # ...so only the node account is made
     assert all("external-secrets" not in member for _, member in spec.bindings)
+
+
+# ---- what the mutation tester found unpinned (benchmarks/mutation_score.py) ----------------------------------
+def test_remedies_are_exact_where_a_person_acts_on_them():
+    from resources.models import Leftover
+    from substrate import gpu_stack as gs
+    from substrate import pause
+    from substrate import snapshot_class as sc
+    got = pause.plan_pause(pause.desired_pause(env(lifecycle="paused")), pause.PauseObserved(
+        "RUNNING", (), ("ctl",), ("default/gw",), ("db/pg",), mine=(), leftovers=(Leftover("disk", "d", "z", 1, ""),)))
+    assert [a.remedy for a in got[:3]] == [
+        "suspended first: selfHeal would recreate the Gateways", "their controller releases the load balancers",
+        "a PDB allowing no disruption hangs the node pools' drain; CloudNativePG's Clusters go first, with their "
+        "operator stopped"]
+    spec = sc.desired_snapshot(env(profile="prod"))
+    [immutable] = sc.plan_snapshot(spec, sc.SnapshotObserved(True, True, (("gke-pd-snapshotclass", "x", "Delete"),)))
+    assert immutable.remedy == ("driver and deletionPolicy of a VolumeSnapshotClass are immutable: delete it and "
+                                "materialize snapshot_class")
+    [driverless] = sc.plan_snapshot(sc.SnapshotSpec(True, "", ""), sc.SnapshotObserved(True, True))
+    assert driverless.remedy == "set substrate.snapshot_driver to your CSI driver (e.g. csi.hetzner.cloud)"
+    unnamed = storage_class.StorageSpec("")
+    [several] = storage_class.plan_storage(unnamed, storage_class.StorageObserved(("a", "b"), ("a", "b")))
+    assert (several.target, several.remedy) == (
+        "default StorageClass", "several classes are marked default: name the one to keep in substrate.storage_class")
+    [none] = storage_class.plan_storage(unnamed, storage_class.StorageObserved((), ()))
+    assert none.target == "default StorageClass"
+    ops = gs.desired_gpu_stack(env(substrate={"kind": "hetzner"}, gpu_stack="operator"))
+    bare = '{"facts": {}, "operator_driver_enabled": true, "verdicts": [{"status": "fail"}]}'
+    got = gs.plan_gpu_stack(ops, gs.GpuStackObserved("operator", gpu_nodes=("n1",), reports=(("n1", bare),)))
+    assert [(a.kind, a.field, a.remedy, a.args) for a in got] == [
+        ("create", "", "", {"node": "n1"}), ("cannot-fix", "", "see the preflight report", {}),
+        ("create", "", "", {})]
+    split = '{"facts": {}, "operator_driver_enabled": false, "verdicts": []}'
+    ok = '{"facts": {}, "operator_driver_enabled": true, "verdicts": []}'
+    [disagree] = gs.plan_gpu_stack(ops, gs.GpuStackObserved("operator", gpu_nodes=("a", "b"),
+                                                            reports=(("a", ok), ("b", split))))
+    assert disagree.remedy == ("some GPU nodes have a preinstalled driver and others need one: make them alike, or "
+                               "select one kind with substrate.gpu_pool.node_selector")
+    from substrate import secrets_seeded as ss
+    sspec = ss.desired_secrets(env())
+    [lost] = ss.plan_secrets(sspec, ss.SecretsObserved(True, tuple(n for n, _ in sspec.internal) + ("dex-admin-hash",)))
+    assert lost.remedy == ("bcrypt is one-way, so the password cannot be recovered from the hash: rotate the admin "
+                           "(the seed's make reset-dex-admin), or disable every version of dex-admin-hash to let "
+                           "gpuplat create a new pair")
+    [derive] = ss.plan_secrets(sspec, ss.SecretsObserved(True, tuple(n for n, _ in sspec.internal) + ("dex-admin-password",)))
+    assert derive.args == {"dex": True}
+    from substrate import platform_installed as pi
+    [absent] = pi.plan_platform(pi.PlatformSpec("/f", "c", "u", (), {}, True, False, None, True), pi.PlatformObserved(False))
+    assert absent.remedy == "materialize argocd first: it installs Argo CD, which applies the fork's root objects"
+
+
+def test_desired_specs_carry_every_field_they_are_given(tmp_path):
+    from resources.models import NodePoolSpec
+    from substrate import apis_enabled, gpu_stack
+    from substrate import secrets_seeded as ss
+    from substrate import workload_identity as wi
+    from tests.platform_tree import example_platform
+    hetzner = env(cluster={"name": "h1", "projectID": "proj", "location": "fsn1"},
+                  substrate={"kind": "hetzner", "gpu_pool": {"node_selector": {"gpu": "yes", "a": "b"}},
+                             "probe_image": "ghcr.io/me/probe:1"}, gpu_stack="operator")
+    assert gpu_pool.desired_gpu_pool(hetzner) == gpu_pool.GpuPoolSpec("h1", "fsn1", hetzner.region, None,
+                                                                      (("a", "b"), ("gpu", "yes")))
+    stack = gpu_stack.desired_gpu_stack(hetzner)
+    assert (stack.probe_image, stack.node_selector) == ("ghcr.io/me/probe:1", (("a", "b"), ("gpu", "yes")))
+    assert apis_enabled.desired_apis(hetzner).project == "proj"
+    pool = gpu_pool.desired_gpu_pool(env(substrate={"gpu_pool": {"disk_size_gb": 250}})).pool
+    assert isinstance(pool, NodePoolSpec) and pool.disk_size_gb == 250
+    cpu = cluster.desired_cluster(env()).cpu_pool
+    assert cpu.service_account == "gke-ai-dev-nodes@proj.iam.gserviceaccount.com"
+    unresolved = ss.desired_secrets(env(substrate={"platform_repo": str(tmp_path)}))
+    assert unresolved.platform_keys is None and "groups.generated.yaml" in unresolved.platform_keys_error
+    example_platform(tmp_path, ["e"], "proj")
+    sspec = ss.desired_secrets(env(substrate={"platform_repo": str(tmp_path)}))
+    assert (sspec.project, sspec.backend, sspec.platform_keys_error) == ("proj", "gcpsm", "")
+    assert sspec.names_from and isinstance(sspec.platform_keys, dict)
+    values = tmp_path / "platform" / "external-secrets" / "values.yaml"
+    import yaml
+    chart = yaml.safe_load(values.read_text())
+    chart["serviceAccount"]["name"] = "eso-reader"
+    values.write_text(yaml.safe_dump(chart))
+    member = wi.desired_wi(env(substrate={"platform_repo": str(tmp_path)})).member
+    assert member == "serviceAccount:proj.svc.id.goog[external-secrets/eso-reader]"
+
+
+def test_argo_cd_names_what_differs_and_who_else_installed_it():
+    from resources.helm import HelmRelease
+    from substrate import argocd as ac
+    want = {f"k{i}": i for i in range(10)}
+    spec = ac.ArgoCDSpec("9.5.21", "s", want, "v.yaml")
+    live = HelmRelease("argo-cd", "argocd", 3, "deployed", "argo-cd", "9.5.21", {})
+    [values] = ac.plan_argocd(spec, ac.ArgoCDObserved(True, live, (), True))
+    assert values.observed == "differs from v.yaml at " + ", ".join(f"k{i}" for i in range(8))  # the first eight
+    [other] = ac.plan_argocd(spec, ac.ArgoCDObserved(True, None, ("a", "b"), True))
+    assert other.observed == "installed as release a, b; the fork installs release argo-cd"
+    assert ac.ArgoCDObserved(False).owned() == {"installed": False, "release": "", "values_digest": "",
+                                                "redis_secret": False, "self_managed": ""}
+
+
+def test_a_config_error_from_the_fork_names_the_environment_s_file(tmp_path):
+    from substrate import platform_installed as pi
+    from substrate.config import ConfigError
+    from tests.platform_tree import example_platform
+    example_platform(tmp_path, ["e"], "proj")
+    with pytest.raises(ConfigError) as err:
+        pi.desired_platform(env(substrate={"platform_repo": str(tmp_path)}, repoURL="https://github.com/o/elsewhere"))
+    assert "the repoURL of environments/e/config.yaml (https://github.com/o/elsewhere)" in str(err.value)
+
+
+def test_quota_shortfalls_are_each_named_and_fingerprints_take_any_value():
+    from pathlib import Path
+
+    from substrate.plan import canonical
+    spec = gpu_pool.desired_gpu_pool(env())
+    [short] = gpu_pool.plan_gpu_pool(spec, gpu_pool.GpuPoolObserved(None, "RUNNING", (
+        Quota("GPUS_ALL_REGIONS", "global", 0, 0), Quota("NVIDIA_L4_GPUS", "us-central1", 0, 0),
+        Quota("CPUS", "us-central1", 24, 4))))
+    assert short.remedy.startswith("GPUS_ALL_REGIONS in global: needs 1, 0 available (limit 0); NVIDIA_L4_GPUS in "
+                                   "us-central1: needs 1, 0 available (limit 0)")
+    assert canonical({"p": Path("/x")}) == '{"p":"/x"}'
