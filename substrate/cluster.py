@@ -10,7 +10,7 @@ from resources.models import GKE_BUSY, ClusterSpec, ClusterState, NodePoolSpec
 
 from . import pause
 from .config import EnvConfig
-from .gke_ops import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
+from .gke_ops import CLUSTER_TIMEOUT_S, after_operations_in_flight
 from .piece import Check, Outcome, Piece, Run, Steps
 from .plan import Action
 from .prices import running_cost
@@ -183,10 +183,7 @@ def apply_cluster(run: Run, spec: ClusterSpec | None, observed: ClusterObserved,
     if spec is None:
         return
     g = run.conn.google
-    if any(a.kind == "wait" for a in actions):
-        wait_running_operations(run, spec.location)
-        observed = observe_cluster(run, spec)
-        actions = replan_after_wait(run, plan_cluster(spec, observed))
+    observed, actions = after_operations_in_flight(run, spec.location, spec, observed, actions, observe_cluster, plan_cluster)
     for a in actions:
         if a.kind == "create" and a.target.startswith("GKE cluster"):
             run.log.info(f"creating GKE cluster {spec.name} in {spec.location}")

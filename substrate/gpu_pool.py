@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from resources.errors import Stockout
 from resources.models import GKE_BUSY, NodePoolSpec, NodePoolState, Quota, ScaleUpFailure, Taint
 
-from .gke_ops import CLUSTER_TIMEOUT_S, replan_after_wait, wait_running_operations
+from .gke_ops import CLUSTER_TIMEOUT_S, after_operations_in_flight
 from .config import EnvConfig
 from .piece import Check, Outcome, Piece, PieceError, Run
 from .plan import Action
@@ -234,10 +234,7 @@ def apply_gpu_pool(run: Run, spec: GpuPoolSpec, observed: GpuPoolObserved, actio
     if pool is None:
         return
     g = run.conn.google
-    if any(a.kind == "wait" for a in actions):
-        wait_running_operations(run, spec.location)
-        observed = observe_gpu_pool(run, spec)
-        actions = replan_after_wait(run, plan_gpu_pool(spec, observed))
+    observed, actions = after_operations_in_flight(run, spec.location, spec, observed, actions, observe_gpu_pool, plan_gpu_pool)
     for a in actions:
         if a.kind == "create":
             run.log.info(f"creating GPU node pool {pool.name} ({pool.accelerator_count}x {pool.accelerator_type})")
