@@ -42,15 +42,23 @@ KILLED = {"killed", "timeout", "segfault"}
 _NAME = re.compile(r"^(?P<function>.+)__mutmut_(?P<n>\d+)$")
 
 
-def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _environment() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # The fork tests find the seed platform beside the checkout; from mutants/ they would not, and skip.
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from tests.conftest import DEFAULT_FORK, FORK_VAR
     if FORK_VAR not in env and DEFAULT_FORK.is_dir():
         env[FORK_VAR] = str(DEFAULT_FORK)
+    return env
+
+
+ENV = _environment()
+
+
+def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=ROOT, text=True, capture_output=True,
-                          check=check, env=env)
+                          check=check, env=ENV)
 
 
 def results() -> dict[str, str]:
