@@ -70,9 +70,11 @@ def worker(names: list[str], kube_dir: str, state_dir: str) -> int:
 
     from gpuplat_assets.assets import ASSETS, CHECKS
     from resources import GpuplatResource
+    from substrate import partitions
 
     resource = GpuplatResource(kube_dir=kube_dir, sandbox_state_dir=state_dir)
     instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(partitions.NAME, names)  # what the environments sensor does
     for name in names:
         result = materialize([*ASSETS, *CHECKS], partition_key=name, instance=instance,
                              resources={"gpuplat": resource}, raise_on_error=False)
@@ -200,7 +202,10 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
     from resources import GpuplatResource
     from sensors.drift import build_drift_sensor
 
+    from substrate import partitions
+
     instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(partitions.NAME, names)
     for name in names:  # what the workers did, recorded where the sensor looks
         for piece in PIECES:
             instance.report_runless_asset_event(AssetMaterialization(piece.name, partition=name))
@@ -212,7 +217,8 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         for name in names[:n]:
             if not (root / name).exists():
                 (root / name).symlink_to(envs / name)
-        return build_drift_sensor(name=f"drift_{n}_{workers}", environments_root=root, workers=workers)
+        os.environ["GPUPLAT_ENVIRONMENTS"] = str(root)  # what the sensor reads at each tick
+        return build_drift_sensor(name=f"drift_{n}_{workers}", workers=workers)
 
     def tick(sensor_def, cursor):
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"gpuplat": resource})

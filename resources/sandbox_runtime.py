@@ -64,6 +64,12 @@ def _answering(port_file: Path) -> dict[str, str] | None:
 
 
 def _start(state_dir: Path, port_file: Path, timeout: float) -> dict[str, str]:
+    import importlib.util
+    if importlib.util.find_spec("sandbox") is None:  # deploy/Dockerfile's image: a real cloud only
+        raise SandboxStartFailed(f"{ERR_SANDBOX_START}: this installation carries no sandbox (gpuplat's image "
+                                 f"leaves it out) and none answers at {state_dir}",
+                                 "set substrate.sandbox: false for a real cloud, or build the demo image "
+                                 "(docker build --target demo) to try gpuplat without one")
     port_file.unlink(missing_ok=True)
     log_path = state_dir / "sandbox.log"
     log = open(log_path, "ab")

@@ -78,3 +78,32 @@ def test_on_the_command_line_the_message_is_the_first_and_the_last_line(sandbox_
     assert not any(word in before for word in ("ERROR", "Traceback", "Stack Trace", "Error:")), before[-2000:]
     from tests.conftest import admin
     assert admin(urls, "GET", "/sandbox/calls")["_total"] == {"read": 0, "mutate": 0}
+
+
+@pytest.mark.parametrize("pod_zone, profile, zone, refused", [
+    ("dev", "prod", "", True),     # a prod environment on a dev run pod: refused
+    ("prod", "dev", "", True),     # and the other way round
+    ("dev", "dev", "", False),
+    ("prod", "prod", "", False),
+    ("lab", "dev", "lab", False),  # a zone the config names
+    ("dev", "dev", "lab", True),
+])
+def test_a_run_pod_of_another_trust_zone_refuses_the_environment_before_any_call(gp, monkeypatch, pod_zone,
+                                                                                    profile, zone, refused):
+    """gpuplat_deploy.launcher gives each run pod its zone's identity and names the zone in GPUPLAT_TRUST_ZONE;
+    a pattern that sends an environment to the wrong zone's pod fails here, in one line, with no call."""
+    gp.configure(profile=profile, substrate={"trust_zone": zone} if zone else {})
+    monkeypatch.setenv("GPUPLAT_TRUST_ZONE", pod_zone)
+    gp.admin.reset()
+    result = gp.materialize(select=["apis_enabled"], raise_on_error=False)
+    if not refused:
+        assert result.success
+        return
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.event_specific_data.error.message.split(": ", 1)[1].strip()
+    expected_zone = zone or ("prod" if profile == "prod" else "dev")
+    assert (f"substrate.trust_zone: environment 'sandbox' is in trust zone {expected_zone!r}, but this run holds "
+            f"the credentials of zone {pod_zone!r}") in description, description
+    assert "\n" not in description and str(gp.platform.path("sandbox")) in description
+    assert gp.admin.calls()["_total"] == {"read": 0, "mutate": 0}

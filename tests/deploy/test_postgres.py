@@ -193,10 +193,14 @@ def sandbox(work):
 
 @pytest.fixture(scope="module")
 def environments(work):
-    """The shipped sandbox environment, plus a second environment to show the queue is per partition."""
+    """The shipped sandbox environment, plus a second environment to show the queue is per partition, and a
+    production one (profile prod, so its trust zone is prod) for the launcher's trust zones."""
     root = work / "environments"
     shipped_environment("sandbox", root)
     shipped_environment("sandbox", root, "other")
+    cfg = shipped_environment("sandbox", root, "prod-eu")
+    cfg["profile"] = "prod"
+    (root / "prod-eu" / "config.yaml").write_text(yaml.safe_dump(cfg))
     return root
 
 
@@ -265,9 +269,9 @@ def _home(work: Path, name: str, text: str) -> Path:
 
 
 def _local_launcher_yaml() -> str:
-    """deploy/dagster.yaml with the DefaultRunLauncher instead of the K8sRunLauncher (no cluster here)."""
+    """deploy/dagster.yaml with the DefaultRunLauncher instead of gpuplat's K8s launcher (no cluster here)."""
     config = yaml.safe_load(DEPLOY_YAML.read_text())
-    assert config["run_launcher"]["class"] == "K8sRunLauncher"
+    assert config["run_launcher"]["class"] == "ZonedK8sRunLauncher"
     config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -310,7 +314,7 @@ def test_deploy_instance_loads_for_real_with_a_kubeconfig(work, postgres, sandbo
     out = _run([_tool("dagster"), "instance", "info"], env)
     assert out.returncode == 0, out.stderr[-3000:]
     for expected in ("run_storage: PostgresRunStorage", "event_log_storage: PostgresEventLogStorage",
-                     "schedule_storage: PostgresScheduleStorage", "class: K8sRunLauncher"):
+                     "schedule_storage: PostgresScheduleStorage", "class: ZonedK8sRunLauncher"):
         assert expected in out.stdout, out.stdout
     info = yaml.safe_load(out.stdout.split("Storage schema state:")[1].split("\n", 2)[2])
     for storage, state in info["schema"].items():
@@ -405,7 +409,7 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     kubeconfig.write_text(sandbox.get("admin", "/sandbox/kubeconfig?cluster=byo-gpu"))
     home = _home(work, "home-k8s-launch", _kubeconfig_yaml(kubeconfig))
     env = _env(postgres, DB_K8S, home, sandbox, environments, **K8S_ENV)
-    partitions = {"sandbox-1": "sandbox", "sandbox-2": "sandbox", "other": "other"}
+    partitions = {"sandbox-1": "sandbox", "sandbox-2": "sandbox", "other": "other", "prod-eu": "prod-eu"}
     run_ids = {name: f"00000000-0000-4000-8000-00000000000{i}" for i, name in enumerate(partitions, 1)}
     launches = {name: subprocess.Popen(
         [_tool("dagster"), "job", "launch", "-m", "gpuplat_assets.definitions", "-j", "substrate",
@@ -430,7 +434,7 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     with _daemon(env, log) as proc:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(
-                [j for j in _jobs(sandbox, work) if j["metadata"]["labels"].get("dagster/run-id") in run_ids.values()]) < 2:
+                [j for j in _jobs(sandbox, work) if j["metadata"]["labels"].get("dagster/run-id") in run_ids.values()]) < 3:
             assert proc.poll() is None, f"dagster-daemon exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         # Two more dequeue passes: the other run of `sandbox` must stay queued while the launched one
@@ -446,8 +450,8 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     by_run = {r: j for r, j in by_run.items() if r in run_ids.values()}
     final = statuses()
     launched = {n for n, r in run_ids.items() if r in by_run}
-    # One of the two sandbox runs (whichever was queued first) and the other environment's run.
-    assert len(launched) == 2 and "other" in launched, (sorted(by_run), log.read_text()[-3000:])
+    # One of the two sandbox runs (whichever was queued first) and the other environments' runs.
+    assert len(launched) == 3 and {"other", "prod-eu"} <= launched, (sorted(by_run), log.read_text()[-3000:])
     (waiting,) = {"sandbox-1", "sandbox-2"} - launched
     assert final[waiting] == DagsterRunStatus.QUEUED, final
     assert all(final[n] != DagsterRunStatus.QUEUED for n in launched), final
@@ -457,7 +461,15 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     (container,) = pod["containers"]
     env_vars = {e["name"]: e for e in container["env"]}
     assert container["image"] == K8S_ENV["DAGSTER_K8S_JOB_IMAGE"]
-    assert pod["serviceAccountName"] == K8S_ENV["DAGSTER_K8S_SERVICE_ACCOUNT"]
+    # One identity per trust zone (gpuplat_deploy.launcher, zones from deploy/dagster.yaml): the dev
+    # environment's run pod runs as gpuplat-dev, the prod one's as gpuplat-prod, each told its zone.
+    assert pod["serviceAccountName"] == "gpuplat-dev"
+    assert env_vars["GPUPLAT_TRUST_ZONE"]["value"] == "dev"
+    prod_pod = by_run[run_ids["prod-eu"]]["spec"]["template"]["spec"]
+    (prod_container,) = prod_pod["containers"]
+    assert prod_pod["serviceAccountName"] == "gpuplat-prod"
+    assert {e["name"]: e.get("value") for e in prod_container["env"]}["GPUPLAT_TRUST_ZONE"] == "prod"
+    assert K8S_ENV["DAGSTER_K8S_SERVICE_ACCOUNT"] not in {pod["serviceAccountName"], prod_pod["serviceAccountName"]}
     assert job["metadata"]["namespace"] == K8S_ENV["DAGSTER_K8S_JOB_NAMESPACE"]
     assert env_vars["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": K8S_ENV["DAGSTER_K8S_PG_PASSWORD_SECRET"], "key": "postgresql-password"}
@@ -482,22 +494,17 @@ def test_helm_values_agree_with_the_instance_and_the_image():
     assert queue["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
     assert queue["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
-    assert values["runLauncher"]["type"] == instance["run_launcher"]["class"] == "K8sRunLauncher"
+    launcher = values["runLauncher"]["config"]["customRunLauncher"]
+    assert values["runLauncher"]["type"] == "CustomRunLauncher"
+    assert (launcher["module"], launcher["class"]) == (instance["run_launcher"]["module"], instance["run_launcher"]["class"]) \
+        == ("gpuplat_deploy.launcher", "ZonedK8sRunLauncher")
+    assert launcher["config"]["trust_zones"] == instance["run_launcher"]["config"]["trust_zones"]
+    zone_accounts = {z["service_account_name"] for z in launcher["config"]["trust_zones"]}
+    # Each zone's account is created with its own Google service account; none is the code server's.
+    made = {m["metadata"]["name"]: m["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+            for m in values["extraManifests"] if m["kind"] == "ServiceAccount"}
+    assert set(made) == zone_accounts and len(set(made.values())) == len(made)
+    assert values["global"]["serviceAccountName"] not in zone_accounts
+    assert values["serviceAccount"]["annotations"]["iam.gke.io/gcp-service-account"] not in made.values()
     assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
-
-    (deployment,) = values["dagster-user-deployments"]["deployments"]
-    assert deployment["dagsterApiGrpcArgs"] == ["-m", "gpuplat_assets.definitions"]
-    assert deployment["port"] == 3030
-    env = {e["name"]: e["value"] for e in deployment["env"]}
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert f"GPUPLAT_ENVIRONMENTS={env['GPUPLAT_ENVIRONMENTS']}" in dockerfile
-    assert "FROM python:3.11-slim" in dockerfile
-    cmd = json.loads(dockerfile.split("\nCMD ", 1)[1].splitlines()[0])
-    assert cmd == ["dagster", "api", "grpc", *deployment["dagsterApiGrpcArgs"], "-h", "0.0.0.0",
-                   "-p", str(deployment["port"])]
-    # Every package pyproject.toml installs is copied into the image.
-    import tomllib
-    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    for pattern in include:
-        package = pattern.rstrip("*")
-        assert f"COPY {package} /tmp/src/{package}" in dockerfile, f"deploy/Dockerfile does not copy {package}"
+    # What the image runs is checked against deploy/Dockerfile in tests/deploy/test_image.py.
