@@ -59,6 +59,7 @@ from resources.errors import GpuplatError, PrerequisiteMissing
 from resources.memo import Answers
 from resources.models import KubeIdentity
 from substrate import history
+from substrate.alerts import Alert, deliver, read_url_with
 from substrate.approval import SENSOR_TAG, command, needs_person
 from substrate.config import EnvConfig
 from substrate.jobs import SUBSTRATE_JOB, substrate_job
@@ -296,6 +297,31 @@ def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: 
     return tick
 
 
+def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
+    """The open findings a person must hear about (substrate/alerts.py sends each once per quiet period):
+    reported drift, a change waiting for approval, a difference no run can fix. A pending config change
+    someone is making, and drift a run repairs, are not sent."""
+    out = []
+    for report in reports:
+        for f in report.findings:
+            open_ = cursor.findings.get(_key(report.name, f.asset))
+            if f.state not in ("drift", "change") or not open_ or open_.get("mode") != "report":
+                continue
+            destroy = any(a.kind == "delete" for a in f.actions)
+            if destroy or any(a.needs_approval for a in f.actions):
+                kind, title = "approval", f"{f.asset} waits for approval"
+            elif any(a.kind == "cannot-fix" for a in f.actions):
+                kind, title = "cannot-fix", f"{f.asset} needs a person: a run cannot change it"
+            elif f.state == "drift":
+                kind, title = "drift", f"drift in {f.asset} (remediation: report)"
+            else:
+                continue
+            out.append(Alert(report.name, run_key(report.name, f.asset, f.state, f.plan_hash, open_.get("since", 0)),
+                             kind, title, f"{len(f.actions)} difference(s): " + "; ".join(a.summary() for a in f.actions),
+                             command(f.asset, report.name, destroy=destroy) if kind != "drift" else ""))
+    return out
+
+
 def skip_reason(tick: Tick, n_envs: int, skipped_envs: list[str]) -> str:
     counts = ", ".join(f"{n} {what}" for what, n in sorted(tick.counts.items()))
     text = f"no new drift or change in {n_envs} environment(s)" + (f" ({counts})" if counts else "")
@@ -339,6 +365,11 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         cursor = DriftCursor.load(context.cursor)
         cursor.forget_envs(set(names))
         tick = evaluate(reports, cursor, now)
+        sent = deliver(context.instance, now_fleet.found.configs, alerts_of(reports, cursor), now,
+                       read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)
+        for what, n in (("alert(s) sent", sent["sent"]), ("alert(s) not delivered (retried next tick)", sent["failed"])):
+            if n:
+                tick.counts[what] = n
         for note in tick.notes:
             context.log.warning(f"drift sensor: {note}")
         slowest = max(reports, key=lambda r: r.seconds, default=None)

@@ -38,6 +38,7 @@ from resources import GpuplatResource
 from resources.errors import GpuplatError
 from resources.memo import Answers
 from substrate import history
+from substrate.alerts import Alert, deliver, read_url_with
 from substrate.config import EnvConfig
 from substrate.gpu_pool import PIECE as GPU_POOL
 from substrate.jobs import substrate_job
@@ -184,6 +185,21 @@ def evaluate_guard(reports: list[GuardReport], cursor: GuardCursor) -> tuple[lis
     return runs, events, notes
 
 
+def alerts_of_guard(reports: list[GuardReport]) -> list[Alert]:
+    """A GPU node idle past its grace period, with its blockers and what it costs per hour: one alert per
+    stuck episode (the nodes and since when), sent again only after the environment's quiet period."""
+    out = []
+    for r in reports:
+        d = r.diagnosis
+        if d is None or not d.stuck:
+            continue
+        stuck = {n: r.idle_since.get(n, 0.0) for n in d.stuck}
+        out.append(Alert(r.name, guard_run_key(r.name, "stuck", stuck), "idle-gpu",
+                         f"GPU node(s) idle past the grace period, still billed: {', '.join(sorted(stuck))}",
+                         summary(d)))
+    return out
+
+
 def running_costs(reports: list[GuardReport]) -> list[str]:
     """What the watched environments cost now, summed per currency, each named."""
     by_currency: dict[str, list[tuple[str, float]]] = {}
@@ -218,6 +234,10 @@ def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interv
 
         reports = side_by_side(observe, names, workers, "gpuplat-guard")
         runs, events, notes = evaluate_guard(reports, cursor)
+        sent = deliver(context.instance, now_fleet.found.configs, alerts_of_guard(reports), time.time(),
+                       read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)
+        if sent["sent"] or sent["failed"]:
+            notes.append(f"alerts: {sent['sent']} sent, {sent['failed']} not delivered (retried next tick)")
         for r in reports:
             if r.error:
                 context.log.warning(f"scale-to-zero guard: {r.name}: {r.error}")

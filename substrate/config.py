@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from resources.errors import GpuplatError
 
 ENVIRONMENTS_VAR = "GPUPLAT_ENVIRONMENTS"
+# Set on a run pod by gpuplat_deploy.launcher: the trust zone whose Google credentials the pod holds.
+TRUST_ZONE_VAR = "GPUPLAT_TRUST_ZONE"
 CLUSTER_KUBECONFIG = "CLUSTER_KUBECONFIG"
 CONFIG_FILE = "config.yaml"
 ESO_PROVIDER_DOCS = "https://external-secrets.io/latest/provider/"
@@ -108,6 +110,17 @@ class ModelRegistry(_Strict):
     location: str = ""  # empty: the region of cluster.location
 
 
+class Alerts(_Strict):
+    """Where findings that need a person are sent (substrate/alerts.py): a Slack incoming webhook or any
+    endpoint taking JSON. The URL is a credential (a Slack webhook URL is one), so the file names only the
+    Secret Manager secret holding it; gpuplat reads its latest version when it sends."""
+
+    kind: Literal["slack", "webhook"] = "slack"
+    url_secret: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    # The same finding, still open, is sent again after this long without a message about it.
+    resend_after_minutes: int = Field(240, ge=1)
+
+
 class PrivateRepo(_Strict):
     """The seed's `make argocd-repo`: Argo CD's credential for a private fork, kept in the secret backend."""
 
@@ -149,6 +162,9 @@ class Substrate(_Strict):
     # the drift sensor shows it and waits for a person, unless this is set (a deployment that reads its
     # fork at a pinned revision, where the config moves only when someone merged it).
     apply_config_changes: bool = False
+    # Whose Google credentials its runs hold (gpuplat_deploy.launcher): "" is prod for profile prod,
+    # else dev. A run pod of another zone refuses the environment before it reads or calls anything.
+    trust_zone: str = Field("", pattern=r"^$|^[a-z][a-z0-9-]{0,30}$")
     storage_class: str = ""
     snapshot_driver: str = ""
     external_secrets: tuple[str, ...] = ("hf-token",)
@@ -162,6 +178,9 @@ class Substrate(_Strict):
     argocd_chart_version: str = ""
     # Set when the fork is private: Argo CD's repository credential comes from the secret backend.
     private_repo: PrivateRepo | None = None
+    # Set to hear about a GPU node burning money, reported drift, a change waiting for approval or a pause
+    # that left something billing without opening Dagster.
+    alerts: Alerts | None = None
     # The seed pins this chart version of the NVIDIA GPU Operator.
     gpu_operator_version: str = "v26.3.3"
 
@@ -194,6 +213,10 @@ class EnvConfig(_Strict):
     @model_validator(mode="after")
     def _substrate_rules(self):
         sub = self.substrate
+        if sub.alerts is not None and self.secret_backend != "gcpsm":
+            raise _KeyError("substrate.alerts.url_secret", sub.alerts.url_secret,
+                            f"alerts read their URL from Secret Manager, so secret_backend gcpsm (this environment "
+                            f"uses {self.secret_backend}, which gpuplat does not read)")
         if sub.kind == "gke":
             if not GCP_LOCATION.match(self.cluster.location):
                 raise _KeyError("cluster.location", self.cluster.location,
@@ -221,6 +244,19 @@ class EnvConfig(_Strict):
         loc = self.cluster.location
         # A zone (us-central1-a) belongs to the region before its last dash; a region is itself.
         return loc.rsplit("-", 1)[0] if loc.count("-") >= 2 else loc
+
+    @property
+    def trust_zone(self) -> str:
+        return self.substrate.trust_zone or ("prod" if self.profile == "prod" else "dev")
+
+    def zone_refusal(self, pod_zone: str) -> str:
+        """Why a run holding `pod_zone`'s credentials must not touch this environment ("" when it may)."""
+        if not pod_zone or pod_zone == self.trust_zone:
+            return ""
+        return (f"{self.path or self.name}: substrate.trust_zone: environment {self.name!r} is in trust zone "
+                f"{self.trust_zone!r}, but this run holds the credentials of zone {pod_zone!r} ({TRUST_ZONE_VAR}); "
+                f"allowed: a run of zone {self.trust_zone!r}: add the environment to that zone's patterns in the "
+                f"run launcher's trust_zones (deploy/values.yaml), or set substrate.trust_zone")
 
     @property
     def remediation(self) -> str:

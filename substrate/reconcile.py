@@ -9,6 +9,8 @@ is now (running, paused, resting). Known failures of the outside world and of th
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, DataVersion, Failure, MaterializeResult, MetadataValue
@@ -17,6 +19,7 @@ from resources import ADOPT_TAG, GpuplatResource
 from resources.errors import GpuplatError
 
 from . import history, lease
+from .alerts import Alert, deliver, read_url_with
 from .approval import (
     ApprovalNeeded,
     DestroyApprovalNeeded,
@@ -28,10 +31,11 @@ from .approval import (
     destroy_source,
     needs_person,
 )
-from .config import ConfigError
+from .config import TRUST_ZONE_VAR, ConfigError
 from .environments import load_environment
 from .failures import failure
 from .history import DESIRED_KEY, recorded_identity
+from .pause import PAUSED_CHECK
 from .piece import PAUSED, Check, Outcome, Piece, Run, Steps, target_of
 from .plan import Action, desired_fingerprint, fingerprint, mutating, plan_table
 from .workers import tag_run
@@ -61,10 +65,13 @@ def open_run(context, resource: GpuplatResource) -> tuple[Run, dict]:
             tag_run(context.instance, context.run.run_id, tags)
             lease.acquire(context.instance, context.run.run_id, name, context.log)
         env = load_environment(name)
+        refused = env.zone_refusal(os.environ.get(TRUST_ZONE_VAR, ""))
     except ConfigError as exc:
         raise failure(str(exc), {"file": exc.path, "key": exc.key}) from None
     except lease.EnvironmentBusy as exc:
         raise failure(exc.line()) from None
+    if refused:
+        raise failure(refused, {"file": env.path, "key": "substrate.trust_zone"})
     identity = None if tags.get(ADOPT_TAG) == "true" else recorded_identity(context.instance, env.name)
     run = Run(env, resource.connect(target_of(env, identity), progress=context.log.info), context.log,
               bool(approval_source(tags, env)))
@@ -206,4 +213,11 @@ def evaluate_check(piece: Piece, check: Check | None, context, resource: Gpuplat
         outcome = in_sync(steps, spec, observed, piece, run.env, applied.desired if applied else None)
         outcome.metadata["owned_fields"] = ", ".join(piece.owned_fields)
         return _check_result(piece, name, outcome, blocks)
-    return _check_result(piece, name, steps.evaluate(check, spec, observed, run.env), blocks)
+    outcome = steps.evaluate(check, spec, observed, run.env)
+    if name == PAUSED_CHECK and not outcome.passed:
+        # A pause that left something billing: the one finding of a run that a person must hear about.
+        deliver(context.instance, {env_name: run.env},
+                [Alert(env_name, f"{env_name}:pause-billing:{fingerprint(outcome.description)}", "pause-billing",
+                       "paused, but something is still billed", outcome.description)],
+                time.time(), read_url_with(lambda env: run.conn), context.log)
+    return _check_result(piece, name, outcome, blocks)

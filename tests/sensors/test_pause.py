@@ -10,6 +10,7 @@ from kubernetes import client
 from substrate.approval import DESTROY_TAG
 from sensors.drift import build_drift_sensor
 from tests.sandbox.test_leftovers import GATEWAY_CRD
+from tests.sensors.test_alerts import SECRET, receiver, store_url  # noqa: F401,F811 - receiver is a fixture
 from tests.conftest import admin, client_options, compute_leftovers, kube_api
 from tests.sensors.conftest import GKE_CLUSTER, Ticker, latest_check, runs, skip_text
 
@@ -139,13 +140,17 @@ def test_a_pause_deletes_only_its_own_environment_s_disks_and_load_balancers(gp,
 
 @pytest.mark.slow
 def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pdb_and_an_undeleted_disk_fails_the_audit(
-        gp, tmp_path, fast_clock):
+        gp, tmp_path, fast_clock, receiver):
     """pause.sh [1/5]-[4/6]: Argo CD suspended, Gateways deleted and their forwarding rules and addresses
     waited for, CloudNativePG-style PDBs cleared (a PDB with 0 allowed disruptions hangs the node-pool
     drain: container v1 NodePool.NodeDrainConfig.respect_pdb_during_node_pool_deletion), the
     environment's disks deleted; one the pause could not delete fails paused_costs_nothing by name and
-    price, and a disk of someone else's is neither deleted nor counted."""
+    price, and a disk of someone else's is neither deleted nor counted. The environment's notifier hears
+    of what is still billed, once."""
+    alerts = {"alerts": {"kind": "webhook", "url_secret": SECRET}}
+    gp.configure(substrate=alerts)
     assert gp.materialize().success
+    store_url(gp, receiver.url)
     disks = workloads(gp, tmp_path)
     core = client.CoreV1Api(kube_api(gp.admin.urls, tmp_path, GKE_CLUSTER))
     cpu_node = next(n.metadata.name for n in core.list_node().items
@@ -155,7 +160,7 @@ def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pd
     admin(gp.admin.urls, "POST", "/sandbox/compute/disks", {
         "project": PROJECT, "scope": "zones/us-central1-a", "name": "pvc-sandbox-scratch", "sizeGb": "100",
         "type": "zones/us-central1-a/diskTypes/pd-balanced"})
-    gp.configure(lifecycle="paused")
+    gp.configure(lifecycle="paused", substrate=alerts)
     gp.admin.reset()
     gp.admin.fault("compute", "Delete", "quota")  # the first disk deletion is refused
     failed = gp.materialize(tags=DESTROY, raise_on_error=False)
@@ -172,6 +177,10 @@ def test_the_seed_s_safety_steps_release_the_load_balancer_clear_the_blocking_pd
                  if e.check_name == "paused_costs_nothing")
     assert not audit.passed and f"disk {undeleted}" in audit.description and "USD/h" in audit.description
     assert "pvc-sandbox-scratch" not in audit.description and audit.metadata["leftover_cost_per_hour"].value > 0
+    billed = [m["body"] for m in receiver.messages]
+    assert billed and all(b["finding"] == "pause-billing" and f"disk {undeleted}" in b["text"] for b in billed), billed
+    gp.drift_checks(raise_on_error=False)  # the same leftover, checked again: no second message
+    assert len(receiver.messages) == len(billed)
     assert gp.materialize(tags=DESTROY).success  # the same pause, again: it finishes from its record
     assert compute_leftovers(gp.admin.urls, PROJECT)["disks"] == ["pvc-sandbox-scratch"]
     assert all(gp.checks(gp.drift_checks()).values())
