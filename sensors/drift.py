@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -67,7 +66,7 @@ from substrate.piece import Piece
 from substrate.pieces import PIECES
 from substrate.plan import Action, desired_fingerprint, plan_hash, plan_table
 
-from .tick import NOT_MATERIALIZED, env_run, fleet, load_cursor, report_run, side_by_side, start_sandbox_once
+from .tick import NOT_MATERIALIZED, env_run, seconds_from_env, fleet, load_cursor, report_run, side_by_side, start_sandbox_once
 
 INTERVAL_VAR = "GPUPLAT_DRIFT_INTERVAL_S"
 DEFAULT_INTERVAL_S = 60
@@ -78,11 +77,7 @@ _log = logging.getLogger("gpuplat.sensors.drift")
 
 
 def interval_from_env() -> int:
-    raw = os.environ.get(INTERVAL_VAR, "")
-    try:
-        return max(1, int(raw)) if raw else DEFAULT_INTERVAL_S
-    except ValueError:
-        return DEFAULT_INTERVAL_S
+    return seconds_from_env(INTERVAL_VAR, DEFAULT_INTERVAL_S)
 
 
 # ---- one environment ---------------------------------------------------------------------------------

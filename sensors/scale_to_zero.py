@@ -53,9 +53,10 @@ from substrate.scale_to_zero import (
     summary,
 )
 
-from .tick import NOT_MATERIALIZED, WORKERS, env_run, fleet, report_run, side_by_side, start_sandbox_once
+from .tick import NOT_MATERIALIZED, WORKERS, env_run, fleet, report_run, seconds_from_env, side_by_side, start_sandbox_once
 
 DEFAULT_INTERVAL_S = 60
+INTERVAL_VAR = "GPUPLAT_GUARD_INTERVAL_S"
 TRIGGER = "scale-to-zero-guard"
 
 _log = logging.getLogger("gpuplat.sensors.scale_to_zero")
@@ -210,13 +211,14 @@ def running_costs(reports: list[GuardReport]) -> list[str]:
             + ", ".join(f"{n} {v:.2f}" for n, v in parts) + ")" for currency, parts in sorted(by_currency.items())]
 
 
-def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interval_seconds: int = DEFAULT_INTERVAL_S,
+def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interval_seconds: int | None = None,
                                clock: Callable[[], float] | None = None, workers: int = WORKERS,
                                default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
     """The guard over the environments under GPUPLAT_ENVIRONMENTS; `clock` (default: each environment's
     cluster clock, the sandbox's simulated one on the sandbox) is injectable for tests."""
 
-    @sensor(name=name, jobs=[substrate_job], default_status=default_status, minimum_interval_seconds=minimum_interval_seconds,
+    @sensor(name=name, jobs=[substrate_job], default_status=default_status,
+            minimum_interval_seconds=minimum_interval_seconds or seconds_from_env(INTERVAL_VAR, DEFAULT_INTERVAL_S),
             description="A GPU node idle past the grace period fails gpu_pool's scales_to_zero check with every "
                         "blocker pod named and the idle cost; the check turns green when the pool reaches zero.")
     def _guard(context: SensorEvaluationContext, gpuplat: GpuplatResource):

@@ -10,6 +10,7 @@ observed side by side, since each waits mostly on its APIs.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -101,6 +102,15 @@ def side_by_side(fn: Callable[[str], T], names: list[str], workers: int = WORKER
         return [fn(n) for n in names]
     with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix=prefix) as pool:
         return list(pool.map(fn, names))
+
+
+def seconds_from_env(var: str, default: int) -> int:
+    """A sensor's minimum interval from the environment variable `var` (>= 1; unset or invalid: `default`)."""
+    raw = os.environ.get(var, "")
+    try:
+        return max(1, int(raw)) if raw else default
+    except ValueError:
+        return default
 
 
 def load_cursor(raw: str | None) -> dict[str, Any]:

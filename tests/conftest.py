@@ -83,6 +83,7 @@ TIERS = {
     "tests/deploy/": "postgres",  # a PostgreSQL server, the webserver, the daemon, the K8s run launcher
     "tests/conformance/": "conformance",  # the real gcloud, kubectl and gke-gcloud-auth-plugin
     "tests/sensors/test_daemon_e2e.py": "daemon",  # dagster-daemon run over a workspace
+    "tests/sensors/test_daemon_cycles.py": "daemon",  # many report -> clear cycles under dagster-daemon run
 }
 SLOW_TIERS = "browser or postgres or conformance or daemon or slow"
 # Tests CI may see skipped, each with why. Any other skip under GPUPLAT_CI=1 fails the run: a skip in CI

@@ -29,6 +29,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 
 from substrate.approval import SENSOR_TAG
+from substrate.workers import WORKER_TAG
 from sensors.drift import TRIGGER
 from tests.assets.conftest import Admin
 from tests.conftest import ROOT, shipped_environment
@@ -219,3 +220,61 @@ def test_a_run_whose_worker_was_killed_is_marked_failed(deployment):
         assert "SIGKILL" in messages and "marked as failed" in messages, messages[-2000:]
         print(f"\nkilled run worker -> run FAILURE in {time.monotonic() - killed:.1f}s")
     Admin(d["urls"]).call("DELETE", "/sandbox/faults")
+
+
+def test_command_line_runs_killed_with_sigkill_are_marked_failed_and_free_the_queue(deployment):
+    """`kill -9` of `dagster asset materialize` leaves its run STARTED: no launcher watches a command-line
+    run, so Dagster's run monitoring never fails it, and with four of them the queue (max_concurrent_runs 4)
+    launches nothing for any environment until max_runtime_seconds (two hours). The dead-runs sensor
+    (sensors/dead_runs.py) marks each failed from its recorded worker; the queued run of another
+    environment then starts."""
+    d = deployment
+    env, cwd = d["env"], d["cwd"]
+    envs = Path(env["GPUPLAT_ENVIRONMENTS"])
+    names = ["lab-a", "lab-b", "lab-c", "lab-d"]
+    for name in [*names, "other"]:
+        shipped_environment("sandbox", envs, name)
+    # Every Service Usage call fails for a while: gpuplat retries transient errors, so each run stays busy.
+    Admin(d["urls"]).fault("serviceusage", "*", "503", count=100_000)
+    procs = [subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "-m", "gpuplat_assets.definitions",
+                               "--select", "apis_enabled", "--partition", name], cwd=cwd, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for name in names]
+    try:
+        with _daemon(d) as (daemon, instance, daemon_log):
+            def started():
+                runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+                # Each has reached its first step (its worker is recorded) before it is killed.
+                return len(runs) == len(names) and all(r.tags.get(WORKER_TAG) for r in
+                                                       (instance.get_run_by_id(r.run_id) for r in runs)) and runs
+
+            cli_runs = _wait(started, 180, "four STARTED command-line runs", on_timeout=daemon_log)
+            for p in procs:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            killed = time.monotonic()
+            queued = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(d["workspace"]), "-j", "substrate",
+                                     "--tags", '{"dagster/partition": "other"}'],
+                                    cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+            assert queued.returncode == 0, queued.stderr[-3000:]
+            other = instance.get_runs(RunsFilter(tags={"dagster/partition": "other"}))[0]
+
+            def all_failed():
+                now = [instance.get_run_by_id(r.run_id) for r in cli_runs]
+                return all(r.status == DagsterRunStatus.FAILURE for r in now) and now
+
+            failed = _wait(all_failed, 300, "the killed runs to be marked failed", interval=2, on_timeout=daemon_log)
+            marked_s = time.monotonic() - killed
+            for run in failed:
+                messages = " ".join(e.message for e in instance.all_logs(run.run_id) if e.is_dagster_event)
+                assert "is gone (killed or crashed)" in messages, messages[-1500:]
+            left_queue = _wait(lambda: instance.get_run_by_id(other.run_id).status != DagsterRunStatus.QUEUED, 120,
+                               "the other environment's queued run to start", on_timeout=daemon_log)
+            assert left_queue
+            print(f"\n{len(names)} killed command-line runs marked failed {marked_s:.0f}s after kill -9; "
+                  f"the queued run of another environment then started")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        Admin(d["urls"]).call("DELETE", "/sandbox/faults")

@@ -353,3 +353,12 @@ def test_the_drift_interval_comes_from_the_environment(monkeypatch):
     assert build_drift_sensor().minimum_interval_seconds == 5 == interval_from_env()
     monkeypatch.setenv("GPUPLAT_DRIFT_INTERVAL_S", "soon")
     assert interval_from_env() == 60
+
+
+def test_the_guard_interval_comes_from_the_environment(monkeypatch):
+    from sensors.scale_to_zero import build_scale_to_zero_sensor
+
+    assert build_scale_to_zero_sensor().minimum_interval_seconds == 60
+    monkeypatch.setenv("GPUPLAT_GUARD_INTERVAL_S", "5")
+    assert build_scale_to_zero_sensor().minimum_interval_seconds == 5
+    assert build_scale_to_zero_sensor(minimum_interval_seconds=30).minimum_interval_seconds == 30

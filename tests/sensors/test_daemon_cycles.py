@@ -1,0 +1,223 @@
+"""Reactions that survive their own history: the real dagster-daemon through many report -> clear -> report
+cycles, on SQLite and on PostgreSQL.
+
+Users live in cycles: a GPU pool changed by hand, changed back and changed again; a paid change saved,
+withdrawn and saved again; a GPU node held by a forgotten pod, released and held again. Dagster 1.13
+cannot store a partitioned check result outside a run twice for one asset, check and partition
+(`UNIQUE constraint failed: asset_check_executions...`), which once wedged both sensors on the second
+cycle; gpuplat's sensors report through observations and checks-only runs instead
+(sensors/tick.py `report_run`). Here `dagster-daemon run` drives the drift sensor and the
+scale-to-zero guard (both at 5 s, the daemon's shortest sensor loop) over the shipped sandbox
+environment in `remediation: report` mode, while the test rotates three findings:
+
+- drift: the pool's autoscaling minimum changed by hand (the sandbox's admin drift route, as a console
+  click), then changed back;
+- a change waiting for approval: `substrate.gpu_pool.name` renamed in config.yaml (a new pool costs money,
+  so a sensor never applies it), then renamed back;
+- an idle GPU node: a GPU workload scales the pool up and goes, a bare pod holds the node past the grace
+  period (the sandbox's clock advanced 25 minutes), then the pod goes and the autoscaler removes the node.
+
+Every cycle must be reported and cleared by the daemon's ticks; afterwards no tick of any sensor has
+failed, each finding produced exactly one report run and each clearing exactly one more, and every
+such run succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterRunStatus, RunsFilter
+from dagster._core.scheduler.instigation import TickStatus
+
+from substrate.approval import SENSOR_TAG
+from tests.assets.conftest import Admin
+from tests.conftest import kube_api, shipped_environment
+
+from .test_daemon_e2e import BIN, _daemon, _wait, deployment  # noqa: F401,F811 - deployment is a fixture
+
+CYCLES = int(os.environ.get("GPUPLAT_DAEMON_CYCLES", "20"))  # drift, approval, idle GPU in turn: 7, 7 and 6
+GKE_CLUSTER = "projects/gpuplat-sandbox/locations/us-central1-a/clusters/ai-dev"
+KUBE_CLUSTER = "gke_gpuplat-sandbox_us-central1-a_ai-dev"
+KINDS = ("drift", "approval", "idle-gpu")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage(request, deployment, tmp_path):  # noqa: F811 - the fixture imported above
+    """The deployment's instance on SQLite (the repository's dagster.yaml) or on a PostgreSQL server."""
+    if request.param == "sqlite":
+        yield deployment
+        return
+    from tests.deploy.test_postgres import Postgres, _pg_bindir
+
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql (.ci/run does)")
+    pg = Postgres(bindir)
+    try:
+        pg.start()
+        pg.create_db("dagster")
+        config = yaml.safe_load((deployment["home"] / "dagster.yaml").read_text())
+        config["storage"] = {"postgres": {"postgres_db": {
+            key: {"env": var} for key, var in (("hostname", "DAGSTER_PG_HOST"), ("port", "DAGSTER_PG_PORT"),
+                                                ("username", "DAGSTER_PG_USER"), ("password", "DAGSTER_PG_PASSWORD"),
+                                                ("db_name", "DAGSTER_PG_DB"))} | {"scheme": "postgresql+psycopg2"}}}
+        (deployment["home"] / "dagster.yaml").write_text(yaml.safe_dump(config))
+        deployment["env"].update(pg.env("dagster"))
+        os.environ.update(pg.env("dagster"))  # this process opens the same instance
+        yield deployment
+    finally:
+        for var in pg.env("dagster"):
+            os.environ.pop(var, None)
+        pg.stop()
+
+
+class World:
+    """The three findings, made and undone the way a person would."""
+
+    def __init__(self, d: dict, tmp_path: Path):
+        self.d = d
+        self.admin = Admin(d["urls"])
+        self.config_path = Path(d["env"]["GPUPLAT_ENVIRONMENTS"]) / "sandbox" / "config.yaml"
+        self.config = yaml.safe_load(self.config_path.read_text())
+        self.tmp_path = tmp_path
+        self.n = 0
+
+    def write(self, pool_name: str) -> None:
+        cfg = dict(self.config)
+        cfg["substrate"] = {**cfg["substrate"], "gpu_pool": {**cfg["substrate"].get("gpu_pool", {}), "name": pool_name}}
+        self.config_path.write_text(yaml.safe_dump(cfg))
+
+    def make(self, kind: str) -> None:
+        self.n += 1
+        if kind == "drift":
+            self._min_nodes(1)
+        elif kind == "approval":
+            self.write("gpu-l4-next")
+        else:
+            node = self._gpu_node(f"llm-{self.n}")
+            self.admin.call("DELETE", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": f"llm-{self.n}"})
+            self.admin.call("POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": node, "kind": "bare-pod"})
+            self.admin.call("POST", "/sandbox/clock/advance", {"seconds": 25 * 60})
+
+    def undo(self, kind: str) -> None:
+        if kind == "drift":
+            self._min_nodes(0)
+        elif kind == "approval":
+            self.write("gpu-l4")
+        else:
+            self.admin.call("DELETE", "/sandbox/blockers", {"cluster": GKE_CLUSTER})
+            self.admin.call("POST", "/sandbox/clock/advance", {"seconds": 11 * 60})  # past the autoscaler's window
+            self.admin.call("POST", "/sandbox/reconcile")
+
+    def _min_nodes(self, n: int) -> None:
+        self.admin.call("POST", "/sandbox/gke/drift/node-pool", {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4",
+                                                                 "patch": {"autoscaling": {"minNodeCount": n}}})
+
+    def _gpu_node(self, name: str) -> str:
+        import kubernetes
+
+        placed = self.admin.call("POST", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": name})
+        core = kubernetes.client.CoreV1Api(kube_api(self.d["urls"], self.tmp_path, KUBE_CLUSTER))
+        for _ in range(10):  # scale-up adds the node, the scheduler binds the pod on a later pass
+            pod = core.read_namespaced_pod(placed["pod"], placed["namespace"])
+            if pod.spec.node_name and pod.status.phase == "Running":
+                return pod.spec.node_name
+            self.admin.call("POST", "/sandbox/reconcile")
+        raise AssertionError(f"the GPU workload {name} was not placed: {placed}")
+
+
+def _seen(instance, after: int) -> list:
+    """gpu_pool's observations for the environment stored after `after` (storage id), oldest first."""
+    records = instance.fetch_observations(AssetKey("gpu_pool"), limit=50).records
+    return sorted((r for r in records if r.storage_id > after and r.partition_key == "sandbox"),
+                  key=lambda r: r.storage_id)
+
+
+def reported(kind: str, record) -> bool:
+    obs = record.asset_observation
+    text = obs.description or ""
+    if kind == "drift":
+        return text.startswith("drift:")
+    if kind == "approval":
+        action = obs.metadata.get("action")
+        return action is not None and "needs approval" in action.value
+    return text.startswith("scales_to_zero:")
+
+
+def cleared(kind: str, record) -> bool:
+    text = record.asset_observation.description or ""
+    return "no longer idle past the grace period" in text if kind == "idle-gpu" else text.startswith("in sync again")
+
+
+def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_duplicate_run(storage, tmp_path):
+    d = storage
+    env = {**d["env"], "GPUPLAT_GUARD_INTERVAL_S": "5", "GPUPLAT_AUTO_APPROVE": "1"}
+    cfg = shipped_environment("sandbox", Path(env["GPUPLAT_ENVIRONMENTS"]))
+    cfg["substrate"].update(remediation="report", require_approval=True)
+    (Path(env["GPUPLAT_ENVIRONMENTS"]) / "sandbox" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "gpuplat_assets.definitions",
+                           "--select", "*", "--partition", "sandbox"],
+                          cwd=d["cwd"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    world = World(d, tmp_path)
+    d = {**d, "env": {k: v for k, v in env.items() if k != "GPUPLAT_AUTO_APPROVE"}}  # the daemon approves nothing
+
+    timings: dict[str, list[float]] = {k: [] for k in KINDS}
+    with _daemon(d) as (daemon, instance, daemon_log):
+        def first_tick():
+            states = [s for s in instance.all_instigator_state() if s.name in ("drift_sensor", "scale_to_zero_guard")]
+            return len(states) == 2 and all(
+                (t := instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)) and
+                t[0].status in (TickStatus.SKIPPED, TickStatus.SUCCESS) for s in states)
+
+        _wait(first_tick, 180, "the first finished ticks of both sensors", on_timeout=daemon_log)
+        watermark = max((r.storage_id for r in _seen(instance, 0)), default=0)
+        for i in range(CYCLES):
+            kind = KINDS[i % len(KINDS)]
+            started = time.monotonic()
+            world.make(kind)
+            hit = _wait(lambda: next((r for r in _seen(instance, watermark) if reported(kind, r)), None), 90,
+                        f"cycle {i + 1} ({kind}): the report", interval=0.5,
+                        on_timeout=lambda: daemon_log() + str([r.asset_observation.description for r in
+                                                                _seen(instance, watermark)]))
+            watermark = hit.storage_id
+            world.undo(kind)
+            hit = _wait(lambda: next((r for r in _seen(instance, watermark) if cleared(kind, r)), None), 90,
+                        f"cycle {i + 1} ({kind}): the clearing", interval=0.5, on_timeout=daemon_log)
+            watermark = hit.storage_id
+            timings[kind].append(time.monotonic() - started)
+            assert daemon.poll() is None, daemon_log()
+
+        def drained():
+            return not instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
+                                                              DagsterRunStatus.STARTED]))
+
+        _wait(drained, 300, "the report runs to finish", interval=2, on_timeout=daemon_log)
+        failed_ticks, ticks = [], 0
+        for state in instance.all_instigator_state():
+            for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=10_000):
+                ticks += 1
+                if tick.status == TickStatus.FAILURE:
+                    failed_ticks.append((state.name, tick.error.message if tick.error else ""))
+        sensor_runs = instance.get_runs(RunsFilter(tags={SENSOR_TAG: "drift-sensor"})) + \
+            instance.get_runs(RunsFilter(tags={SENSOR_TAG: "scale-to-zero-guard"}))
+    assert failed_ticks == [], failed_ticks[:3]
+    # One report run per finding and one per clearing: nothing repeated, nothing missed, and none repairs.
+    # gpu_pool's findings are the cycles; a renamed pool also moves gpu_stack (it verifies that pool),
+    # which is reported and cleared alongside.
+    keys = [r.tags.get("dagster/run_key", "") for r in sensor_runs]
+    listing = "\n".join(sorted(keys))
+    assert len(set(keys)) == len(keys), listing
+    assert len([k for k in keys if k.startswith("sandbox:gpu_pool:")]) == 2 * CYCLES, listing
+    assert len([k for k in keys if ":cleared:" in k]) * 2 == len(keys), listing
+    assert all(r.asset_selection is None for r in sensor_runs)  # checks only: report mode never repairs
+    assert {r.status for r in sensor_runs} == {DagsterRunStatus.SUCCESS}
+    label = "PostgreSQL" if "DAGSTER_PG_DB" in d["env"] else "SQLite"
+    print(f"\n{CYCLES} report -> clear cycles ({label}, {ticks} ticks, 0 failed, {len(sensor_runs)} report runs); "
+          + ", ".join(f"{k}: median {sorted(v)[len(v) // 2]:.1f}s per cycle" for k, v in timings.items() if v))
+
