@@ -230,14 +230,16 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         result = tick(sensor_def, None)  # warm-up: clients, discovery caches
         assert not result.run_requests, [r.run_key for r in result.run_requests]
         cursor = result.cursor
-        times, calls, cpu = [], [], []
+        times, calls, cpu, own = [], [], [], []
         methods: dict = {}
         for _ in range(3):
             admin(urls, "POST", "/sandbox/calls/reset")
             c0 = cpu_seconds(sandbox_pid)
+            p0 = time.process_time()  # this process: the sensor and its threads, gpuplat's own CPU
             t0 = time.perf_counter()
             result = tick(sensor_def, cursor)
             times.append(time.perf_counter() - t0)
+            own.append(time.process_time() - p0)
             cpu.append(cpu_seconds(sandbox_pid) - c0)
             snap = admin(urls, "GET", "/sandbox/calls")
             calls.append(snap["_total"]["read"] + snap["_total"]["mutate"])
@@ -245,12 +247,14 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
             methods = {f"{api}.{m}": c for api, v in snap.items() if api != "_total" for m, c in v["methods"].items()}
             cursor = result.cursor
         skip = result.skip_reason.skip_message if result.skip_reason else ""
-        rows.append((n, statistics.median(times), statistics.median(calls) / n, statistics.median(cpu), methods, skip))
+        rows.append((n, statistics.median(times), statistics.median(calls) / n, statistics.median(cpu), methods, skip,
+                     statistics.median(own) * 1000 / n))
 
-    print(f"\n{'envs':>5} {'s/tick (median of 3)':>21} {'calls/env/tick':>15} {'sandbox CPU s/tick':>19}")
-    for n, t, c, cpu, _, _ in rows:
-        print(f"{n:>5} {t:>21.2f} {c:>15.1f} {cpu:>19.2f}")
-    n, t, c, _, methods, skip = rows[-1]
+    print(f"\n{'envs':>5} {'s/tick (median of 3)':>21} {'calls/env/tick':>15} {'sandbox CPU s/tick':>19} "
+          f"{'gpuplat CPU ms/env/tick':>24}")
+    for n, t, c, cpu, _, _, ms in rows:
+        print(f"{n:>5} {t:>21.2f} {c:>15.1f} {cpu:>19.2f} {ms:>24.1f}")
+    n, t, c, _, methods, skip, _ = rows[-1]
     print(f"\ncalls in one tick at {n} environments (per environment): "
           + ", ".join(f"{k} {v / n:g}" for k, v in sorted(methods.items())))
     print(f"the tick's own summary: {skip[:300]}")

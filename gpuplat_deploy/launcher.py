@@ -7,8 +7,8 @@ K8sRunLauncher with one change: the service account of a run's pod is the zone's
 run's partition (the environment) by the first zone whose patterns match its name, whatever else the
 run asked for. The pod is told its zone (GPUPLAT_TRUST_ZONE), and the run refuses an environment whose
 config places it in another zone (substrate/config.py `zone_refusal`), so a wrong pattern fails before
-anything is read or called. A run matching no zone gets the launcher's own service account, which is
-meant to hold no Google role: it fails closed.
+anything is read or called. A run matching no zone gets the launcher's own service account, which
+must hold no role that changes anything (deploy/values.yaml: the code server's reader): it fails closed.
 
 In deploy/values.yaml (the chart's `CustomRunLauncher`) and deploy/dagster.yaml:
 
@@ -26,9 +26,9 @@ from dagster import Array, Field, Shape, String
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 
-from substrate.config import TRUST_ZONE_VAR
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-PARTITION_TAG = "dagster/partition"
+from substrate.config import TRUST_ZONE_VAR
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ZonedK8sRunLauncher(K8sRunLauncher):
 
     def get_container_context_for_run(self, dagster_run) -> K8sContainerContext:
         context = super().get_container_context_for_run(dagster_run)
-        zone = self.zone_of(dagster_run.tags.get(PARTITION_TAG, ""))
+        zone = self.zone_of(dagster_run.tags.get(PARTITION_NAME_TAG, ""))
         # Set last, so neither the code location nor a run's dagster-k8s/config tag can pick another
         # zone's account.
         account = zone.service_account_name if zone else self.service_account_name

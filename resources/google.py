@@ -249,15 +249,17 @@ class Google(GcpProject):
         return {s.name.rsplit("/", 1)[-1] for s in pager}
 
     @translated("secretmanager")
-    def latest_version(self, secret_id: str) -> tuple[str, str] | None:
-        """(number, state) of the version `latest` names, as ESO reads it: the most recently created one,
-        whatever its state (ENABLED, DISABLED, DESTROYED); None for a secret without versions (or none)."""
+    def latest_version(self, secret_id: str) -> tuple[str, str, str] | None:
+        """(number, state, create time) of the version `latest` names, as ESO reads it: the most recently
+        created one, whatever its state (ENABLED, DISABLED, DESTROYED); None for a secret without versions
+        (or none). Number and create time together name one payload: a secret deleted and created again
+        numbers its versions from 1 again."""
         try:
             v = self._secrets.get_secret_version(
                 name=f"projects/{self.project}/secrets/{secret_id}/versions/latest", retry=self.retry)
         except gexc.NotFound:
             return None
-        return v.name.rsplit("/", 1)[-1], v.state.name
+        return v.name.rsplit("/", 1)[-1], v.state.name, str(v.create_time)
 
     @translated("secretmanager")
     def create_secret(self, secret_id: str) -> bool:
@@ -292,13 +294,13 @@ class Google(GcpProject):
                     return  # it was applied; only its answer was lost
 
     @translated("secretmanager")
-    def access_secret(self, secret_id: str) -> bytes | None:
-        """The latest version's value (what ESO reads), or None when there is none: for comparisons made in
-        this process only, never to be logged or returned beyond the caller. A latest version that is
-        DISABLED or DESTROYED raises `SecretVersionUnreadable`."""
+    def access_secret(self, secret_id: str, version: str = "latest") -> bytes | None:
+        """A version's value (by default the latest, what ESO reads), or None when there is none: for
+        comparisons made in this process only, never to be logged or returned beyond the caller. A version
+        that is DISABLED or DESTROYED raises `SecretVersionUnreadable`."""
         try:
             resp = self._secrets.access_secret_version(
-                name=f"projects/{self.project}/secrets/{secret_id}/versions/latest", retry=self.retry)
+                name=f"projects/{self.project}/secrets/{secret_id}/versions/{version}", retry=self.retry)
         except gexc.NotFound:
             return None
         return resp.payload.data

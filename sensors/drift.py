@@ -59,7 +59,7 @@ from resources.memo import Answers
 from resources.models import KubeIdentity
 from substrate import history
 from substrate.alerts import Alert, deliver, read_url_with
-from substrate.approval import SENSOR_TAG, command, needs_person
+from substrate.approval import SENSOR_TAG, command, needs_person, person_for
 from substrate.config import EnvConfig
 from substrate.jobs import SUBSTRATE_JOB, substrate_job
 from substrate.piece import Piece
@@ -199,14 +199,18 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+WHY_REPORTED = {
+    "destroy": "paused: deleting needs the destroy approval, which a sensor run never has",
+    "approval": "it needs approval (it costs money), which a sensor run never has",
+    "cannot-fix": "it needs a person: a run could not change it",
+}
+
+
 def why_reported(report: EnvReport, f: Finding) -> str:
     """Why a run would not do: "" when a repair run can succeed."""
-    if any(a.kind == "delete" for a in f.actions):
-        return "paused: deleting needs the destroy approval, which a sensor run never has"
-    if any(a.needs_approval for a in f.actions):
-        return "it needs approval (it costs money), which a sensor run never has"
-    if any(a.kind == "cannot-fix" for a in f.actions):
-        return "it needs a person: a run could not change it"
+    person = person_for(f.actions)
+    if person:
+        return WHY_REPORTED[person]
     if f.state == "change" and not report.apply_config_changes:
         return "the config changed since the last materialization: a pending change is applied by a " \
                "materialization someone starts (or set substrate.apply_config_changes: true)"
@@ -232,7 +236,7 @@ def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Findi
             "remediation": report.remediation, "run_key": rk,
             "action": "repair run requested" if mode == "run" else f"reported: {why}"}
     if needs_person(f.actions) or f.state == "change":
-        meta["apply_with"] = command(f.asset, report.name, destroy=any(a.kind == "delete" for a in f.actions))
+        meta["apply_with"] = command(f.asset, report.name, destroy=person_for(f.actions) == "destroy")
     if mode == "run":
         tick.run_requests.append(RunRequest(
             run_key=rk, job_name=SUBSTRATE_JOB, partition_key=report.name, asset_selection=[AssetKey(f.asset)],
@@ -302,10 +306,10 @@ def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
             open_ = cursor.findings.get(_key(report.name, f.asset))
             if f.state not in ("drift", "change") or not open_ or open_.get("mode") != "report":
                 continue
-            destroy = any(a.kind == "delete" for a in f.actions)
-            if destroy or any(a.needs_approval for a in f.actions):
+            person = person_for(f.actions)
+            if person in ("destroy", "approval"):
                 kind, title = "approval", f"{f.asset} waits for approval"
-            elif any(a.kind == "cannot-fix" for a in f.actions):
+            elif person == "cannot-fix":
                 kind, title = "cannot-fix", f"{f.asset} needs a person: a run cannot change it"
             elif f.state == "drift":
                 kind, title = "drift", f"drift in {f.asset} (remediation: report)"
@@ -313,7 +317,7 @@ def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
                 continue
             out.append(Alert(report.name, run_key(report.name, f.asset, f.state, f.plan_hash, open_.get("since", 0)),
                              kind, title, f"{len(f.actions)} difference(s): " + "; ".join(a.summary() for a in f.actions),
-                             command(f.asset, report.name, destroy=destroy) if kind != "drift" else ""))
+                             command(f.asset, report.name, destroy=person == "destroy") if kind == "approval" else ""))
     return out
 
 

@@ -236,7 +236,7 @@ def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interv
 
         reports = side_by_side(observe, names, workers, "gpuplat-guard")
         runs, events, notes = evaluate_guard(reports, cursor)
-        sent = deliver(context.instance, now_fleet.found.configs, alerts_of_guard(reports), time.time(),
+        sent = deliver(context.instance, now_fleet.found.configs, alerts_of_guard(reports), now or time.time(),
                        read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)
         if sent["sent"] or sent["failed"]:
             notes.append(f"alerts: {sent['sent']} sent, {sent['failed']} not delivered (retried next tick)")

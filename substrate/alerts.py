@@ -28,8 +28,10 @@ from resources.webhook import WebhookFailed, post_json
 from .config import EnvConfig
 
 KV_PREFIX = "gpuplat/alert/"
-ATTEMPTS = 3
+ATTEMPTS = 2
 BACKOFF_S = 0.5
+# What one call may spend sending: the rest waits for the next tick (a sensor's tick has 60 s in all).
+BUDGET_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ def read_url_with(connect: Callable[[EnvConfig], object]) -> Callable[[EnvConfig
             raise WebhookFailed(f"the alert secret {secret} has no version",
                                 f"printf '%s' \"$WEBHOOK_URL\" | gcloud secrets versions add {secret} "
                                 f"--project {env.cluster.projectID} --data-file=-")
-        return value.decode().strip()
+        try:
+            return value.decode().strip()
+        except UnicodeDecodeError:
+            raise WebhookFailed(f"the alert secret {secret} is not text", "store the webhook URL itself") from None
     return read
 
 
@@ -82,19 +87,23 @@ def deliver(instance, envs: dict[str, EnvConfig], alerts: list[Alert], now: floa
         return counts
     last = instance.run_storage.get_cursor_values({KV_PREFIX + a.key for a in wanted})
     urls: dict[str, str] = {}
-    down: set[str] = set()  # environments whose endpoint or secret failed this call: not hammered again
+    down: set[str] = set()  # environments or URLs that failed in this call: not tried again until the next
+    deadline = time.monotonic() + BUDGET_S
     for a in wanted:
         cfg = envs[a.env].substrate.alerts
         sent = _sent_at(last.get(KV_PREFIX + a.key))
         if sent is not None and now - sent < cfg.resend_after_minutes * 60:
             counts["quiet"] += 1
             continue
-        if a.env in down:
+        if a.env in down or time.monotonic() > deadline:
             counts["failed"] += 1
             continue
         try:
             if a.env not in urls:
                 urls[a.env] = read_url(envs[a.env])
+            if urls[a.env] in down:  # another environment's alert just failed on this endpoint
+                counts["failed"] += 1
+                continue
             for attempt in range(ATTEMPTS):
                 try:
                     post(urls[a.env], a.payload(cfg.kind))
@@ -104,7 +113,7 @@ def deliver(instance, envs: dict[str, EnvConfig], alerts: list[Alert], now: floa
                         raise
                     sleep(BACKOFF_S * 2 ** attempt)
         except GpuplatError as exc:
-            down.add(a.env)
+            down.update({a.env, urls.get(a.env, a.env)})
             counts["failed"] += 1
             log.warning(f"[{a.env}] alert '{a.title}' not delivered after {ATTEMPTS} attempt(s), tried again "
                         f"next time: {exc.line()}")

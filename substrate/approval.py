@@ -59,9 +59,21 @@ def command(asset: str, env: str, destroy: bool = False) -> str:
     return f"{var}=1 dagster asset materialize -m gpuplat_assets --select {asset} --partition {env}"
 
 
+def person_for(actions: list[Action]) -> str:
+    """What only a person can do about this plan: "destroy" (the destroy approval), "approval" (a paid or
+    replacing change), "cannot-fix" (no run can change it), or "" (a run without approval applies it)."""
+    if any(a.kind == "delete" for a in actions):
+        return "destroy"
+    if any(a.needs_approval for a in actions):
+        return "approval"
+    if any(a.kind == "cannot-fix" for a in actions):
+        return "cannot-fix"
+    return ""
+
+
 def needs_person(actions: list[Action]) -> bool:
     """Whether a run without any approval could not apply this plan (what a sensor must report instead)."""
-    return any(a.needs_approval or a.kind in ("delete", "cannot-fix") for a in actions)
+    return bool(person_for(actions))
 
 
 def approval_message(asset: str, env: EnvConfig, actions: list[Action], sensor_run: bool) -> str:

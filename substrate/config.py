@@ -214,9 +214,9 @@ class EnvConfig(_Strict):
     def _substrate_rules(self):
         sub = self.substrate
         if sub.alerts is not None and self.secret_backend != "gcpsm":
-            raise _KeyError("substrate.alerts.url_secret", sub.alerts.url_secret,
-                            f"alerts read their URL from Secret Manager, so secret_backend gcpsm (this environment "
-                            f"uses {self.secret_backend}, which gpuplat does not read)")
+            raise _KeyError("secret_backend", self.secret_backend,
+                            "gcpsm while substrate.alerts is set: alerts read their URL from Secret Manager (gpuplat "
+                            "does not read other backends)")
         if sub.kind == "gke":
             if not GCP_LOCATION.match(self.cluster.location):
                 raise _KeyError("cluster.location", self.cluster.location,

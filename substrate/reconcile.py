@@ -216,8 +216,10 @@ def evaluate_check(piece: Piece, check: Check | None, context, resource: Gpuplat
     outcome = steps.evaluate(check, spec, observed, run.env)
     if name == PAUSED_CHECK and not outcome.passed:
         # A pause that left something billing: the one finding of a run that a person must hear about.
+        # One finding per set of leftovers: their names, not their state or price, which move while it lasts.
+        left = [line.split(" (", 1)[0] for line in str(outcome.metadata.get("leftovers", "")).splitlines()]
         deliver(context.instance, {env_name: run.env},
-                [Alert(env_name, f"{env_name}:pause-billing:{fingerprint(outcome.description)}", "pause-billing",
+                [Alert(env_name, f"{env_name}:pause-billing:{fingerprint(left)}", "pause-billing",
                        "paused, but something is still billed", outcome.description)],
                 time.time(), read_url_with(lambda env: run.conn), context.log)
     return _check_result(piece, name, outcome, blocks)

@@ -118,7 +118,7 @@ def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
     enabled = {n for n, v in latest.items() if v is not None and v[1] == "ENABLED"}
     dex = ""
     if set(DEX_ADMIN) <= enabled:
-        dex = dex_verdict(g, latest[DEX_PASSWORD][0])
+        dex = dex_verdict(g, latest[DEX_PASSWORD], latest[DEX_HASH])
     return SecretsObserved(True, tuple(n for n in existing if n in enabled),
                            tuple(n for n in existing if n not in enabled), dex,
                            unreadable=tuple((n, "no version" if latest[n] is None else
@@ -126,20 +126,21 @@ def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
                                             for n in existing if n not in enabled))
 
 
-# (project, the password's version, SHA-256 of the hash) -> "matches" | "differs". A version's payload never
-# changes, and a bcrypt hash carries its own random salt, so the verdict for that pair is fixed: a drift
-# tick over hundreds of environments need not run bcrypt (about 60 ms) nor read the password every minute.
-# Only the verdict is kept, never a value.
-_DEX_VERDICTS: dict[tuple[str, str, str], str] = {}
+# (project, the password's version and its create time, SHA-256 of the hash) -> "matches" | "differs". A
+# version's payload never changes, and a bcrypt hash carries its own random salt, so the verdict for that
+# pair is fixed: a drift tick over hundreds of environments need not run bcrypt (about 60 ms) nor read the
+# password every minute. Only the verdict is kept, never a value.
+_DEX_VERDICTS: dict[tuple[str, str, str, str], str] = {}
 _DEX_VERDICTS_MAX = 10_000
 
 
-def dex_verdict(g, password_version: str) -> str:
-    hashed = g.access_secret(DEX_HASH)
-    key = (g.project, password_version, hashlib.sha256(hashed or b"").hexdigest())
+def dex_verdict(g, password: tuple[str, str, str], hashed_version: tuple[str, str, str]) -> str:
+    """Both read at the versions just listed (a version added meanwhile is judged on the next look)."""
+    hashed = g.access_secret(DEX_HASH, hashed_version[0])
+    key = (g.project, password[0], password[2], hashlib.sha256(hashed or b"").hexdigest())
     verdict = _DEX_VERDICTS.get(key)
     if verdict is None:
-        verdict = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD), hashed) else "differs"
+        verdict = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD, password[0]), hashed) else "differs"
         if len(_DEX_VERDICTS) >= _DEX_VERDICTS_MAX:
             _DEX_VERDICTS.clear()
         _DEX_VERDICTS[key] = verdict

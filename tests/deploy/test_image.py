@@ -162,7 +162,6 @@ def test_the_helm_values_run_the_image_s_command_with_its_fork_path_and_git_sync
     cmd = json.loads(next(args for stage in chain for args in stage.all("CMD")))
     assert cmd == ["dagster", "api", "grpc", *deployment["dagsterApiGrpcArgs"], "-h", "0.0.0.0",
                    "-p", str(deployment["port"])]
-    assert values["dagsterDaemon"]["image"]["repository"] == deployment["image"]["repository"]
 
     git_sync = yaml.safe_load(GIT_SYNC_VALUES.read_text())
     (fetched,) = git_sync["dagster-user-deployments"]["deployments"]
@@ -175,10 +174,20 @@ def test_the_helm_values_run_the_image_s_command_with_its_fork_path_and_git_sync
     assert "--one-time" in init["args"] and any(a.startswith("--ref=") for a in init["args"])
     assert init["volumeMounts"][0]["mountPath"] == mount["mountPath"] == root
     assert fetched["env"] == [{"name": "GPUPLAT_ENVIRONMENTS", "value": f"{root}/{link}/environments"}]
-    # Run pods fetch the same revision (the launcher adds the init container; the chart passes the volume).
-    run_init = git_sync["runLauncher"]["config"]["customRunLauncher"]["config"]["run_k8s_config"][
-        "pod_spec_config"]["init_containers"]
-    assert [(c["image"], c["args"]) for c in run_init] == [(init["image"], init["args"])]
+    # Run pods fetch the same revision: the chart passes a deployment's initContainers, volumes and mounts to
+    # its runs (includeConfigInLaunchedRuns), so the launcher must not add a second `fetch-fork`.
+    assert fetched["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert "runLauncher" not in git_sync
+
+
+def test_the_webserver_and_the_daemon_run_gpuplat_s_image_which_carries_git():
+    """Both construct the instance's run launcher, gpuplat's; git records the fork's commit."""
+    values = yaml.safe_load(VALUES.read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    for part in ("dagsterWebserver", "dagsterDaemon"):
+        assert values[part]["image"] == deployment["image"], part
+    runs = " && ".join(args for stage in default_target() for args in stage.all("RUN"))
+    assert "apt-get install -y --no-install-recommends git" in runs and "safe.directory" in runs
 
 
 # ---- the layout, materializing ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from google.cloud import secretmanager_v1
 
 from sensors.drift import build_drift_sensor
+from substrate.alerts import ATTEMPTS
 from substrate.secrets_seeded import desired_secrets
 from tests.conftest import client_options
 
@@ -149,9 +150,9 @@ def test_a_failed_delivery_is_logged_and_retried_on_the_next_tick_without_failin
     ticker = Ticker(build_drift_sensor(clock=clock), gp, daemon=True)
     ticker.tick()
     drift_gpu_pool_min(gp)
-    receiver.fail = 3  # every attempt of this tick
+    receiver.fail = ATTEMPTS  # every attempt of this tick
     failed = ticker.tick()
-    assert receiver.attempts == 3 and receiver.messages == []
+    assert receiver.attempts == ATTEMPTS and receiver.messages == []
     assert failed.run_requests  # the tick itself went on: its report run was requested
     logged = [m for m in warnings_logged(capfd) if "not delivered" in m]
     assert logged and "the alert endpoint answered HTTP 500" in logged[0]
