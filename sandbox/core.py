@@ -153,6 +153,10 @@ class StateDirInUse(RuntimeError):
     """Another sandbox process serves this state directory."""
 
 
+# How long a change waits to be written to state.json (StateStore.save_soon).
+SAVE_DELAY_S = 0.25
+
+
 class StateStore:
     """The fake cloud's state as one JSON document, saved atomically after each change.
 
@@ -180,6 +184,9 @@ class StateStore:
         self.path = self.state_dir / "state.json"
         self.lock = threading.RLock()
         self.dirty = False
+        self._saver: threading.Thread | None = None
+        self._save_wanted = threading.Event()
+        self._closed = threading.Event()
         # Counts every change, so the simulated controllers can tell that nothing happened since.
         self.generation = 0
         self.data: dict[str, Any] = {}
@@ -191,6 +198,8 @@ class StateStore:
 
     def release(self) -> None:
         """Give the state directory up (the sandbox stopped): another sandbox may serve it now."""
+        self._closed.set()  # the saver thread ends; what stop() wrote is the last state
+        self._save_wanted.set()
         if not self._owner.closed:
             fcntl.flock(self._owner, fcntl.LOCK_UN)
             self._owner.close()
@@ -200,12 +209,34 @@ class StateStore:
         self.generation += 1
 
     def save_if_dirty(self) -> None:
+        """Write the state now (the caller holds the lock): at start and stop, and from the saver thread."""
         if not self.dirty:
             return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, separators=(",", ":")))
         os.replace(tmp, self.path)
         self.dirty = False
+
+    def save_soon(self) -> None:
+        """Have the state written within SAVE_DELAY_S, off the request path. The whole state is one JSON
+        document that grows with every cluster: written after every request, a read-only sensor tick over
+        50 clusters spent a seventh of the sandbox's time encoding it. A stop writes what is pending, so
+        an orderly restart loses nothing; a process killed outright loses at most SAVE_DELAY_S of changes."""
+        if not self.dirty:
+            return
+        if self._saver is None:
+            self._saver = threading.Thread(target=self._save_loop, name="sandbox-state-saver", daemon=True)
+            self._saver.start()
+        self._save_wanted.set()
+
+    def _save_loop(self) -> None:
+        while not self._closed.is_set():
+            self._save_wanted.wait()
+            self._save_wanted.clear()
+            if self._closed.wait(SAVE_DELAY_S):
+                return
+            with self.lock:
+                self.save_if_dirty()
 
 
 class SandboxContext(Protocol):

@@ -87,7 +87,7 @@ def watch(sb: "Sandbox", req: Request, store: KubeStore, rt: ResourceType, names
             with log.cond:
                 if time.monotonic() - last_tick >= TICK_S:
                     sb.reconcile()
-                    sb.store.save_if_dirty()
+                    sb.store.save_soon()
                     last_tick = time.monotonic()
                 changes = log.since(cursor)
                 if not changes:

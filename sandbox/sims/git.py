@@ -10,6 +10,7 @@ skip the document, and say why in `problems`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,22 @@ def _inside(root: Path, relative: str) -> Path | None:
     return target if target == root.resolve() or root.resolve() in target.parents else None
 
 
+# file -> ((mtime, size, inode), its YAML documents). Argo CD's repo-server renders a revision once and
+# caches the manifests; here a file is parsed again only when it changed, so a sync pass over many
+# clusters reading one fork costs a copy per cluster instead of a YAML parse.
+_PARSED: dict[str, tuple[tuple[int, int, int], list]] = {}
+
+
+def _documents(f: Path) -> list:
+    st = f.stat()
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _PARSED.get(str(f))
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, list(yaml.safe_load_all(f.read_text())))
+        _PARSED[str(f)] = hit
+    return copy.deepcopy(hit[1])  # the caller's to change: a sync writes them into a cluster
+
+
 def read_yaml(sb: "Sandbox", repo_url: str, path: str) -> Any:
     """One file of the repository as YAML (the first document), or None when absent or not YAML."""
     root = checkout(sb, repo_url)
@@ -44,9 +61,10 @@ def read_yaml(sb: "Sandbox", repo_url: str, path: str) -> Any:
     if target is None or not target.is_file():
         return None
     try:
-        return yaml.safe_load(target.read_text())
+        docs = _documents(target)
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
         return None
+    return docs[0] if docs else None
 
 
 def manifests(sb: "Sandbox", repo_url: str, path: str, recurse: bool, problems: list[str]) -> list[dict] | None:
@@ -67,7 +85,7 @@ def manifests(sb: "Sandbox", repo_url: str, path: str, recurse: bool, problems: 
     out: list[dict] = []
     for f in files:
         try:
-            docs = list(yaml.safe_load_all(f.read_text()))
+            docs = _documents(f)
         except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
             problems.append(f"{f.relative_to(root)}: {exc.__class__.__name__}")
             continue

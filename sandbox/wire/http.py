@@ -212,7 +212,7 @@ class ApiServer:
                         # The handler did not turn the fault into an operation error itself.
                         raise fault_error(req.fault, op)
                 finally:
-                    sb.store.save_if_dirty()
+                    sb.store.save_soon()
             resp = result if isinstance(result, Response) else Response(200, result)
             if lost:
                 return Response(resp.status, None, lost=True)

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -497,5 +498,13 @@ def test_scaling_down_removes_the_named_node_first(sandbox, running):
 
 
 def test_state_changes_are_persisted_to_the_state_file(sandbox, running):
-    state = json.loads((sandbox.state_dir / "state.json").read_text())
+    """Off the request path, within SAVE_DELAY_S (sandbox/core.py StateStore.save_soon)."""
+    from sandbox.core import SAVE_DELAY_S
+
+    deadline = time.monotonic() + 20 * SAVE_DELAY_S
+    while time.monotonic() < deadline:
+        state = json.loads((sandbox.state_dir / "state.json").read_text())
+        if CLUSTER in state.get("gke", {}).get("clusters", {}):
+            break
+        time.sleep(SAVE_DELAY_S / 5)
     assert CLUSTER in state["gke"]["clusters"]
