@@ -56,32 +56,32 @@ class Google(GcpProject):
     @cached_property
     def _gke(self):
         from google.cloud import container_v1
-        return container_v1.ClusterManagerClient(**self._kwargs("container"))
+        return self.shared_client("container", lambda: container_v1.ClusterManagerClient(**self._kwargs("container")))
 
     @cached_property
     def _usage(self):
         from google.cloud import service_usage_v1
-        return service_usage_v1.ServiceUsageClient(**self._kwargs("serviceusage"))
+        return self.shared_client("serviceusage", lambda: service_usage_v1.ServiceUsageClient(**self._kwargs("serviceusage")))
 
     @cached_property
     def _secrets(self):
         from google.cloud import secretmanager_v1
-        return secretmanager_v1.SecretManagerServiceClient(**self._kwargs("secretmanager"))
+        return self.shared_client("secretmanager", lambda: secretmanager_v1.SecretManagerServiceClient(**self._kwargs("secretmanager")))
 
     @cached_property
     def _regions(self):
         from google.cloud import compute_v1
-        return compute_v1.RegionsClient(**self._kwargs("compute"))
+        return self.shared_client("compute", lambda: compute_v1.RegionsClient(**self._kwargs("compute")), "regions")
 
     @cached_property
     def _projects(self):
         from google.cloud import compute_v1
-        return compute_v1.ProjectsClient(**self._kwargs("compute"))
+        return self.shared_client("compute", lambda: compute_v1.ProjectsClient(**self._kwargs("compute")), "projects")
 
     @cached_property
     def _catalog(self):
         from google.cloud import billing_v1
-        return billing_v1.CloudCatalogClient(**self._kwargs("billing"))
+        return self.shared_client("billing", lambda: billing_v1.CloudCatalogClient(**self._kwargs("billing")))
 
     # ---- GKE ------------------------------------------------------------------------------------
     def _loc(self, location: str) -> str:
@@ -337,7 +337,7 @@ class Google(GcpProject):
     def delete_disk(self, zone: str, name: str) -> None:
         from google.cloud import compute_v1
         try:
-            compute_v1.DisksClient(**self._kwargs("compute")).delete(
+            self.shared_client("compute", lambda: compute_v1.DisksClient(**self._kwargs("compute")), "disks").delete(
                 project=self.project, zone=zone, disk=name, retry=self.retry).result(timeout=300)
         except gexc.NotFound:
             pass

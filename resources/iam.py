@@ -46,20 +46,21 @@ class Iam(GcpProject):
     def _admin(self):
         from google.cloud import iam_admin_v1
         if self.endpoints is None:
-            return iam_admin_v1.IAMClient()
+            return self.shared_client("iam_grpc", iam_admin_v1.IAMClient)
         import grpc
         from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-        return iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=grpc.insecure_channel(self.endpoints["iam_grpc"])))
+        return self.shared_client("iam_grpc", lambda: iam_admin_v1.IAMClient(
+            transport=IAMGrpcTransport(channel=grpc.insecure_channel(self.endpoints["iam_grpc"]))))
 
     @cached_property
     def _projects(self):
         from google.cloud import resourcemanager_v3
-        return resourcemanager_v3.ProjectsClient(**self._kwargs("cloudresourcemanager"))
+        return self.shared_client("cloudresourcemanager", lambda: resourcemanager_v3.ProjectsClient(**self._kwargs("cloudresourcemanager")))
 
     @cached_property
     def _registry(self):
         from google.cloud import artifactregistry_v1
-        return artifactregistry_v1.ArtifactRegistryClient(**self._kwargs("artifactregistry"))
+        return self.shared_client("artifactregistry", lambda: artifactregistry_v1.ArtifactRegistryClient(**self._kwargs("artifactregistry")))
 
     # ---- service accounts -------------------------------------------------------------------------
     def email(self, account_id: str) -> str:

@@ -8,6 +8,7 @@ pool `gpu-l4` on `g2-standard-4` with one `nvidia-l4`, 0..1, 100 GB.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resources.errors import GpuplatError
+
+from .parsed import ParsedFiles
 
 ENVIRONMENTS_VAR = "GPUPLAT_ENVIRONMENTS"
 # Set on a run pod by gpuplat_deploy.launcher: the trust zone whose Google credentials the pod holds.
@@ -432,9 +435,25 @@ def _compose(where: str, compose):
                           problem="is nested too deeply") from None
 
 
+# The fork's files and the configs, parsed once per version (substrate/parsed.py); each caller gets its
+# own copy, which it may change.
+_YAML: ParsedFiles[Any] = ParsedFiles()
+_YAML_DOCUMENTS: ParsedFiles[list] = ParsedFiles()
+
+
 def load_yaml(path: Path) -> Any:
     """A YAML file as data, every problem of the file (not UTF-8, empty, a directory, invalid YAML,
     a key defined twice) as one `ConfigError` naming the file and the line."""
+    return copy.deepcopy(_YAML.get(Path(path), _parse_yaml))
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    """Every document of a multi-document YAML file (`---`-separated, as `kubectl apply -f` reads
+    it), with the same one-line errors as `load_yaml`; an empty file is no documents."""
+    return copy.deepcopy(_YAML_DOCUMENTS.get(Path(path), _parse_yaml_documents))
+
+
+def _parse_yaml(path: Path) -> Any:
     where = str(path)
     text = _read_text(path)
     loader = yaml.SafeLoader(text)
@@ -450,9 +469,7 @@ def load_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-def load_yaml_documents(path: Path) -> list[Any]:
-    """Every document of a multi-document YAML file (`---`-separated, as `kubectl apply -f` reads
-    it), with the same one-line errors as `load_yaml`; an empty file is no documents."""
+def _parse_yaml_documents(path: Path) -> list[Any]:
     where = str(path)
     try:
         text = _read_text(path)

@@ -16,11 +16,11 @@ import errno
 import os
 import re
 import stat
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import CONFIG_FILE, ENVIRONMENTS_VAR, ConfigError, EnvConfig, load_yaml, parse_config
+from .parsed import ParsedFiles
 
 # What can name an environment: it is a partition key, a label value and part of file names. Dagster
 # refuses "..." in a partition key; gpuplat keeps to a portable subset.
@@ -41,31 +41,12 @@ def name_problem(name: str) -> str:
 
 
 # ---- one config, parsed once per version of its file ---------------------------------------------
-_CACHE: dict[str, tuple[tuple, EnvConfig]] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_MAX = 8192
+_CONFIGS: ParsedFiles[EnvConfig] = ParsedFiles()
 
 
 def load_config(path: Path) -> EnvConfig:
     """The config at `path`, parsed again only when the file changed (an `EnvConfig` is immutable)."""
-    try:
-        st = path.stat()
-    except OSError:
-        st = None
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None
-    key = str(path)
-    if stamp is not None:
-        with _CACHE_LOCK:
-            hit = _CACHE.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-    env = parse_config(path.parent.name, str(path), load_yaml(path))
-    if stamp is not None:
-        with _CACHE_LOCK:
-            if len(_CACHE) >= _CACHE_MAX:
-                _CACHE.clear()
-            _CACHE[key] = (stamp, env)
-    return env
+    return _CONFIGS.get(path, lambda p: parse_config(p.parent.name, str(p), load_yaml(p)))
 
 
 # ---- every environment ---------------------------------------------------------------------------
