@@ -220,11 +220,15 @@ def why_reported(report: EnvReport, f: Finding) -> str:
 
 
 def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float,
-                    pieces: dict[str, Piece]) -> None:
+                    pieces: dict[str, Piece], failed_runs: dict[str, str]) -> None:
     key = _key(report.name, f.asset)
     h = f.plan_hash
     prev = cursor.findings.get(key)
     if prev and prev.get("hash") == h and prev.get("kind") == f.state:
+        rk = run_key(report.name, f.asset, f.state, h, prev.get("since", now))
+        if prev.get("mode") == "run" and rk in failed_runs:
+            _repair_failed(tick, prev, report, f, rk, failed_runs[rk], now)
+            return
         tick.count(f"known {f.state} ({prev.get('mode')})")
         return
     why = why_reported(report, f)
@@ -248,6 +252,24 @@ def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Findi
     tick.events.append(AssetObservation(asset_key=AssetKey(f.asset), partition=report.name,
                                         description=f"{what}: {len(f.actions)} difference(s) from the config",
                                         metadata=meta))
+
+
+def _repair_failed(tick: Tick, prev: dict, report: EnvReport, f: Finding, rk: str, run_id: str, now: float) -> None:
+    """The repair run of an open drift failed (an error, a kill, a daemon restart under it): a run key is
+    never launched twice, so without this the drift would stay, unrepaired and unsaid. It is reported
+    instead, as drift a run cannot fix, until it clears."""
+    prev["mode"] = "report"
+    prev["repair_failed"] = run_id
+    tick.count(f"{f.state} whose repair run failed (reported)")
+    why = f"its repair run {run_id} failed: a person looks at that run, then materializes {f.asset}"
+    tick.run_requests.append(report_run(report.name, [in_sync_key(f.asset)], f"{rk}:repair-failed", TRIGGER, why))
+    tick.events.append(AssetObservation(
+        asset_key=AssetKey(f.asset), partition=report.name,
+        description=f"drift not repaired: {why}"[:500],
+        metadata={"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": f.plan_hash, "kind": "drift",
+                  "first_seen": _iso(prev.get("since", now)), "run_key": rk, "failed_run": run_id,
+                  "action": f"reported: {why}",
+                  "apply_with": command(f.asset, report.name, destroy=person_for(f.actions) == "destroy")}))
 
 
 def _in_sync_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float) -> None:
@@ -278,15 +300,17 @@ def _error_events(tick: Tick, cursor: DriftCursor, env: str, asset: str, text: s
                                         metadata={"error": text, "first_seen": _iso(now)}))
 
 
-def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: Iterable[Piece] = PIECES) -> Tick:
-    """Pure: turn this tick's reports and the cursor into run requests, events and the next cursor."""
+def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: Iterable[Piece] = PIECES,
+             failed_runs: dict[str, str] | None = None) -> Tick:
+    """Pure: turn this tick's reports and the cursor into run requests, events and the next cursor.
+    `failed_runs`: run key -> run id of this sensor's repair runs that failed (`failed_repairs`)."""
     by_name = {p.name: p for p in pieces}
     tick = Tick()
     for report in reports:
         for f in report.findings:
             if f.state in ("drift", "change"):
                 cursor.errors.pop(_key(report.name, f.asset), None)
-                _finding_events(tick, cursor, report, f, now, by_name)
+                _finding_events(tick, cursor, report, f, now, by_name, failed_runs or {})
             elif f.state == "in_sync":
                 _in_sync_events(tick, cursor, report, f, now)
             elif f.state == "error":
@@ -294,6 +318,23 @@ def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: 
             else:
                 tick.count(f.reason.split(":", 1)[0])
     return tick
+
+
+def failed_repairs(instance, cursor: DriftCursor) -> dict[str, str]:
+    """Run key -> run id of each open drift's repair run that ended in failure (one query per open drift
+    a run was requested for: a handful, whatever the fleet)."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    out = {}
+    for key, prev in cursor.findings.items():
+        if prev.get("mode") != "run":
+            continue
+        env, asset = key.split("|", 1)
+        rk = run_key(env, asset, prev.get("kind", ""), prev.get("hash", ""), prev.get("since", 0))
+        runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": rk}), limit=1)
+        if runs and runs[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            out[rk] = runs[0].run_id
+    return out
 
 
 def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
@@ -311,6 +352,8 @@ def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
                 kind, title = "approval", f"{f.asset} waits for approval"
             elif person == "cannot-fix":
                 kind, title = "cannot-fix", f"{f.asset} needs a person: a run cannot change it"
+            elif f.state == "drift" and open_.get("repair_failed"):
+                kind, title = "drift", f"drift in {f.asset}: its repair run {open_['repair_failed']} failed"
             elif f.state == "drift":
                 kind, title = "drift", f"drift in {f.asset} (remediation: report)"
             else:
@@ -363,7 +406,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)
         cursor.forget_envs(set(names))
-        tick = evaluate(reports, cursor, now)
+        tick = evaluate(reports, cursor, now, failed_runs=failed_repairs(context.instance, cursor))
         sent = deliver(context.instance, now_fleet.found.configs, alerts_of(reports, cursor), now,
                        read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)
         for what, n in (("alert(s) sent", sent["sent"]), ("alert(s) not delivered (retried next tick)", sent["failed"])):

@@ -363,3 +363,31 @@ def test_the_guard_interval_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("GPUPLAT_GUARD_INTERVAL_S", "5")
     assert build_scale_to_zero_sensor().minimum_interval_seconds == 5
     assert build_scale_to_zero_sensor(minimum_interval_seconds=30).minimum_interval_seconds == 30
+
+
+def test_a_repair_run_that_failed_is_reported_once_instead_of_left_silent(gp, fleet):
+    """A run key is never launched twice, so a drift whose repair run failed (an error, a kill, a daemon
+    restarted under it) would otherwise stay unrepaired and unsaid: found by benchmarks/daemon_soak.py,
+    where a repair run killed by a daemon restart left a StorageClass drifted with no word."""
+    fleet.daemon = True
+    fleet.tick()
+    gp.admin.fault("container", "SetNodePoolAutoscaling", "quota", count=10)  # not transient: the run fails
+    drift_gpu_pool_min(gp)
+    fleet.tick()
+    [(repair, result)] = fleet.launched
+    assert repair.asset_selection == [AssetKey("gpu_pool")] and not result.success
+    seen = fleet.tick()
+    [report] = runs(seen)
+    assert report.asset_selection is None and [k.name for k in report.asset_check_keys] == ["in_sync"]
+    [obs] = observations(seen)
+    run_id = result.run_id
+    assert obs.description.startswith(f"drift not repaired: its repair run {run_id} failed"), obs.description
+    assert obs.metadata["failed_run"].value == run_id
+    assert not latest_check(gp, "gpu_pool", "in_sync").passed
+    quiet = fleet.tick()  # said once
+    assert not runs(quiet) and not quiet.asset_events
+    gp.admin.call("DELETE", "/sandbox/faults")
+    assert gp.materialize(select=["gpu_pool"]).success  # a person repairs it
+    cleared = fleet.tick()
+    assert [r.asset_check_keys[0].name for r in runs(cleared)] == ["in_sync"]
+    assert latest_check(gp, "gpu_pool", "in_sync").passed
