@@ -7,10 +7,11 @@ cannot store a partitioned check result outside a run twice for one asset, check
 (`UNIQUE constraint failed: asset_check_executions...`), which once wedged both sensors on the second
 cycle; gpuplat's sensors report through observations and checks-only runs instead
 (sensors/tick.py `report_run`). Here `dagster-daemon run` drives the drift sensor and the
-scale-to-zero guard (both at 5 s, the daemon's shortest sensor loop) over the shipped sandbox
-environment in `remediation: report` mode, while the test rotates three findings:
+scale-to-zero guard (both at 5 s, the daemon's shortest sensor loop) over three copies of the shipped
+sandbox environment in `remediation: report` mode, each with its own cluster and its own finding,
+cycling side by side (the 20 cycles are shared among them):
 
-- drift: the pool's autoscaling minimum changed by hand (the sandbox's admin drift route, as a console
+- drift: the pool's autoscaling maximum changed by hand (the sandbox's admin drift route, as a console
   click), then changed back;
 - a change waiting for approval: `substrate.gpu_pool.name` renamed in config.yaml (a new pool costs money,
   so a sensor never applies it), then renamed back;
@@ -40,10 +41,10 @@ from tests.conftest import kube_api, shipped_environment
 
 from .test_daemon_e2e import BIN, _daemon, _wait, deployment  # noqa: F401,F811 - deployment is a fixture
 
-CYCLES = int(os.environ.get("GPUPLAT_DAEMON_CYCLES", "20"))  # drift, approval, idle GPU in turn: 7, 7 and 6
-GKE_CLUSTER = "projects/gpuplat-sandbox/locations/us-central1-a/clusters/ai-dev"
-KUBE_CLUSTER = "gke_gpuplat-sandbox_us-central1-a_ai-dev"
+CYCLES = int(os.environ.get("GPUPLAT_DAEMON_CYCLES", "20"))  # in all: drift, approval, idle GPU share them
 KINDS = ("drift", "approval", "idle-gpu")
+# One environment (its own cluster) per kind, so the three kinds cycle side by side.
+ENVS = {"drift": "cyc-drift", "approval": "cyc-approval", "idle-gpu": "cyc-gpu"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -77,52 +78,81 @@ def storage(request, deployment, tmp_path):  # noqa: F811 - the fixture imported
 
 
 class World:
-    """The three findings, made and undone the way a person would."""
+    """One kind of finding in its own environment, made and undone the way a person would."""
 
-    def __init__(self, d: dict, tmp_path: Path):
-        self.d = d
+    def __init__(self, d: dict, tmp_path: Path, kind: str, cycles: int):
+        self.d, self.kind, self.cycles, self.tmp_path = d, kind, cycles, tmp_path
+        self.env = ENVS[kind]
         self.admin = Admin(d["urls"])
-        self.config_path = Path(d["env"]["GPUPLAT_ENVIRONMENTS"]) / "sandbox" / "config.yaml"
+        self.config_path = Path(d["env"]["GPUPLAT_ENVIRONMENTS"]) / self.env / "config.yaml"
         self.config = yaml.safe_load(self.config_path.read_text())
-        self.tmp_path = tmp_path
-        self.n = 0
+        self.gke = f"projects/gpuplat-sandbox/locations/us-central1-a/clusters/{self.env}"
+        self.kube = f"gke_gpuplat-sandbox_us-central1-a_{self.env}"
+        self.done = 0
+        self.phase = "make"  # make -> reported -> cleared (one cycle)
+        self.watermark = 0
+        self.started = 0.0
+        self.timings: list[float] = []
 
     def write(self, pool_name: str) -> None:
         cfg = dict(self.config)
         cfg["substrate"] = {**cfg["substrate"], "gpu_pool": {**cfg["substrate"].get("gpu_pool", {}), "name": pool_name}}
         self.config_path.write_text(yaml.safe_dump(cfg))
 
-    def make(self, kind: str) -> None:
-        self.n += 1
-        if kind == "drift":
-            self._min_nodes(1)
-        elif kind == "approval":
+    def make(self) -> None:
+        if self.kind == "drift":  # the maximum, not the minimum: a minimum of 1 would start a GPU node
+            self._max_nodes(2)
+        elif self.kind == "approval":
             self.write("gpu-l4-next")
         else:
-            node = self._gpu_node(f"llm-{self.n}")
-            self.admin.call("DELETE", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": f"llm-{self.n}"})
-            self.admin.call("POST", "/sandbox/blockers", {"cluster": GKE_CLUSTER, "node": node, "kind": "bare-pod"})
+            name = f"llm-{self.done}"
+            node = self._gpu_node(name)
+            self.admin.call("DELETE", "/sandbox/workloads/gpu", {"cluster": self.gke, "name": name})
+            self.admin.call("POST", "/sandbox/blockers", {"cluster": self.gke, "node": node, "kind": "bare-pod"})
             self.admin.call("POST", "/sandbox/clock/advance", {"seconds": 25 * 60})
 
-    def undo(self, kind: str) -> None:
-        if kind == "drift":
-            self._min_nodes(0)
-        elif kind == "approval":
+    def undo(self) -> None:
+        if self.kind == "drift":
+            self._max_nodes(1)
+        elif self.kind == "approval":
             self.write("gpu-l4")
         else:
-            self.admin.call("DELETE", "/sandbox/blockers", {"cluster": GKE_CLUSTER})
+            self.admin.call("DELETE", "/sandbox/blockers", {"cluster": self.gke})
             self.admin.call("POST", "/sandbox/clock/advance", {"seconds": 11 * 60})  # past the autoscaler's window
             self.admin.call("POST", "/sandbox/reconcile")
 
-    def _min_nodes(self, n: int) -> None:
-        self.admin.call("POST", "/sandbox/gke/drift/node-pool", {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4",
-                                                                 "patch": {"autoscaling": {"minNodeCount": n}}})
+    def step(self, instance) -> None:
+        """Move this kind's cycle on by what the daemon has stored since the last step."""
+        if self.phase == "make":
+            self.started = time.monotonic()
+            self.make()
+            self.phase = "reported"
+            return
+        want = reported if self.phase == "reported" else cleared
+        hit = next((r for r in _seen(instance, self.env, self.watermark) if want(self.kind, r)), None)
+        if hit is None:
+            assert time.monotonic() - self.started < 120, (
+                f"{self.env}: cycle {self.done + 1} ({self.kind}) not {self.phase} in 120 s: "
+                f"{[r.asset_observation.description for r in _seen(instance, self.env, self.watermark)]}")
+            return
+        self.watermark = hit.storage_id
+        if self.phase == "reported":
+            self.undo()
+            self.phase = "cleared"
+        else:
+            self.done += 1
+            self.timings.append(time.monotonic() - self.started)
+            self.phase = "make" if self.done < self.cycles else "done"
+
+    def _max_nodes(self, n: int) -> None:
+        self.admin.call("POST", "/sandbox/gke/drift/node-pool", {"cluster": self.gke, "nodePool": "gpu-l4",
+                                                                 "patch": {"autoscaling": {"maxNodeCount": n}}})
 
     def _gpu_node(self, name: str) -> str:
         import kubernetes
 
-        placed = self.admin.call("POST", "/sandbox/workloads/gpu", {"cluster": GKE_CLUSTER, "name": name})
-        core = kubernetes.client.CoreV1Api(kube_api(self.d["urls"], self.tmp_path, KUBE_CLUSTER))
+        placed = self.admin.call("POST", "/sandbox/workloads/gpu", {"cluster": self.gke, "name": name})
+        core = kubernetes.client.CoreV1Api(kube_api(self.d["urls"], self.tmp_path, self.kube))
         for _ in range(10):  # scale-up adds the node, the scheduler binds the pod on a later pass
             pod = core.read_namespaced_pod(placed["pod"], placed["namespace"])
             if pod.spec.node_name and pod.status.phase == "Running":
@@ -131,10 +161,10 @@ class World:
         raise AssertionError(f"the GPU workload {name} was not placed: {placed}")
 
 
-def _seen(instance, after: int) -> list:
-    """gpu_pool's observations for the environment stored after `after` (storage id), oldest first."""
-    records = instance.fetch_observations(AssetKey("gpu_pool"), limit=50).records
-    return sorted((r for r in records if r.storage_id > after and r.partition_key == "sandbox"),
+def _seen(instance, env: str, after: int) -> list:
+    """gpu_pool's observations for `env` stored after `after` (storage id), oldest first."""
+    records = instance.fetch_observations(AssetKey("gpu_pool"), limit=100).records
+    return sorted((r for r in records if r.storage_id > after and r.partition_key == env),
                   key=lambda r: r.storage_id)
 
 
@@ -157,17 +187,19 @@ def cleared(kind: str, record) -> bool:
 def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_duplicate_run(storage, tmp_path):
     d = storage
     env = {**d["env"], "GPUPLAT_GUARD_INTERVAL_S": "5", "GPUPLAT_AUTO_APPROVE": "1"}
-    cfg = shipped_environment("sandbox", Path(env["GPUPLAT_ENVIRONMENTS"]))
-    cfg["substrate"].update(remediation="report", require_approval=True)
-    (Path(env["GPUPLAT_ENVIRONMENTS"]) / "sandbox" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "gpuplat_assets.definitions",
-                           "--select", "*", "--partition", "sandbox"],
-                          cwd=d["cwd"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    world = World(d, tmp_path)
+    envs = Path(env["GPUPLAT_ENVIRONMENTS"])
+    for name in ENVS.values():
+        cfg = shipped_environment("sandbox", envs, name)
+        cfg["cluster"]["name"] = name
+        cfg["substrate"].update(remediation="report", require_approval=True)
+        (envs / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "gpuplat_assets.definitions",
+                               "--select", "*", "--partition", name],
+                              cwd=d["cwd"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    worlds = [World(d, tmp_path, kind, CYCLES // len(KINDS) + (i < CYCLES % len(KINDS))) for i, kind in enumerate(KINDS)]
     d = {**d, "env": {k: v for k, v in env.items() if k != "GPUPLAT_AUTO_APPROVE"}}  # the daemon approves nothing
 
-    timings: dict[str, list[float]] = {k: [] for k in KINDS}
     with _daemon(d) as (daemon, instance, daemon_log):
         def first_tick():
             states = [s for s in instance.all_instigator_state() if s.name in ("drift_sensor", "scale_to_zero_guard")]
@@ -176,22 +208,15 @@ def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_du
                 t[0].status in (TickStatus.SKIPPED, TickStatus.SUCCESS) for s in states)
 
         _wait(first_tick, 180, "the first finished ticks of both sensors", on_timeout=daemon_log)
-        watermark = max((r.storage_id for r in _seen(instance, 0)), default=0)
-        for i in range(CYCLES):
-            kind = KINDS[i % len(KINDS)]
-            started = time.monotonic()
-            world.make(kind)
-            hit = _wait(lambda: next((r for r in _seen(instance, watermark) if reported(kind, r)), None), 90,
-                        f"cycle {i + 1} ({kind}): the report", interval=0.5,
-                        on_timeout=lambda: daemon_log() + str([r.asset_observation.description for r in
-                                                                _seen(instance, watermark)]))
-            watermark = hit.storage_id
-            world.undo(kind)
-            hit = _wait(lambda: next((r for r in _seen(instance, watermark) if cleared(kind, r)), None), 90,
-                        f"cycle {i + 1} ({kind}): the clearing", interval=0.5, on_timeout=daemon_log)
-            watermark = hit.storage_id
-            timings[kind].append(time.monotonic() - started)
+        for w in worlds:
+            w.watermark = max((r.storage_id for r in _seen(instance, w.env, 0)), default=0)
+        while any(w.phase != "done" for w in worlds):
+            for w in worlds:
+                if w.phase != "done":
+                    w.step(instance)
             assert daemon.poll() is None, daemon_log()
+            time.sleep(0.5)
+        timings = {w.kind: w.timings for w in worlds}
 
         def drained():
             return not instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
@@ -213,7 +238,9 @@ def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_du
     keys = [r.tags.get("dagster/run_key", "") for r in sensor_runs]
     listing = "\n".join(sorted(keys))
     assert len(set(keys)) == len(keys), listing
-    assert len([k for k in keys if k.startswith("sandbox:gpu_pool:")]) == 2 * CYCLES, listing
+    for w in worlds:  # this kind's cycles, each a report and a clearing of gpu_pool
+        assert len([k for k in keys if k.startswith(f"{w.env}:gpu_pool:")]) == 2 * w.cycles, listing
+    assert sum(w.done for w in worlds) == CYCLES
     assert len([k for k in keys if ":cleared:" in k]) * 2 == len(keys), listing
     assert all(r.asset_selection is None for r in sensor_runs)  # checks only: report mode never repairs
     assert {r.status for r in sensor_runs} == {DagsterRunStatus.SUCCESS}
