@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.assets.conftest import Admin  # noqa: E402
-from tests.conftest import SandboxProcess, shipped_environment  # noqa: E402
+from tests.conftest import SandboxProcess, shipped_environment, stop_group  # noqa: E402
 
 BIN = Path(sys.executable).parent
 INTERVAL_S = 5
@@ -158,14 +157,6 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
         return subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], cwd=work, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop(proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
     def drift(env_name: str, asset: str, make: bool) -> None:
         if asset == "gpu_pool":
             admin.call("POST", "/sandbox/gke/drift/node-pool", {"cluster": GKE_CLUSTER, "nodePool": "gpu-l4",
@@ -196,7 +187,7 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
             if restart_at and n >= restart_at[0]:
                 restart_at.pop(0)
                 print(f"restarting the daemon at {n} ticks", flush=True)
-                stop(proc)
+                stop_group(proc)
                 proc = start()
             if proc.poll() is not None:
                 print("the daemon exited:\n" + (tmp / "daemon.log").read_text()[-3000:], file=sys.stderr)
@@ -225,7 +216,7 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
                 next_injection = time.time() + rng.uniform(15, 45)
             time.sleep(1)
     finally:
-        stop(proc)
+        stop_group(proc)
         log.close()
     wall = time.monotonic() - began
 

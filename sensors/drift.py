@@ -44,9 +44,11 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetObservation,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -323,8 +325,6 @@ def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: 
 def failed_repairs(instance, cursor: DriftCursor) -> dict[str, str]:
     """Run key -> run id of each open drift's repair run that ended in failure (one query per open drift
     a run was requested for: a handful, whatever the fleet)."""
-    from dagster import DagsterRunStatus, RunsFilter
-
     out = {}
     for key, prev in cursor.findings.items():
         if prev.get("mode") != "run":

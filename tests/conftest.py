@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -236,6 +238,21 @@ def kube_api(target, tmp_path: Path, cluster: str):
     path = tmp_path / f"kubeconfig-{cluster.replace('/', '_')}"
     path.write_text(text)
     return kubernetes.config.new_client_from_config(config_file=str(path), persist_config=False)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop a process started with start_new_session and everything it started: SIGTERM to the group,
+    SIGKILL to what is left after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def free_port() -> int:

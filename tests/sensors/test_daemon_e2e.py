@@ -32,7 +32,7 @@ from substrate.approval import SENSOR_TAG
 from substrate.workers import WORKER_TAG
 from sensors.drift import TRIGGER
 from tests.assets.conftest import Admin
-from tests.conftest import ROOT, shipped_environment
+from tests.conftest import ROOT, shipped_environment, stop_group
 
 INTERVAL_S = 5
 POOL = "projects/gpuplat-sandbox/locations/us-central1-a/clusters/ai-dev/nodePools/gpu-l4"
@@ -94,12 +94,7 @@ def _daemon(d: dict):
     try:
         yield daemon, instance, daemon_log
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_group(daemon, grace=20)
         log.close()
 
 
