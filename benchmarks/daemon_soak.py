@@ -11,8 +11,8 @@ within two of its ticks (an observation naming it: repaired by a run, or reporte
 then undone by hand. The daemon is restarted `--restarts` times, evenly spread.
 
 Prints: ticks per sensor and schedule, failed ticks (with their errors), every injection's ticks to
-report, and the RSS of the daemon and its code server (sampled every 10 s: after warm-up and at the end
-of each daemon's life).
+report, and the RSS of the daemon and of its code server, each on its own (sampled every 10 s: after warm-up
+and at the end of each daemon's life).
 
     python benchmarks/daemon_soak.py [--ticks 1000] [--restarts 2] [--seed 7]
 """
@@ -64,24 +64,32 @@ class Injection:
 
 @dataclass
 class Life:
-    """One daemon process: its RSS samples (MiB, daemon + code server) and when it started."""
+    """One daemon process: its RSS samples (seconds since its start, MiB of the daemon, MiB of its code
+    server) and when it started."""
     started: float
-    rss: list[tuple[float, float]] = field(default_factory=list)
+    rss: list[tuple[float, float, float]] = field(default_factory=list)
 
 
-def rss_mib(pid: int) -> float:
-    """The RSS of `pid` and its long-lived children (the code server), not the short-lived run workers."""
-    total = 0
+def rss_mib(pid: int) -> tuple[float, float]:
+    """The RSS of the daemon `pid` and of its code server (MiB), not of the short-lived run workers.
+
+    The daemon replaces its code server now and then (a workspace reload starts a new `dagster api grpc`
+    and lets the old one exit once idle), so two can be alive for a while: counting both would read as
+    growth. The code server measured is the newest child, the one ticks go to.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    daemon, servers = 0, []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        child = int(stat.parent.name)
-        if child == pid or (int(fields[1]) == pid and "api grpc" in cmd):
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return total / 2 ** 20
+        if int(stat.parent.name) == pid:
+            daemon = int(fields[21]) * page
+        elif int(fields[1]) == pid and "api grpc" in cmd:
+            servers.append((int(fields[19]), int(fields[21]) * page))  # (start time in clock ticks, RSS)
+    return daemon / 2 ** 20, (max(servers)[1] / 2 ** 20 if servers else 0.0)
 
 
 def main() -> int:
@@ -194,7 +202,7 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
                 return 1
             if time.monotonic() - last_sample >= 10:
                 last_sample = time.monotonic()
-                lives[-1].rss.append((last_sample - lives[-1].started, rss_mib(proc.pid)))
+                lives[-1].rss.append((last_sample - lives[-1].started, *rss_mib(proc.pid)))
             open_ = [i for i in injections if i.seen_at is None or (i.env in REPORTS and not i.undone)]
             for inj in open_:
                 if inj.seen_at is None:
@@ -235,11 +243,16 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
         print(f"  {i.env}/{i.asset} at {time.strftime('%H:%M:%S', time.gmtime(i.at))}: "
               + ("never seen" if i.seen_at is None else f"{i.ticks_to_report} ticks"))
     for k, life in enumerate(lives, 1):
-        warm = [r for t, r in life.rss if t >= 120]
-        if warm:
-            print(f"daemon {k}: RSS (daemon + code server) after 2 min warm-up {warm[0]:.0f} MiB, at the end "
-                  f"{warm[-1]:.0f} MiB, max {max(warm):.0f} MiB over {len(warm)} samples "
-                  f"({(life.rss[-1][0]) / 60:.1f} min)")
+        warm = [(d, c) for t, d, c in life.rss if t >= 120]
+        if len(warm) >= 2:
+            # Medians of the first and the last five samples after warm-up: one sample taken while a run
+            # or a reload is under way says little about growth.
+            head, tail = warm[:5], warm[-5:]
+            for label, i in (("daemon", 0), ("code server", 1)):
+                print(f"daemon {k}, {label}: RSS after 2 min warm-up {statistics.median(s[i] for s in head):.0f} MiB, "
+                      f"at the end {statistics.median(s[i] for s in tail):.0f} MiB (medians of 5 samples), "
+                      f"max {max(s[i] for s in warm):.0f} MiB over {len(warm)} samples "
+                      f"({(life.rss[-1][0]) / 60:.1f} min)")
     unseen = [i for i in injections[:-1] if i.seen_at is None]  # the last may be injected just before the end
     ok = not failed and not late and not unseen
     print(json.dumps({"ticks": total(final), "failed_ticks": len(failed), "injections": len(injections),

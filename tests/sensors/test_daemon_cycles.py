@@ -218,11 +218,27 @@ def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_du
             time.sleep(0.5)
         timings = {w.kind: w.timings for w in worlds}
 
-        def drained():
-            return not instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
-                                                              DagsterRunStatus.STARTED]))
+        def in_flight() -> list:
+            return instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
+                                                          DagsterRunStatus.STARTED]))
 
-        _wait(drained, 300, "the report runs to finish", interval=2, on_timeout=daemon_log)
+        # The report runs queue behind one another (one run per environment at a time, four in all), and on
+        # a loaded machine the queue can hold minutes of them: wait while it moves, fail when it stops.
+        def finished() -> int:
+            return instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE,
+                                                                DagsterRunStatus.CANCELED]))
+
+        progress = {"finished": finished(), "at": time.monotonic()}
+
+        def drained_or_stuck():
+            if finished() > progress["finished"]:
+                progress.update(finished=finished(), at=time.monotonic())
+            return not in_flight() or time.monotonic() - progress["at"] > 180
+
+        _wait(drained_or_stuck, 1200, "the report runs to finish", interval=2, on_timeout=daemon_log)
+        stuck = in_flight()
+        assert not stuck, "no run finished for 180 s; in flight: " + "; ".join(
+            f"{r.run_id[:8]} {r.status.value} {r.tags.get('dagster/run_key', '')}" for r in stuck) + "\n" + daemon_log()
         failed_ticks, ticks = [], 0
         for state in instance.all_instigator_state():
             for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=10_000):
