@@ -126,21 +126,22 @@ def observe_secrets(run: Run, spec: SecretsSpec) -> SecretsObserved:
                                             for n in existing if n not in enabled))
 
 
-# (project, the password's version and its create time, SHA-256 of the hash) -> "matches" | "differs". A
-# version's payload never changes, and a bcrypt hash carries its own random salt, so the verdict for that
-# pair is fixed: a drift tick over hundreds of environments need not run bcrypt (about 60 ms) nor read the
-# password every minute. Only the verdict is kept, never a value.
-_DEX_VERDICTS: dict[tuple[str, str, str, str], str] = {}
+# (project, each secret's version and its create time) -> "matches" | "differs". A version's payload never
+# changes (Secret Manager versions are immutable; a secret deleted and created again numbers its versions
+# from 1 anew, which the create time tells apart), so the verdict for that pair of versions is fixed: a
+# drift tick over hundreds of environments need neither run bcrypt (about 60 ms) nor read either value
+# every minute. Only the verdict is kept, never a value.
+_DEX_VERDICTS: dict[tuple[str, str, str, str, str], str] = {}
 _DEX_VERDICTS_MAX = 10_000
 
 
-def dex_verdict(g, password: tuple[str, str, str], hashed_version: tuple[str, str, str]) -> str:
-    """Both read at the versions just listed (a version added meanwhile is judged on the next look)."""
-    hashed = g.access_secret(DEX_HASH, hashed_version[0])
-    key = (g.project, password[0], password[2], hashlib.sha256(hashed or b"").hexdigest())
+def dex_verdict(g, password: tuple[str, str, str], hashed: tuple[str, str, str]) -> str:
+    """Both judged at the versions just listed (a version added meanwhile is judged on the next look)."""
+    key = (g.project, password[0], password[2], hashed[0], hashed[2])
     verdict = _DEX_VERDICTS.get(key)
     if verdict is None:
-        verdict = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD, password[0]), hashed) else "differs"
+        verdict = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD, password[0]),
+                                             g.access_secret(DEX_HASH, hashed[0])) else "differs"
         if len(_DEX_VERDICTS) >= _DEX_VERDICTS_MAX:
             _DEX_VERDICTS.clear()
         _DEX_VERDICTS[key] = verdict
