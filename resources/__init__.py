@@ -22,7 +22,7 @@ from .credentials import GoogleTokens, tokens_for
 from .errors import ClusterNotRunning, KubeTargetMismatch
 from .google import Google
 from .iam import Iam
-from .kube import Endpoint, Kube, write_private
+from .kube import Endpoint, Kube, write_private_from
 from .models import ClusterState, KubeIdentity
 from .sandbox_runtime import ensure_sandbox, sandbox_dir, sandbox_kubeconfig, sandbox_now, sandbox_serve_git
 
@@ -102,6 +102,11 @@ class Connection:
     def write_gke_kubeconfig(self, cluster: ClusterState) -> Path:
         """The environment's kubeconfig for people (kubectl, the seed's scripts), as `gcloud container
         clusters get-credentials` writes it; rewritten, atomically, whenever GKE's endpoint or CA moved."""
+        source = (cluster.location, cluster.name, cluster.endpoint, cluster.ca_certificate, self.target.project,
+                  str(self.sandbox_state) if self.sandbox_urls is not None else None)
+        return write_private_from(self.kubeconfig_path, source, lambda: self._gke_kubeconfig(cluster))
+
+    def _gke_kubeconfig(self, cluster: ClusterState) -> str:
         ctx = f"gke_{self.target.project}_{cluster.location}_{cluster.name}"
         plugin: dict = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
                         "provideClusterInfo": True, "interactiveMode": "Never"}
@@ -114,7 +119,7 @@ class Connection:
             "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}],
             "users": [{"name": ctx, "user": {"exec": plugin}}],
         }
-        return write_private(self.kubeconfig_path, yaml.safe_dump(doc))
+        return yaml.safe_dump(doc)
 
     def sandbox_git(self, repo_url: str, checkout: Path) -> None:
         """In the sandbox only: serve the platform repository from its local checkout."""
@@ -157,7 +162,8 @@ class Connection:
                                     f"{cluster.status if cluster else 'absent'}",
                                     "materialize cluster: the GKE cluster does not exist or is still being created")
         path = self.write_gke_kubeconfig(cluster)
-        ca_file = write_private(self.kube_dir / f"{t.env}.ca.crt", base64.b64decode(cluster.ca_certificate).decode())
+        ca_file = write_private_from(self.kube_dir / f"{t.env}.ca.crt", cluster.ca_certificate,
+                                     lambda: base64.b64decode(cluster.ca_certificate).decode())
         endpoint = Endpoint(server=f"https://{cluster.endpoint}", ca_file=str(ca_file), token=self.tokens.token,
                             context=f"gke_{t.project}_{cluster.location}_{cluster.name}",
                             invalidate=self.tokens.invalidate)

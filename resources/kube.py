@@ -14,7 +14,8 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -108,11 +109,38 @@ class Kube:
         return read_target(self.kubeconfig)
 
     @cached_property
+    def _shared(self) -> "_SharedClient":
+        """This cluster's client, kept for the process: a drift tick every minute over hundreds of
+        clusters reuses each one's connection (no TLS handshake per tick) and its discovery (no cache
+        file parsed per tick). A new CA, a new server or an edited kubeconfig is another client."""
+        self.target  # noqa: B018 - fail with the clear message before the client's own
+        if self.endpoint is not None:
+            ca_path = self.endpoint.ca_file
+            ca = Path(ca_path).read_bytes() if ca_path and Path(ca_path).is_file() else b""
+            key = ("endpoint", self.endpoint.server, hashlib.sha256(ca).hexdigest())
+        else:
+            st = Path(self.kubeconfig).stat()
+            key = ("kubeconfig", str(Path(self.kubeconfig).resolve()), st.st_mtime_ns, st.st_size)
+        with _SHARED_LOCK:
+            shared = _SHARED.pop(key, None) or _SharedClient(self._new_api_client(), key)
+            _SHARED[key] = shared  # the most recently used last: the first is the one to drop
+            while len(_SHARED) > _SHARED_MAX:
+                # Its idle connections closed now, not whenever the collector gets to them.
+                _SHARED.pop(next(iter(_SHARED))).api_client.rest_client.pool_manager.clear()
+        if self.endpoint is not None:
+            ep, cfg = self.endpoint, shared.api_client.configuration
+            # This connection's token source from now on (the last one's would do too: both ask Google).
+            cfg.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=ep.token())
+        return shared
+
+    @property
     def _api_client(self):
+        return self._shared.api_client
+
+    def _new_api_client(self):
         from kubernetes import client, config
         from urllib3.util.retry import Retry
 
-        self.target  # noqa: B018 - fail with the clear message before the client's own
         cfg = client.Configuration()
         if self.endpoint is not None:
             ep = self.endpoint
@@ -135,8 +163,15 @@ class Kube:
         from kubernetes import client
         return client.CoreV1Api(self._api_client)
 
-    @cached_property
+    @property
     def _dynamic(self):
+        shared = self._shared
+        with shared.lock:
+            if shared.dynamic is None:
+                shared.dynamic = self._new_dynamic()
+            return shared.dynamic
+
+    def _new_dynamic(self):
         from kubernetes.dynamic import DynamicClient
         # Discovery is cached on disk. A cluster recreated at the same address (a resume, a sandbox on a
         # reused port) must not read its predecessor's cache, which would promise CRDs it does not serve:
@@ -268,12 +303,12 @@ class Kube:
         def call():
             res = self._resource(api_version, kind)
             # None: a refreshed discovery says the kind is not served after all (a CRD not installed yet).
-            return None if res is None else self._call(res.get, namespace=namespace,
-                                                       label_selector=label_selector or None)
+            return None if res is None else _json(self._call(res.get, namespace=namespace,
+                                                             label_selector=label_selector or None, serialize=False))
         if self._resource(api_version, kind) is None and not self.has_kind(api_version, kind):
             return []
         out = self._fresh(call)
-        return [] if out is None else [i.to_dict() for i in out.items]
+        return [] if out is None else out.get("items") or []
 
     @kube_translated
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -282,7 +317,7 @@ class Kube:
             return None
         res = self._resource(api_version, kind)
         try:
-            return self._call(res.get, name=name, namespace=namespace).to_dict()
+            return _json(self._call(res.get, name=name, namespace=namespace, serialize=False))
         except NotFoundError as exc:
             if _kind_not_served(exc):  # the discovery cache predates this cluster: ask again
                 self._dynamic.resources.invalidate_cache()
@@ -389,6 +424,26 @@ def _kind_not_served(exc) -> bool:
     return not (_status(exc).get("details") or {}).get("name")
 
 
+@dataclass
+class _SharedClient:
+    api_client: object
+    key: tuple
+    dynamic: object = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Clusters' clients kept for the process (Kube._shared), the least recently used dropped first.
+_SHARED: dict[tuple, _SharedClient] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 1024
+
+
+def _json(resp) -> dict:
+    """The object as the API server sent it: plain JSON, without the dynamic client's per-field
+    wrappers (which a tick over hundreds of clusters would build and unwrap again for every object)."""
+    return json.loads(resp.data)
+
+
 def write_private(path: Path, text: str) -> Path:
     """Write a kubeconfig (credentials) atomically, mode 600, and only when it changed: a concurrent
     reader never sees half a file, and an unchanged file keeps its mtime."""
@@ -400,6 +455,25 @@ def write_private(path: Path, text: str) -> Path:
         f.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+    return path
+
+
+# path -> (what this process last wrote it from, its mtime and size then)
+_WRITTEN: dict[str, tuple[object, int, int]] = {}
+
+
+def write_private_from(path: Path, source, render: Callable[[], str]) -> Path:
+    """`write_private(path, render())`, skipped while the file is as this process last left it from the
+    same `source`: a tick over hundreds of clusters renders no kubeconfig whose cluster did not move."""
+    try:
+        st = path.stat()
+        if _WRITTEN.get(str(path)) == (source, st.st_mtime_ns, st.st_size):
+            return path
+    except FileNotFoundError:
+        pass
+    write_private(path, render())
+    st = path.stat()
+    _WRITTEN[str(path)] = (source, st.st_mtime_ns, st.st_size)
     return path
 
 
