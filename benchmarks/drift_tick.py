@@ -25,6 +25,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--workers", type=int, default=8, help="the sensor's threads")
     parser.add_argument("--materializers", type=int, default=8, help="processes materializing environments")
+    parser.add_argument("--soak", type=int, default=0, metavar="TICKS",
+                        help="then this many ticks at the largest size in this process: its RSS, first and last")
+    parser.add_argument("--py-spy", metavar="FILE", help="record the timed ticks (and the soak) with py-spy, "
+                        "collapsed stacks (--format raw), into FILE")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--kube-dir", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -224,6 +229,12 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"gpuplat": resource})
         return sensor_def(ctx)
 
+    spy = None
+    if args.py_spy:  # sampled from outside, the thread holding the GIL only: where gpuplat spends its CPU
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(os.getpid()), "--rate", "200", "--gil", "--format", "raw",
+                                "-o", args.py_spy, "--nonblocking"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(2)  # py-spy attaches
     rows = []
     for n in sizes:
         sensor_def = sensor_for(n, args.workers)
@@ -249,6 +260,13 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         skip = result.skip_reason.skip_message if result.skip_reason else ""
         rows.append((n, statistics.median(times), statistics.median(calls) / n, statistics.median(cpu), methods, skip,
                      statistics.median(own) * 1000 / n))
+
+    if args.soak:
+        soak(args.soak, sensor_for(rows[-1][0], args.workers), tick, rows[-1][0])
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+        print(f"py-spy: the timed ticks{' and the soak' if args.soak else ''} in {args.py_spy} (collapsed stacks)")
 
     print(f"\n{'envs':>5} {'s/tick (median of 3)':>21} {'calls/env/tick':>15} {'sandbox CPU s/tick':>19} "
           f"{'gpuplat CPU ms/env/tick':>24}")
@@ -288,6 +306,28 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
           f"{TARGET_S:g}s); calls per environment {rows[0][2]:.1f} at {rows[0][0]} -> {rows[-1][2]:.1f} at "
           f"{rows[-1][0]}")
     return (0 if ok else 1), rows[-1][2] * rows[-1][0]
+
+
+def soak(ticks: int, sensor_def, tick, n: int) -> None:
+    """`ticks` ticks of one sensor in this process: its RSS after warm-up and at the end (medians of ten)."""
+    cursor, rss, times = None, [], []
+    for _ in range(ticks):
+        t0 = time.perf_counter()
+        cursor = tick(sensor_def, cursor).cursor
+        times.append(time.perf_counter() - t0)
+        rss.append(rss_mib())
+    warm = min(20, ticks // 5)
+    head, tail = rss[warm:warm + 10], rss[-10:]
+    print(f"\nsoak: {ticks} ticks over {n} environments in one process, {statistics.median(times):.2f} s/tick "
+          f"(median); RSS after {warm} warm-up ticks {statistics.median(head):.0f} MiB, at the end "
+          f"{statistics.median(tail):.0f} MiB (medians of 10 ticks), max {max(rss):.0f} MiB")
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _area(filename: str, func: str) -> str:
