@@ -108,7 +108,19 @@ def pytest_configure(config):
         tempfile.tempdir = None  # recomputed from TMPDIR on next use
 
 
+# The slow tiers' longest tests (minutes each, under the real daemon), started first: xdist hands out tests
+# in collection order, and one of these begun last would hold the whole run for its length after every
+# other worker has finished.
+LONGEST_FIRST = ("tests/sensors/test_daemon_cycles.py", "tests/sensors/test_daemon_e2e.py",
+                 "tests/assets/test_seed_fork.py", "tests/deploy/test_postgres.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        where = item.nodeid.split("::")[0]
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if where.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file, and of every other file, is kept
     for item in items:
         path = Path(str(item.fspath)).resolve()
         if not path.is_relative_to(ROOT):
