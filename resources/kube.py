@@ -16,6 +16,7 @@ import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -218,19 +219,25 @@ class Kube:
 
     @kube_translated
     def nodes(self, label_selector: str = "") -> list[NodeState]:
-        items = self._call(self._core.list_node, label_selector=label_selector).items
+        # Plain JSON: the typed client would build a model, and parse every timestamp, of each node's
+        # whole status (images included) on every tick.
+        items = _json(self._call(self._core.list_node, label_selector=label_selector,
+                                 _preload_content=False)).get("items") or []
         out = []
         for n in items:
-            conds = {c.type: c.status for c in (n.status.conditions or [])}
+            meta, spec, status = n.get("metadata") or {}, n.get("spec") or {}, n.get("status") or {}
+            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            created = meta.get("creationTimestamp")
             out.append(NodeState(
-                name=n.metadata.name, provider_id=n.spec.provider_id or "", labels=dict(n.metadata.labels or {}),
-                annotations=dict(n.metadata.annotations or {}),
-                taints=tuple(Taint(t.key, t.value or "", t.effect) for t in (n.spec.taints or [])),
-                allocatable=dict(n.status.allocatable or {}), unschedulable=bool(n.spec.unschedulable),
+                name=meta.get("name", ""), provider_id=spec.get("providerID") or "",
+                labels=dict(meta.get("labels") or {}), annotations=dict(meta.get("annotations") or {}),
+                taints=tuple(Taint(t.get("key", ""), t.get("value") or "", t.get("effect", ""))
+                             for t in spec.get("taints") or []),
+                allocatable=dict(status.get("allocatable") or {}), unschedulable=bool(spec.get("unschedulable")),
                 ready=conds.get("Ready") == "True",
-                created=n.metadata.creation_timestamp.isoformat() if n.metadata.creation_timestamp else "",
-                kernel=n.status.node_info.kernel_version if n.status.node_info else "",
-                capacity=dict(n.status.capacity or {})))
+                created=datetime.fromisoformat(created).isoformat() if created else "",
+                kernel=(status.get("nodeInfo") or {}).get("kernelVersion") or "",
+                capacity=dict(status.get("capacity") or {})))
         return out
 
     @kube_translated
@@ -312,13 +319,19 @@ class Kube:
 
     @kube_translated
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        from kubernetes.dynamic.exceptions import NotFoundError
+        from kubernetes.client.exceptions import ApiException
         if not self.has_kind(api_version, kind):
             return None
         res = self._resource(api_version, kind)
         try:
-            return _json(self._call(res.get, name=name, namespace=namespace, serialize=False))
-        except NotFoundError as exc:
+            # The API client itself, not the dynamic client: an object that is absent is an ordinary
+            # answer here, and the dynamic client formats a traceback into every 404 it raises.
+            return _json(self._call(self._api_client.call_api, res.path(name=name, namespace=namespace), "GET",
+                                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                                    _preload_content=False, _return_http_data_only=True))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
             if _kind_not_served(exc):  # the discovery cache predates this cluster: ask again
                 self._dynamic.resources.invalidate_cache()
                 if self._resource(api_version, kind) is not None:
