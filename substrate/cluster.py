@@ -209,7 +209,9 @@ def cluster_cost(run: Run, spec: ClusterSpec | None, observed: ClusterObserved) 
     if spec is None or observed.gke is None or observed.gke.status != "RUNNING":
         return {}
     mine = {(x.kind, x.scope, x.name) for x in pause.volume_disks(run.conn.kube)}
-    disks = [x for x in run.conn.google.leftovers() if (x.kind, x.scope, x.name) in mine]
+    # The project's disks are listed only to price this environment's volumes: without a volume, no
+    # listing (and no Compute Engine client, the heaviest of the Google libraries to import).
+    disks = [x for x in run.conn.google.leftovers() if (x.kind, x.scope, x.name) in mine] if mine else []
     return running_cost(run, spec.location.count("-") == 2, disks)
 
 
