@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +53,36 @@ SEED_SECRET_DEFAULTS = SeedSecretNames(
      "dex-oauth2-proxy-client-secret", "dex-argocd-client-secret", "dex-litellm-client-secret",
      "dex-grafana-client-secret", "dex-open-webui-client-secret", "dex-tabby-client-secret", "n8n-encryption-key"),
     "oauth2-proxy-cookie-secret", "dex-admin-password", "dex-admin-hash", "gpuplat's copy of the seed's list")
+
+
+# root -> (when it was read, what it said). Environments of a fleet mostly share one checkout, and a
+# drift tick reads every environment's desired state: two git processes per environment per tick would
+# be hundreds a minute for one answer. A commit made now is seen at most COMMIT_TTL_S later.
+_COMMITS: dict[Path, tuple[float, str]] = {}
+_COMMITS_LOCK = threading.Lock()
+COMMIT_TTL_S = 2.0
+
+
+def checkout_commit(root: Path) -> str:
+    """`<sha>`, `<sha> + uncommitted changes`, or `not a git checkout` for the checkout at `root`."""
+    with _COMMITS_LOCK:  # one reader at a time: threads asking for the same checkout wait for its answer
+        seen = _COMMITS.get(root)
+        if seen is not None and time.monotonic() - seen[0] < COMMIT_TTL_S:
+            return seen[1]
+
+        def git(*args: str) -> str | None:
+            try:
+                done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return done.stdout.strip() if done.returncode == 0 else None
+        head = git("rev-parse", "HEAD")
+        dirty = head is not None and git("status", "--porcelain", "--", ".")
+        said = "not a git checkout" if head is None else f"{head[:12]} + uncommitted changes" if dirty else head[:12]
+        if len(_COMMITS) > 4096:
+            _COMMITS.clear()
+        _COMMITS[root] = (time.monotonic(), said)
+        return said
 
 
 def repo_of(env: EnvConfig) -> Path:
@@ -97,17 +129,7 @@ class Fork:
     @cached_property
     def commit(self) -> str:
         """`<sha>`, `<sha> + uncommitted changes`, or `not a git checkout`."""
-        def git(*args: str) -> str | None:
-            try:
-                done = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True, timeout=20)
-            except (OSError, subprocess.TimeoutExpired):
-                return None
-            return done.stdout.strip() if done.returncode == 0 else None
-        head = git("rev-parse", "HEAD")
-        if head is None:
-            return "not a git checkout"
-        dirty = git("status", "--porcelain", "--", ".")
-        return f"{head[:12]} + uncommitted changes" if dirty else head[:12]
+        return checkout_commit(self.root)
 
     # ---- make root ----------------------------------------------------------------------------
     def root_files(self, profile: str) -> tuple[Path, ...]:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from substrate import argocd, platform_installed, secrets_seeded
+from substrate import argocd, fork, platform_installed, secrets_seeded
 from substrate.config import ConfigError, parse_config
 from substrate.fork import LAYERS, SEED_SECRET_DEFAULTS, Fork, repo_of
 from resources.kube import LAST_APPLIED, go_json, with_last_applied
@@ -47,7 +47,8 @@ def test_a_platform_repo_that_is_not_a_directory_is_one_line(tmp_path):
     assert "substrate.platform_repo" in str(info.value) and "is not a directory" in str(info.value)
 
 
-def test_the_commit_is_recorded_or_said_to_be_missing(tmp_path):
+def test_the_commit_is_recorded_or_said_to_be_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(fork, "COMMIT_TTL_S", 0.0)  # every look asks git
     example_platform(tmp_path, ["e"])
     assert Fork(tmp_path, "e").commit == "not a git checkout"
     git = ["git", "-C", str(tmp_path), "-c", "user.email=t@example.com", "-c", "user.name=t"]
@@ -189,3 +190,19 @@ def test_the_secrets_spec_reads_the_keys_of_this_repository_s_external_secrets(p
     spec = desired_secrets(seed_env(platform_fork))
     assert spec.platform_keys_error == ""
     assert {"dex-admin-hash", "oauth2-proxy-cookie-secret"} <= set(spec.platform_keys)
+
+
+def test_a_fleet_sharing_one_checkout_asks_git_once_per_ttl(tmp_path, monkeypatch):
+    # A drift tick reads the desired state of every environment, and most share one checkout: within
+    # COMMIT_TTL_S the answer is reused (an edit is seen that much later), after it git is asked again.
+    monkeypatch.setattr(fork, "COMMIT_TTL_S", 3600.0)
+    example_platform(tmp_path, ["e", "f"])
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "fork"], check=True)
+    first = Fork(tmp_path, "e").commit
+    (tmp_path / "clusters" / "e" / "groups.generated.yaml").write_text("- {name: x, layer: platform, catalogPath: c}\n")
+    assert Fork(tmp_path, "f").commit == first  # the same checkout within the TTL: not asked again
+    monkeypatch.setattr(fork, "COMMIT_TTL_S", 0.0)
+    assert Fork(tmp_path, "f").commit == f"{first} + uncommitted changes"
