@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--soak", type=int, default=0, metavar="TICKS",
                         help="then this many ticks at the largest size in this process: its RSS, first and last")
     parser.add_argument("--py-spy", metavar="FILE", help="record the timed ticks (and the soak) with py-spy, "
-                        "collapsed stacks (--format raw), into FILE")
+                        "collapsed stacks (--format raw), into FILE (this process) and FILE.sandbox (the sandbox)")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--kube-dir", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -229,11 +229,12 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"gpuplat": resource})
         return sensor_def(ctx)
 
-    spy = None
-    if args.py_spy:  # sampled from outside, the thread holding the GIL only: where gpuplat spends its CPU
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(os.getpid()), "--rate", "200", "--gil", "--format", "raw",
-                                "-o", args.py_spy, "--nonblocking"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    spies = []
+    if args.py_spy:  # sampled from outside, the thread holding the GIL only: where each process spends its CPU
+        for pid, out in ((os.getpid(), args.py_spy), (sandbox_pid, f"{args.py_spy}.sandbox")):
+            spies.append(subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
+                                           "raw", "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
         time.sleep(2)  # py-spy attaches
     rows = []
     for n in sizes:
@@ -263,10 +264,12 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
 
     if args.soak:
         soak(args.soak, sensor_for(rows[-1][0], args.workers), tick, rows[-1][0])
-    if spy is not None:
+    for spy in spies:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
-        print(f"py-spy: the timed ticks{' and the soak' if args.soak else ''} in {args.py_spy} (collapsed stacks)")
+    if spies:
+        print(f"py-spy: the timed ticks{' and the soak' if args.soak else ''} in {args.py_spy} (this process) and "
+              f"{args.py_spy}.sandbox (the sandbox), collapsed stacks")
 
     print(f"\n{'envs':>5} {'s/tick (median of 3)':>21} {'calls/env/tick':>15} {'sandbox CPU s/tick':>19} "
           f"{'gpuplat CPU ms/env/tick':>24}")
