@@ -234,8 +234,11 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         for pid, out in ((os.getpid(), args.py_spy), (sandbox_pid, f"{args.py_spy}.sandbox")):
             spies.append(subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
                                            "raw", "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+                                          stderr=subprocess.PIPE, text=True))
         time.sleep(2)  # py-spy attaches
+        for spy in spies:
+            if spy.poll() is not None:  # not installed, or not allowed to attach (ptrace)
+                raise SystemExit(f"py-spy did not start: {spy.stderr.read().strip()[-500:]}")
     rows = []
     for n in sizes:
         sensor_def = sensor_for(n, args.workers)
@@ -262,11 +265,15 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         rows.append((n, statistics.median(times), statistics.median(calls) / n, statistics.median(cpu), methods, skip,
                      statistics.median(own) * 1000 / n))
 
-    if args.soak:
-        soak(args.soak, sensor_for(rows[-1][0], args.workers), tick, rows[-1][0])
+    if args.soak:  # at the largest size, whatever the order given
+        soak(args.soak, sensor_for(len(names), args.workers), tick, len(names))
     for spy in spies:
         spy.send_signal(signal.SIGINT)
-        spy.wait(60)
+        try:
+            spy.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            print("py-spy did not finish writing its profile within 120 s", file=sys.stderr)
     if spies:
         print(f"py-spy: the timed ticks{' and the soak' if args.soak else ''} in {args.py_spy} (this process) and "
               f"{args.py_spy}.sandbox (the sandbox), collapsed stacks")

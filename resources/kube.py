@@ -111,27 +111,34 @@ class Kube:
 
     @cached_property
     def _shared(self) -> "_SharedClient":
-        """This cluster's client, kept for the process: a drift tick every minute over hundreds of
-        clusters reuses each one's connection (no TLS handshake per tick) and its discovery (no cache
-        file parsed per tick). A new CA, a new server or an edited kubeconfig is another client."""
+        """This cluster's client. A GKE endpoint's is kept for the process: a drift tick every minute over
+        hundreds of clusters reuses each one's connection (no TLS handshake per tick) and its discovery (no
+        cache file parsed per tick); a new CA is another client, and the old one of that server is
+        dropped. A kubeconfig's client is this object's alone, built anew each time, as before: its
+        credentials (a token file, an exec plugin, client certificates) are the kubeconfig's to refresh."""
         self.target  # noqa: B018 - fail with the clear message before the client's own
-        if self.endpoint is not None:
-            ca_path = self.endpoint.ca_file
-            ca = Path(ca_path).read_bytes() if ca_path and Path(ca_path).is_file() else b""
-            key = ("endpoint", self.endpoint.server, hashlib.sha256(ca).hexdigest())
-        else:
-            st = Path(self.kubeconfig).stat()
-            key = ("kubeconfig", str(Path(self.kubeconfig).resolve()), st.st_mtime_ns, st.st_size)
+        if self.endpoint is None:
+            return _SharedClient(self._new_api_client(), ("kubeconfig", self.kubeconfig))
+        ca_path = self.endpoint.ca_file
+        ca = Path(ca_path).read_bytes() if ca_path and Path(ca_path).is_file() else b""
+        key = ("endpoint", self.endpoint.server, hashlib.sha256(ca).hexdigest())
         with _SHARED_LOCK:
-            shared = _SHARED.pop(key, None) or _SharedClient(self._new_api_client(), key)
-            _SHARED[key] = shared  # the most recently used last: the first is the one to drop
-            while len(_SHARED) > _SHARED_MAX:
-                # Its idle connections closed now, not whenever the collector gets to them.
-                _SHARED.pop(next(iter(_SHARED))).api_client.rest_client.pool_manager.clear()
-        if self.endpoint is not None:
-            ep, cfg = self.endpoint, shared.api_client.configuration
-            # This connection's token source from now on (the last one's would do too: both ask Google).
-            cfg.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=ep.token())
+            shared = _SHARED.pop(key, None)
+            if shared is not None:
+                _SHARED[key] = shared  # the most recently used last: the first is the one to drop
+        if shared is None:
+            built = _SharedClient(self._new_api_client(), key)  # outside the lock: it may fetch a token
+            with _SHARED_LOCK:
+                shared = _SHARED.setdefault(key, built)
+                stale = [k for k in _SHARED if k[1] == key[1] and k != key]  # that server's earlier CA
+                while len(_SHARED) - len(stale) > _SHARED_MAX:
+                    stale.append(next(k for k in _SHARED if k not in stale))
+                dropped = [_SHARED.pop(k) for k in stale]
+            for old in dropped:  # their idle connections closed now, not whenever the collector gets to them
+                old.api_client.rest_client.pool_manager.clear()
+        ep, cfg = self.endpoint, shared.api_client.configuration
+        # This connection's token source from now on (the last one's would do too: both ask Google).
+        cfg.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=ep.token())
         return shared
 
     @property
@@ -194,15 +201,29 @@ class Kube:
         from kubernetes.client.exceptions import ApiException
         import urllib3
         try:
+            try:
+                return fn(*args, _request_timeout=self.request_timeout, **kwargs)
+            except urllib3.exceptions.HTTPError as exc:
+                raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}",
+                                      self._reach_remedy) from None
+            except ApiException as exc:
+                if exc.status != 401 or self.endpoint is None:
+                    raise
+            self.endpoint.invalidate()  # one new token, one more try: a refused token is not an outage
             return fn(*args, _request_timeout=self.request_timeout, **kwargs)
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachable(f"{ERR_UNREACHABLE} at {self.target.server}: {type(exc).__name__}",
-                                  self._reach_remedy) from None
-        except ApiException as exc:
-            if exc.status != 401 or self.endpoint is None:
-                raise
-        self.endpoint.invalidate()  # one new token, one more try: a refused token is not an outage
-        return fn(*args, _request_timeout=self.request_timeout, **kwargs)
+        finally:
+            # The client keeps the last response it read, body and all; a kept client must not keep a
+            # Secret list (values) or a whole node list until its next call.
+            shared = self.__dict__.get("_shared")
+            if shared is not None:
+                shared.api_client.last_response = None
+
+    def _call_json(self, fn, *args, **kwargs) -> dict:
+        """`_call` of a read that returns the raw response: the object as the API server sent it, plain
+        JSON, without the clients' per-field models or wrappers (which a tick over hundreds of clusters
+        would build and unwrap again for every object). The body is read inside `_call`: a connection
+        lost halfway is `KubeUnreachable` like any other."""
+        return self._call(lambda *a, **k: json.loads(fn(*a, **k).data), *args, **kwargs)
 
     # ---- reads --------------------------------------------------------------------------------------
     @kube_translated
@@ -221,8 +242,8 @@ class Kube:
     def nodes(self, label_selector: str = "") -> list[NodeState]:
         # Plain JSON: the typed client would build a model, and parse every timestamp, of each node's
         # whole status (images included) on every tick.
-        items = _json(self._call(self._core.list_node, label_selector=label_selector,
-                                 _preload_content=False)).get("items") or []
+        items = self._call_json(self._core.list_node, label_selector=label_selector,
+                                _preload_content=False).get("items") or []
         out = []
         for n in items:
             meta, spec, status = n.get("metadata") or {}, n.get("spec") or {}, n.get("status") or {}
@@ -292,17 +313,22 @@ class Kube:
     # ---- generic objects (dynamic client) ------------------------------------------------------------
     def _resource(self, api_version: str, kind: str):
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
-        try:
-            return self._dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            return None
+        with self._shared.lock:  # discovery's cache is the shared client's: one thread at a time reads or fills it
+            try:
+                return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                return None
+
+    def _rediscover(self) -> None:
+        with self._shared.lock:
+            self._dynamic.resources.invalidate_cache()
 
     @kube_translated
     def has_kind(self, api_version: str, kind: str) -> bool:
         """Whether the API serves this kind (a CRD that is absent is a real 404 in discovery)."""
         if self._resource(api_version, kind) is not None:
             return True
-        self._dynamic.resources.invalidate_cache()
+        self._rediscover()
         return self._resource(api_version, kind) is not None
 
     @kube_translated
@@ -310,8 +336,8 @@ class Kube:
         def call():
             res = self._resource(api_version, kind)
             # None: a refreshed discovery says the kind is not served after all (a CRD not installed yet).
-            return None if res is None else _json(self._call(res.get, namespace=namespace,
-                                                             label_selector=label_selector or None, serialize=False))
+            return None if res is None else self._call_json(res.get, namespace=namespace,
+                                                            label_selector=label_selector or None, serialize=False)
         if self._resource(api_version, kind) is None and not self.has_kind(api_version, kind):
             return []
         out = self._fresh(call)
@@ -326,14 +352,14 @@ class Kube:
         try:
             # The API client itself, not the dynamic client: an object that is absent is an ordinary
             # answer here, and the dynamic client formats a traceback into every 404 it raises.
-            return _json(self._call(self._api_client.call_api, res.path(name=name, namespace=namespace), "GET",
-                                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                                    _preload_content=False, _return_http_data_only=True))
+            return self._call_json(self._api_client.call_api, res.path(name=name, namespace=namespace), "GET",
+                                   header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                                   _preload_content=False, _return_http_data_only=True)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             if _kind_not_served(exc):  # the discovery cache predates this cluster: ask again
-                self._dynamic.resources.invalidate_cache()
+                self._rediscover()
                 if self._resource(api_version, kind) is not None:
                     return self.get(api_version, kind, name, namespace)
             return None
@@ -364,7 +390,7 @@ class Kube:
         except NotFoundError as exc:
             if not _kind_not_served(exc):
                 raise
-            self._dynamic.resources.invalidate_cache()
+            self._rediscover()
             return call()
 
     @kube_translated
@@ -442,19 +468,13 @@ class _SharedClient:
     api_client: object
     key: tuple
     dynamic: object = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
-# Clusters' clients kept for the process (Kube._shared), the least recently used dropped first.
+# GKE clusters' clients kept for the process (Kube._shared), the least recently used dropped first.
 _SHARED: dict[tuple, _SharedClient] = {}
 _SHARED_LOCK = threading.Lock()
 _SHARED_MAX = 1024
-
-
-def _json(resp) -> dict:
-    """The object as the API server sent it: plain JSON, without the dynamic client's per-field
-    wrappers (which a tick over hundreds of clusters would build and unwrap again for every object)."""
-    return json.loads(resp.data)
 
 
 def write_private(path: Path, text: str) -> Path:

@@ -59,13 +59,16 @@ SEED_SECRET_DEFAULTS = SeedSecretNames(
 # drift tick reads every environment's desired state: two git processes per environment per tick would
 # be hundreds a minute for one answer. A commit made now is seen at most COMMIT_TTL_S later.
 _COMMITS: dict[Path, tuple[float, str]] = {}
-_COMMITS_LOCK = threading.Lock()
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
 COMMIT_TTL_S = 2.0
 
 
 def checkout_commit(root: Path) -> str:
     """`<sha>`, `<sha> + uncommitted changes`, or `not a git checkout` for the checkout at `root`."""
-    with _COMMITS_LOCK:  # one reader at a time: threads asking for the same checkout wait for its answer
+    with _LOCKS_LOCK:
+        lock = _LOCKS.setdefault(root, threading.Lock())
+    with lock:  # one reader per checkout: threads asking for the same one wait for its answer
         seen = _COMMITS.get(root)
         if seen is not None and time.monotonic() - seen[0] < COMMIT_TTL_S:
             return seen[1]
@@ -79,9 +82,7 @@ def checkout_commit(root: Path) -> str:
         head = git("rev-parse", "HEAD")
         dirty = head is not None and git("status", "--porcelain", "--", ".")
         said = "not a git checkout" if head is None else f"{head[:12]} + uncommitted changes" if dirty else head[:12]
-        if len(_COMMITS) > 4096:
-            _COMMITS.clear()
-        _COMMITS[root] = (time.monotonic(), said)
+        _COMMITS[root] = (time.monotonic(), said)  # one entry per checkout the process reads: a handful
         return said
 
 

@@ -16,7 +16,6 @@ event, metadata or stdout.
 
 from __future__ import annotations
 
-import hashlib
 
 import secrets as pysecrets
 from dataclasses import dataclass
@@ -140,8 +139,10 @@ def dex_verdict(g, password: tuple[str, str, str], hashed: tuple[str, str, str])
     key = (g.project, password[0], password[2], hashed[0], hashed[2])
     verdict = _DEX_VERDICTS.get(key)
     if verdict is None:
-        verdict = "matches" if hash_verifies(g.access_secret(DEX_PASSWORD, password[0]),
-                                             g.access_secret(DEX_HASH, hashed[0])) else "differs"
+        pw, digest = g.access_secret(DEX_PASSWORD, password[0]), g.access_secret(DEX_HASH, hashed[0])
+        verdict = "matches" if hash_verifies(pw, digest) else "differs"
+        if pw is None or digest is None:  # a version gone between the listing and the read: judge it again next time
+            return verdict
         if len(_DEX_VERDICTS) >= _DEX_VERDICTS_MAX:
             _DEX_VERDICTS.clear()
         _DEX_VERDICTS[key] = verdict

@@ -233,12 +233,16 @@ def test_the_daemon_reports_and_clears_every_cycle_without_a_failed_tick_or_a_du
         def drained_or_stuck():
             if finished() > progress["finished"]:
                 progress.update(finished=finished(), at=time.monotonic())
-            return not in_flight() or time.monotonic() - progress["at"] > 180
+            left = in_flight()
+            if not left:
+                return "drained"
+            if time.monotonic() - progress["at"] > 180:
+                return "no run finished for 180 s; in flight: " + "; ".join(
+                    f"{r.run_id[:8]} {r.status.value} {r.tags.get('dagster/run_key', '')}" for r in left)
+            return None
 
-        _wait(drained_or_stuck, 1200, "the report runs to finish", interval=2, on_timeout=daemon_log)
-        stuck = in_flight()
-        assert not stuck, "no run finished for 180 s; in flight: " + "; ".join(
-            f"{r.run_id[:8]} {r.status.value} {r.tags.get('dagster/run_key', '')}" for r in stuck) + "\n" + daemon_log()
+        outcome = _wait(drained_or_stuck, 1200, "the report runs to finish", interval=2, on_timeout=daemon_log)
+        assert outcome == "drained", outcome + "\n" + daemon_log()
         failed_ticks, ticks = [], 0
         for state in instance.all_instigator_state():
             for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=10_000):
