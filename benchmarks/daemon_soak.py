@@ -7,8 +7,10 @@ Starts `python -m sandbox serve`, writes the three shipped sandbox environments 
 daemon's shortest sensor loop) and the drift-checks schedule every minute. Every 15-45 s (seeded) it
 makes a drift by hand in an environment that has none open (a StorageClass no longer default, on any
 of the three; the GPU pool's autoscaling minimum, on GKE) and checks that the drift sensor saw it
-within two of its ticks (an observation naming it: repaired by a run, or reported); a reported one is
-then undone by hand. The daemon is restarted `--restarts` times, evenly spread.
+within two of its ticks: an observation naming it (a repair run started, or reported), or a
+materialization of that piece by a run that started after it was made (a repair run already queued for
+an earlier drift of the same kind repairs it, and the sensor rightly starts no second run for it); a
+reported one is then undone by hand. The daemon is restarted `--restarts` times, evenly spread.
 
 Prints: ticks per sensor and schedule, failed ticks (with their errors), every injection's ticks to
 report, and the RSS of the daemon and of its code server, each on its own (sampled every 10 s: after warm-up
@@ -60,6 +62,7 @@ class Injection:
     seen_at: float | None = None
     ticks_to_report: int | None = None
     undone: bool = False
+    how: str = ""  # "reported" (an observation) or "repaired" (a materialization) first
 
 
 @dataclass
@@ -113,7 +116,7 @@ def main() -> int:
 
 def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Admin) -> int:
     import yaml
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
     from dagster._core.instance.ref import InstanceRef
     from dagster._core.scheduler.instigation import TickStatus
 
@@ -176,10 +179,25 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
                 "key": "storageclass.kubernetes.io/is-default-class", "value": "false" if make else "true"})
 
     def observed_after(inj: Injection) -> float | None:
-        records = instance.fetch_observations(AssetKey(inj.asset), limit=20).records
-        hits = [r.timestamp for r in records if r.partition_key == inj.env and r.timestamp > inj.at
-                and "plan_hash" in r.asset_observation.metadata]
-        return min(hits) if hits else None
+        """When the drift was first reported (an observation with its plan) or repaired (a materialization
+        of the asset: a repair run started for an earlier drift of the same kind that was still queued
+        repairs this one too, and the sensor rightly starts no second run for it)."""
+        key = AssetKey(inj.asset)
+        observed = instance.fetch_observations(AssetRecordsFilter(asset_key=key, asset_partitions=[inj.env]),
+                                               limit=20).records
+        repaired = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[inj.env]),
+                                                   limit=5).records
+        hits = [(r.timestamp, "reported") for r in observed
+                if r.timestamp > inj.at and "plan_hash" in r.asset_observation.metadata]
+        # Only a run that started after the injection saw it (one still going when it was made may have
+        # applied that piece before it).
+        hits += [(r.timestamp, "repaired") for r in repaired if r.timestamp > inj.at
+                 and ((rec := instance.get_run_record_by_id(r.run_id)) is not None and rec.start_time is not None
+                      and rec.start_time > inj.at)]
+        if not hits:
+            return None
+        inj.how = min(hits)[1]
+        return min(hits)[0]
 
     restart_at = [args.ticks * (i + 1) // (args.restarts + 1) for i in range(args.restarts)]
     proc = start()
@@ -236,7 +254,9 @@ def soak(args, rng: random.Random, tmp: Path, sandbox: SandboxProcess, admin: Ad
     print(f"failed ticks: {len(failed)}" + "".join(f"\n  {n}: {m}" for n, m in failed[:5]))
     seen = [i for i in injections if i.seen_at is not None]
     late = [i for i in seen if i.ticks_to_report > 2]
-    print(f"injected drifts: {len(injections)}; seen: {len(seen)}; within two drift-sensor ticks: {len(seen) - len(late)}"
+    how = {k: len([i for i in seen if i.how == k]) for k in ("reported", "repaired")}
+    print(f"injected drifts: {len(injections)}; seen: {len(seen)} ({how['reported']} reported first, "
+          f"{how['repaired']} repaired first); within two drift-sensor ticks: {len(seen) - len(late)}"
           + (f"; ticks to report, median {statistics.median(i.ticks_to_report for i in seen):g}, "
              f"max {max(i.ticks_to_report for i in seen)}" if seen else ""))
     for i in [i for i in injections if i.seen_at is None or i.ticks_to_report > 2]:
