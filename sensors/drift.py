@@ -222,20 +222,33 @@ def why_reported(report: EnvReport, f: Finding) -> str:
 
 
 def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Finding, now: float,
-                    pieces: dict[str, Piece], failed_runs: dict[str, str]) -> None:
+                    pieces: dict[str, Piece], repairs: dict[str, Repair]) -> None:
     key = _key(report.name, f.asset)
     h = f.plan_hash
     prev = cursor.findings.get(key)
+    came_back = False
     if prev and prev.get("hash") == h and prev.get("kind") == f.state:
         rk = run_key(report.name, f.asset, f.state, h, prev.get("since", now))
-        if prev.get("mode") == "run" and rk in failed_runs:
-            _repair_failed(tick, prev, report, f, rk, failed_runs[rk], now)
+        repair = repairs.get(rk) if prev.get("mode") == "run" else None
+        if repair is not None and repair.status != "SUCCESS":
+            _repair_did_not_hold(tick, prev, report, f, rk, repair.run_id, f"its repair run {repair.run_id} failed", now)
             return
-        tick.count(f"known {f.state} ({prev.get('mode')})")
-        return
+        if repair is None or repair.ended is None or repair.ended >= now:
+            tick.count(f"known {f.state} ({prev.get('mode')})")
+            return
+        # Its repair run succeeded and ended before this tick looked, and the same drift is here: made again
+        # (by hand, after the run had applied that piece), or beyond what a run changes. Once, it is a new
+        # drift with a new run; twice in a row, a person must look.
+        if prev.get("came_back"):
+            _repair_did_not_hold(tick, prev, report, f, rk, repair.run_id,
+                                 f"it came back after its repair run {repair.run_id} succeeded, twice", now)
+            return
+        came_back = True
     why = why_reported(report, f)
     mode = "report" if why else "run"
     cursor.findings[key] = {"kind": f.state, "hash": h, "since": now, "mode": mode}
+    if came_back:
+        cursor.findings[key]["came_back"] = True
     rk = run_key(report.name, f.asset, f.state, h, now)
     what = "drift" if f.state == "drift" else "pending change"
     meta = {"plan": MetadataValue.md(plan_table(f.actions)), "plan_hash": h, "kind": what, "first_seen": _iso(now),
@@ -256,14 +269,16 @@ def _finding_events(tick: Tick, cursor: DriftCursor, report: EnvReport, f: Findi
                                         metadata=meta))
 
 
-def _repair_failed(tick: Tick, prev: dict, report: EnvReport, f: Finding, rk: str, run_id: str, now: float) -> None:
-    """The repair run of an open drift failed (an error, a kill, a daemon restart under it): a run key is
-    never launched twice, so without this the drift would stay, unrepaired and unsaid. It is reported
-    instead, as drift a run cannot fix, until it clears."""
+def _repair_did_not_hold(tick: Tick, prev: dict, report: EnvReport, f: Finding, rk: str, run_id: str, cause: str,
+                         now: float) -> None:
+    """The repair run of an open drift failed (an error, a kill, a daemon restart under it), or the drift
+    came back twice after repairs that succeeded: a run key is never launched twice, so without this the
+    drift would stay, unrepaired and unsaid. It is reported instead, as drift a run cannot fix, until it
+    clears."""
     prev["mode"] = "report"
     prev["repair_failed"] = run_id
-    tick.count(f"{f.state} whose repair run failed (reported)")
-    why = f"its repair run {run_id} failed: a person looks at that run, then materializes {f.asset}"
+    tick.count(f"{f.state} its repair run did not fix (reported)")
+    why = f"{cause}: a person looks at that run, then materializes {f.asset}"
     tick.run_requests.append(report_run(report.name, [in_sync_key(f.asset)], f"{rk}:repair-failed", TRIGGER, why))
     tick.events.append(AssetObservation(
         asset_key=AssetKey(f.asset), partition=report.name,
@@ -303,16 +318,16 @@ def _error_events(tick: Tick, cursor: DriftCursor, env: str, asset: str, text: s
 
 
 def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: Iterable[Piece] = PIECES,
-             failed_runs: dict[str, str] | None = None) -> Tick:
+             repairs: dict[str, Repair] | None = None) -> Tick:
     """Pure: turn this tick's reports and the cursor into run requests, events and the next cursor.
-    `failed_runs`: run key -> run id of this sensor's repair runs that failed (`failed_repairs`)."""
+    `repairs`: run key -> how this sensor's repair runs of open drifts ended (`finished_repairs`)."""
     by_name = {p.name: p for p in pieces}
     tick = Tick()
     for report in reports:
         for f in report.findings:
             if f.state in ("drift", "change"):
                 cursor.errors.pop(_key(report.name, f.asset), None)
-                _finding_events(tick, cursor, report, f, now, by_name, failed_runs or {})
+                _finding_events(tick, cursor, report, f, now, by_name, repairs or {})
             elif f.state == "in_sync":
                 _in_sync_events(tick, cursor, report, f, now)
             elif f.state == "error":
@@ -322,8 +337,16 @@ def evaluate(reports: list[EnvReport], cursor: DriftCursor, now: float, pieces: 
     return tick
 
 
-def failed_repairs(instance, cursor: DriftCursor) -> dict[str, str]:
-    """Run key -> run id of each open drift's repair run that ended in failure (one query per open drift
+@dataclass(frozen=True)
+class Repair:
+    """How the repair run of an open drift ended."""
+    run_id: str
+    status: str  # a DagsterRunStatus value: SUCCESS, FAILURE or CANCELED
+    ended: float | None  # when, seconds since the epoch
+
+
+def finished_repairs(instance, cursor: DriftCursor) -> dict[str, Repair]:
+    """Run key -> how it ended, for each open drift's repair run that has ended (one query per open drift
     a run was requested for: a handful, whatever the fleet)."""
     out = {}
     for key, prev in cursor.findings.items():
@@ -331,9 +354,10 @@ def failed_repairs(instance, cursor: DriftCursor) -> dict[str, str]:
             continue
         env, asset = key.split("|", 1)
         rk = run_key(env, asset, prev.get("kind", ""), prev.get("hash", ""), prev.get("since", 0))
-        runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": rk}), limit=1)
-        if runs and runs[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            out[rk] = runs[0].run_id
+        records = instance.get_run_records(RunsFilter(tags={"dagster/run_key": rk}), limit=1)
+        if records and records[0].dagster_run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE,
+                                                          DagsterRunStatus.CANCELED):
+            out[rk] = Repair(records[0].dagster_run.run_id, records[0].dagster_run.status.value, records[0].end_time)
     return out
 
 
@@ -406,7 +430,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)
         cursor.forget_envs(set(names))
-        tick = evaluate(reports, cursor, now, failed_runs=failed_repairs(context.instance, cursor))
+        tick = evaluate(reports, cursor, now, repairs=finished_repairs(context.instance, cursor))
         sent = deliver(context.instance, now_fleet.found.configs, alerts_of(reports, cursor), now,
                        read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)
         for what, n in (("alert(s) sent", sent["sent"]), ("alert(s) not delivered (retried next tick)", sent["failed"])):

@@ -391,3 +391,32 @@ def test_a_repair_run_that_failed_is_reported_once_instead_of_left_silent(gp, fl
     cleared = fleet.tick()
     assert [r.asset_check_keys[0].name for r in runs(cleared)] == ["in_sync"]
     assert latest_check(gp, "gpu_pool", "in_sync").passed
+
+
+def test_drift_made_again_after_its_repair_gets_a_new_run_and_a_person_the_second_time(gp, fleet):
+    """A pool changed by hand again after its repair run had applied it: the same drift (same plan hash)
+    was an open finding whose run key was used, so the sensor stayed silent for good while the drift
+    stood. Found by benchmarks/daemon_soak.py: a drift injected while the repair of the one before was
+    under way was never reported. Made again once, it is a new drift with a new run; again after that,
+    it is reported (someone keeps changing it back, or a run cannot hold it)."""
+    fleet.daemon = True
+    fleet.tick()
+    drift_gpu_pool_min(gp)
+    fleet.tick()
+    [(first, result)] = fleet.launched
+    assert first.asset_selection == [AssetKey("gpu_pool")] and result.success
+    drift_gpu_pool_min(gp)  # by hand again, after the repair
+    again = fleet.tick()
+    [second] = runs(again)
+    assert second.asset_selection == [AssetKey("gpu_pool")] and second.run_key != first.run_key
+    assert [o.description.split(":")[0] for o in observations(again)] == ["drift"]
+    assert fleet.launched[-1][1].success
+    drift_gpu_pool_min(gp)  # and again
+    third = fleet.tick()
+    [report] = runs(third)
+    assert report.asset_selection is None and [k.name for k in report.asset_check_keys] == ["in_sync"]
+    [obs] = observations(third)
+    assert obs.description.startswith("drift not repaired: it came back after its repair run"), obs.description
+    assert not latest_check(gp, "gpu_pool", "in_sync").passed
+    quiet = fleet.tick()  # said once
+    assert not runs(quiet) and not quiet.asset_events
