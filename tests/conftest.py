@@ -110,9 +110,9 @@ def pytest_configure(config):
 
 # The slow tiers' longest tests (minutes each, under the real daemon), started first: xdist hands out tests
 # in collection order, and one of these begun last would hold the whole run for its length after every
-# other worker has finished.
-LONGEST_FIRST = ("tests/sensors/test_daemon_cycles.py", "tests/sensors/test_daemon_e2e.py",
-                 "tests/assets/test_seed_fork.py", "tests/deploy/test_postgres.py")
+# other worker has finished. Only these: the other daemon tests started beside them as well put four
+# daemons on two cores at once, and cycles then ran past their bound.
+LONGEST_FIRST = ("tests/sensors/test_daemon_cycles.py",)
 
 
 def pytest_collection_modifyitems(config, items):

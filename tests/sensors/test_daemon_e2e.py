@@ -82,10 +82,12 @@ def deployment(tmp_path, sandbox_process):
 @contextlib.contextmanager
 def _daemon(d: dict):
     """`dagster-daemon run` over the deployment's workspace; yields (process, instance, its log's tail)."""
+    # The instance is opened before the daemon starts: two processes opening a fresh SQLite instance at
+    # once both create its tables, and one fails ("table asset_daemon_asset_evaluations already exists").
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(d["home"])))
     log = open(d["home"] / "daemon.log", "w")
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(d["workspace"])], cwd=d["cwd"],
                               env=d["env"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(d["home"])))
 
     def daemon_log() -> str:
         log.flush()
