@@ -118,7 +118,7 @@ class Kube:
         credentials (a token file, an exec plugin, client certificates) are the kubeconfig's to refresh."""
         self.target  # noqa: B018 - fail with the clear message before the client's own
         if self.endpoint is None:
-            return _SharedClient(self._new_api_client(), ("kubeconfig", self.kubeconfig))
+            return _SharedClient(self._new_api_client())
         ca_path = self.endpoint.ca_file
         ca = Path(ca_path).read_bytes() if ca_path and Path(ca_path).is_file() else b""
         key = ("endpoint", self.endpoint.server, hashlib.sha256(ca).hexdigest())
@@ -127,7 +127,7 @@ class Kube:
             if shared is not None:
                 _SHARED[key] = shared  # the most recently used last: the first is the one to drop
         if shared is None:
-            built = _SharedClient(self._new_api_client(), key)  # outside the lock: it may fetch a token
+            built = _SharedClient(self._new_api_client())  # outside the lock: it may fetch a token
             with _SHARED_LOCK:
                 shared = _SHARED.setdefault(key, built)
                 stale = [k for k in _SHARED if k[1] == key[1] and k != key]  # that server's earlier CA
@@ -466,7 +466,6 @@ def _kind_not_served(exc) -> bool:
 @dataclass
 class _SharedClient:
     api_client: object
-    key: tuple
     dynamic: object = None
     lock: threading.RLock = field(default_factory=threading.RLock)
 

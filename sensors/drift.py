@@ -276,7 +276,7 @@ def _repair_did_not_hold(tick: Tick, prev: dict, report: EnvReport, f: Finding, 
     drift would stay, unrepaired and unsaid. It is reported instead, as drift a run cannot fix, until it
     clears."""
     prev["mode"] = "report"
-    prev["repair_failed"] = run_id
+    prev["repair_did_not_hold"] = cause  # what the alert says: a run that failed, or a drift that came back
     tick.count(f"{f.state} its repair run did not fix (reported)")
     why = f"{cause}: a person looks at that run, then materializes {f.asset}"
     tick.run_requests.append(report_run(report.name, [in_sync_key(f.asset)], f"{rk}:repair-failed", TRIGGER, why))
@@ -376,8 +376,8 @@ def alerts_of(reports: list[EnvReport], cursor: DriftCursor) -> list[Alert]:
                 kind, title = "approval", f"{f.asset} waits for approval"
             elif person == "cannot-fix":
                 kind, title = "cannot-fix", f"{f.asset} needs a person: a run cannot change it"
-            elif f.state == "drift" and open_.get("repair_failed"):
-                kind, title = "drift", f"drift in {f.asset}: its repair run {open_['repair_failed']} failed"
+            elif f.state == "drift" and open_.get("repair_did_not_hold"):
+                kind, title = "drift", f"drift in {f.asset}: {open_['repair_did_not_hold']}"
             elif f.state == "drift":
                 kind, title = "drift", f"drift in {f.asset} (remediation: report)"
             else:
