@@ -16,13 +16,13 @@ import secrets
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import admin
 from .admin import gcloud
 from .apis import (artifactregistry, billing, compute, gke, iam, kube_objects, oauth, resourcemanager, secretmanager,
                    serviceusage)
-from .core import ApiError, Clock, Counters, Faults, StateStore
+from .core import ApiError, Clock, Counters, Faults, StateStore, kube_id_for_gke
 from .sims import controllers
 from .stores import auth, projects
 from .stores import gke as gke_store
@@ -79,7 +79,9 @@ class Sandbox:
         self.controllers: list[Callable[["Sandbox"], None]] = list(controllers.CONTROLLERS)
         self.stopped = threading.Event()
         self.started = False
-        self._reconciled: tuple[int, float] | None = None  # (state generation, simulated time) of the last pass
+        # Per kube cluster id ("" for what belongs to none): (state generation, simulated time) of its last pass.
+        self._reconciled: dict[str, tuple[int, float]] = {}
+        self.reconcile_scope: list[str] | None = None  # the clusters the pass under way is for (sims.util.kube_clusters)
         self._key: dict | None = None
         ports = {**DEFAULT_PORTS, **(ports or {})}
         # Tests ask for free ports (0); clusters created in such a sandbox get free ports too.
@@ -93,10 +95,11 @@ class Sandbox:
     def _bind(self, ports: dict[str, int]) -> None:
         self.servers: dict[str, ApiServer | GrpcServer] = {
             **{api: ApiServer(self, api, routes, google_error, ports[api],
-                              guard=_service_guard(SERVICES[api]) if api in SERVICES else None)
+                              guard=_service_guard(SERVICES[api]) if api in SERVICES else None,
+                              scope=_google_scope(api))
                for api, routes in GOOGLE_APIS.items()},
-            "oauth2": ApiServer(self, "oauth2", oauth.ROUTES, oauth.oauth_error, ports["oauth2"]),
-            "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"]),
+            "oauth2": ApiServer(self, "oauth2", oauth.ROUTES, oauth.oauth_error, ports["oauth2"], scope=lambda req: ()),
+            "admin": ApiServer(self, "admin", admin.ROUTES, google_error, ports["admin"], scope=_admin_scope),
         }
         self.servers["iam_grpc"] = GrpcServer(self.servers["iam"], iam.GRPC_SERVICE, iam.GRPC_METHODS, ports["iam_grpc"])
         self.kube_servers: dict[str, ApiServer] = {}
@@ -127,6 +130,7 @@ class Sandbox:
         for section in ("kube", "kube_ports"):
             self.store.section(section).pop(cluster_id, None)
         self._changes.pop(cluster_id, None)
+        self._reconciled.pop(cluster_id, None)
         self.store.mark()
 
     def kube_changes(self, cluster_id: str) -> ChangeLog:
@@ -163,7 +167,8 @@ class Sandbox:
 
         def make(port: int) -> ApiServer:
             return ApiServer(self, "kubernetes", kube_objects.ROUTES, render_error, port, match={"cluster": cluster_id},
-                             ssl_context=context, authenticate=self._authenticate(cluster_id))
+                             ssl_context=context, authenticate=self._authenticate(cluster_id),
+                             scope=lambda req: (cluster_id,))
         srv = None
         if kept.get(cluster_id):
             try:
@@ -231,22 +236,45 @@ class Sandbox:
         self.reconcile()
         return now
 
-    def reconcile(self) -> None:
-        """Run every simulated controller once; called under the state lock before each request.
+    def reconcile(self, clusters: Iterable[str] | None = None) -> None:
+        """Run the simulated controllers; called under the state lock before each request, for the
+        clusters it touches (`clusters`: kube cluster ids; None for all of them).
 
-        A pass is skipped when nothing changed since the last one and less than a simulated second
-        has passed (the time-driven simulations, such as scale-down windows, work in whole seconds):
-        otherwise every read would re-run every simulation over every cluster, and a sandbox holding
-        50 clusters would spend most of each request there. A pass that changed something is followed
-        by another on the next request, until the simulations settle.
+        A simulation runs for a cluster when someone looks at it (its Kubernetes API, its GKE cluster),
+        with the simulated time of that moment: the controllers are level-based (what is due now), so
+        running them late gives what running them every second would have. A request that names no
+        cluster (IAM, Secret Manager, Service Usage) runs only what belongs to no cluster (GKE's
+        operations). So a request costs the same whether the sandbox holds 5 clusters or 500.
+
+        A cluster's pass is skipped when nothing changed since its last one and less than a simulated
+        second has passed (the time-driven simulations, such as scale-down windows, work in whole
+        seconds). A pass that changed something is followed by another on the next request, until the
+        simulations settle.
         """
         now = self.clock.now()
         generation = self.store.generation
-        if self._reconciled is not None and self._reconciled[0] == generation and now - self._reconciled[1] < 1.0:
+
+        def fresh(key: str) -> bool:
+            last = self._reconciled.get(key)
+            return last is not None and last[0] == generation and now - last[1] < 1.0
+
+        ids = self.store.section("kube").keys() if clusters is None else clusters
+        due = [cid for cid in ids if not fresh(cid)]
+        if not due and fresh(""):
             return
-        self._reconciled = (generation, now)
-        for controller in self.controllers:
-            controller(self)
+        for key in (*due, ""):
+            self._reconciled[key] = (generation, now)
+        outer = self.store.touching
+        self.reconcile_scope = due
+        try:
+            for controller in self.controllers:
+                # What a simulation of no cluster in particular changes (an operation that creates a
+                # cluster) may be anywhere.
+                self.store.touching = None if controller in controllers.CLUSTERLESS else due
+                controller(self)
+        finally:
+            self.reconcile_scope = None
+            self.store.touching = outer
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, port_file: str | os.PathLike | None = None) -> None:
@@ -274,6 +302,35 @@ class Sandbox:
             self.store.save_if_dirty()
         self.store.release()
         self.stopped.set()
+
+
+# Admin requests gpuplat itself makes (a health check, a run's "now", the fork Argo CD reads, every time it
+# looks at the platform) and the call counters: no simulation changes what they show, and a pass over a
+# fleet's every cluster per environment per tick made a tick quadratic. The test's other hands see all.
+_CLUSTERLESS_ADMIN = ("/sandbox/clock", "/sandbox/calls", "/sandbox/calls/reset", "/sandbox/git")
+
+
+def _admin_scope(req: Request) -> Iterable[str] | None:
+    return () if req.path in _CLUSTERLESS_ADMIN else None
+
+
+def _google_scope(api: str) -> Callable[[Request], Iterable[str] | None] | None:
+    """The clusters whose simulations a Google API request looks at (`Sandbox.reconcile`).
+
+    GKE's view of one cluster (its node pools' sizes, its status) is what the simulations of that
+    cluster make; a GKE request naming no cluster (list, operations), and Compute Engine (the disks and
+    load balancers of every cluster's volumes and Gateways), see them all. The other APIs show nothing a
+    cluster's simulation makes."""
+    if api == "container":
+        def gke_cluster(req: Request) -> Iterable[str] | None:
+            m = req.match
+            if m.get("cluster") and m.get("project") and m.get("location"):
+                return (kube_id_for_gke(m["project"], m["location"], m["cluster"]),)
+            return None
+        return gke_cluster
+    if api == "compute":
+        return None
+    return lambda req: ()
 
 
 def _on_a_kube_port(make: Callable[[int], ApiServer]) -> ApiServer:

@@ -86,7 +86,7 @@ def watch(sb: "Sandbox", req: Request, store: KubeStore, rt: ResourceType, names
             out = []
             with log.cond:
                 if time.monotonic() - last_tick >= TICK_S:
-                    sb.reconcile()
+                    sb.reconcile((store.cluster_id,))
                     sb.store.save_soon()
                     last_tick = time.monotonic()
                 changes = log.since(cursor)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..core import gke_for_kube_id
 from ..stores import gke as gke_store
 from ..stores.kube import KubeStore, RT_NODE, RT_POD
 from . import gke_nodes
 from .disruption import allows_none, covers
-from .util import (GPU, GKE_POOL_LABEL, fits_node, gke_cluster_kube_id, gpu_request, kube_clusters,
+from .util import (GPU, GKE_POOL_LABEL, fits_node, gpu_request, kube_clusters,
                    node_gpus, pod_active, record_event, running_status, scan, sim_meta, write_fields, write_status)
 
 if TYPE_CHECKING:
@@ -69,16 +70,13 @@ def _told(sb: "Sandbox", kube: KubeStore, pod: dict, reason: str, message: str, 
 
 # ---- scheduling ------------------------------------------------------------------------------------
 def _gke_pools(sb: "Sandbox", kube: KubeStore, cache: dict) -> tuple[str | None, list[dict]]:
-    """(GKE cluster name, its pools) behind a kube cluster; (None, []) off GKE. Read once per tick."""
-
-    if "pools" not in cache:
-        by_kube: dict[str, tuple[str, list[dict]]] = {}
-        for cluster_name, pool in gke_nodes.node_pools(sb):
-            kid = gke_cluster_kube_id(cluster_name)
-            if kid:
-                by_kube.setdefault(kid, (cluster_name, []))[1].append(pool)
-        cache["pools"] = by_kube
-    return cache["pools"].get(kube.cluster_id, (None, []))
+    """(GKE cluster name, its pools) behind a kube cluster; (None, []) off GKE. Read once per pass."""
+    pools = cache.setdefault("pools", {})
+    if kube.cluster_id not in pools:
+        name = gke_for_kube_id(kube.cluster_id)
+        found = [pool for _, pool in gke_nodes.node_pools(sb, name)] if name else []
+        pools[kube.cluster_id] = (name, found) if found else (None, [])
+    return pools[kube.cluster_id]
 
 
 def scheduler_and_autoscaler(sb: "Sandbox") -> None:

@@ -53,11 +53,9 @@ def _region(location: str) -> str:
 def gke_cloud_leftovers(sb: "Sandbox") -> None:
     owners = _owners(sb)
     now = sb.clock.now()
-    live_clusters = set()
     for kube in kube_clusters(sb):
         if not kube.cluster_id.startswith("gke_"):
             continue
-        live_clusters.add(kube.cluster_id)
         _, project, location, cluster = kube.cluster_id.split("_", 3)
         present = set()
         for gw in kube.list_objects(*GATEWAY):
@@ -147,7 +145,8 @@ def gke_cloud_leftovers(sb: "Sandbox") -> None:
                 owners.pop(key)
                 sb.store.mark()
     # A deleted cluster's controllers are gone with it: what they had not released is orphaned.
+    clusters = sb.store.section("kube")
     for key, rec in list(owners.items()):
-        if rec["cluster"] not in live_clusters:
+        if rec["cluster"] not in clusters:
             owners.pop(key)
             sb.store.mark()

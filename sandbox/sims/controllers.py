@@ -45,7 +45,7 @@ from .node_leases import node_leases
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
 
-__all__ = ["ADMIN_ROUTES", "CONTROLLERS", "bootstrap"]
+__all__ = ["ADMIN_ROUTES", "CLUSTERLESS", "CONTROLLERS", "bootstrap"]
 
 
 def gke_operations(sb: "Sandbox") -> None:
@@ -71,6 +71,10 @@ CONTROLLERS: list[Callable[["Sandbox"], None]] = [
     node_leases,
     gke_cloud_leftovers,
 ]
+
+# The simulations that run for no cluster in particular (`Sandbox.reconcile`): every pass runs them, and
+# what they change may be in any cluster.
+CLUSTERLESS = frozenset({gke_operations})
 
 ADMIN_ROUTES = [
     *hosts.ADMIN_ROUTES,

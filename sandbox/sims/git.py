@@ -101,6 +101,7 @@ def put_git(sb: "Sandbox", req: Request):
     if not url:
         raise ApiError(400, "git needs `repoURL` (and `path`, a local directory, or null)")
     repos = sb.store.section("git")
+    before = repos.get(normal_url(url))
     if body.get("path") is None:
         repos.pop(normal_url(url), None)
     else:
@@ -108,7 +109,8 @@ def put_git(sb: "Sandbox", req: Request):
         if not path.is_dir():
             raise ApiError(400, f"path {str(path)!r} is not a directory")
         repos[normal_url(url)] = str(path)
-    sb.store.mark()
+    if repos.get(normal_url(url)) != before:  # gpuplat says it again at every look at the platform
+        sb.store.mark()
     return {"repos": dict(repos)}
 
 

@@ -249,8 +249,9 @@ def sync_nodes(sb: "Sandbox", cluster_key: str, pool: dict) -> None:
     sync_cluster_counts(sb, cluster_key)
 
 
-def node_pools(sb: "Sandbox") -> list[tuple[str, dict]]:
-    """Every node pool of every RUNNING (or RECONCILING) cluster whose pool is RUNNING/RECONCILING.
+def node_pools(sb: "Sandbox", only: str | None = None) -> list[tuple[str, dict]]:
+    """Every node pool of every RUNNING (or RECONCILING) cluster whose pool is RUNNING/RECONCILING (of
+    cluster `only`, a full resource name, when given).
 
     Returns `(cluster_name, pool)` pairs: `cluster_name` is the full resource name
     `projects/P/locations/L/clusters/C` (pass it back to `resize_pool`, `pool_size`,
@@ -261,7 +262,9 @@ def node_pools(sb: "Sandbox") -> list[tuple[str, dict]]:
     `totalMaxNodeCount` are pool-wide. Finishes operations whose time is up first.
     """
     out = []
-    for key, cl in sorted(state(sb)["clusters"].items()):
+    clusters = state(sb)["clusters"]
+    chosen = sorted(clusters.items()) if only is None else [(only, clusters[only])] if only in clusters else []
+    for key, cl in chosen:
         if cl.get("status") not in RUNNING_STATES:
             continue
         for pool in cl.get("nodePools", []):

@@ -33,8 +33,11 @@ def sim_meta(kube: KubeStore, name: str) -> dict:
 
 
 def kube_clusters(sb: "Sandbox") -> Iterable[KubeStore]:
+    """The clusters a simulation runs for: those of the pass under way (`Sandbox.reconcile`), else all."""
     clusters = sb.store.section("kube")
-    for cid, data in clusters.items():
+    scope = getattr(sb, "reconcile_scope", None)
+    for cid in list(clusters) if scope is None else scope:
+        data = clusters.get(cid)
         if isinstance(data, dict) and "objects" in data:
             yield KubeStore(sb, cid, data)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 
-from ..core import ApiError, kube_id_for_gke
+from ..core import ApiError, gke_for_kube_id, kube_id_for_gke
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -163,6 +163,8 @@ def resolve_cluster_key(sb: "Sandbox", cluster_name: str) -> str:
     clusters = state(sb)["clusters"]
     if cluster_name in clusters:
         return cluster_name
+    if gke_for_kube_id(cluster_name) in clusters:
+        return gke_for_kube_id(cluster_name)
     matches = [k for k in clusters
                if kube_id_for_gke(*split_cluster_key(k)) == cluster_name or k.rsplit("/", 1)[-1] == cluster_name]
     if len(matches) == 1:
@@ -254,10 +256,8 @@ def cluster_names(sb: "Sandbox") -> list[str]:
 
 def cluster_for_kube(sb: "Sandbox", kube_id: str) -> str | None:
     """The GKE cluster (full resource name) behind a sandbox kube cluster id, or None if not a GKE one."""
-    for key in state(sb)["clusters"]:
-        if kube_id_for_gke(*split_cluster_key(key)) == kube_id:
-            return key
-    return None
+    key = gke_for_kube_id(kube_id)
+    return key if key in state(sb)["clusters"] else None
 
 
 def pool_limits(pool: dict) -> tuple[int, int] | None:

@@ -259,5 +259,7 @@ def has_binding(policy: dict, role: str, member: str) -> bool:
 
 def member_roles(sb: "Sandbox", resource: str, member: str) -> set[str]:
     """The roles `member` holds unconditionally on `resource` (what the simulations grant by)."""
-    return {b["role"] for b in get_policy(sb, resource, 3).get("bindings") or []
+    # Read in place: a copy of a project's policy (one member per cluster's node account) per cluster
+    # made every pass over a fleet quadratic.
+    return {b["role"] for b in _stored(sb, resource).get("bindings") or []
             if member in b.get("members", []) and not b.get("condition")}

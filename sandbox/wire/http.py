@@ -11,14 +11,14 @@ import errno
 import json
 import re
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from ..core import TIMEOUT_FAULT_S, ApiError
+from .acceptor import ACCEPTOR
 
 if TYPE_CHECKING:
     from ..core import SandboxContext as Sandbox
@@ -132,15 +132,19 @@ class ApiServer:
     `match` adds values every request of this server routes with (the cluster a Kubernetes endpoint
     serves); `authenticate`, when given, runs before routing and raises `ApiError(401)` for a
     request without valid credentials; `guard`, when given, runs after routing under the state lock
-    (the API's own service enabled in the caller's project, for instance).
+    (the API's own service enabled in the caller's project, for instance); `scope`, when given, names
+    the clusters a routed request touches, whose simulations run before it (`Sandbox.reconcile`; without
+    it, all of them).
     """
 
     def __init__(self, sandbox: "Sandbox", api: str, routes: list[Route], render_error: ErrorRenderer,
                  port: int, match: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  authenticate: Callable[[Request], None] | None = None,
-                 guard: Callable[["Sandbox", Request], None] | None = None):
+                 guard: Callable[["Sandbox", Request], None] | None = None,
+                 scope: Callable[[Request], Iterable[str] | None] | None = None):
         self.sandbox = sandbox
         self.guard = guard
+        self.scope = scope
         self.api = api
         self.routes = routes
         self.render_error = render_error
@@ -154,20 +158,16 @@ class ApiServer:
                 raise PortInUse(api, port) from None
             raise
         self.port = self.httpd.server_address[1]
-        # A short poll interval: `stop()` waits up to one interval per server (7 servers x the default
-        # 0.5 s made every test's teardown take ~3 s); the idle cost is negligible.
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name=f"sandbox-{api}", daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.thread.start()
+        ACCEPTOR.add(self.httpd)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        ACCEPTOR.remove(self.httpd)
         self.httpd.server_close()
 
     def dispatch(self, method: str, raw_path: str, body: bytes, headers) -> Response:
@@ -203,15 +203,19 @@ class ApiServer:
                 if kind in ("503", "429", "500", "busy"):
                     raise fault_error(kind, op)
                 req.fault = kind
-                sb.reconcile()
-                if self.guard is not None:
-                    self.guard(sb, req)
+                scope = self.scope(req) if self.scope is not None else None
+                scope = tuple(scope) if scope is not None else None
+                sb.store.touching = scope  # what this request changes is in these clusters (None: any)
                 try:
+                    sb.reconcile(scope)
+                    if self.guard is not None:
+                        self.guard(sb, req)
                     result = route.handler(sb, req)
                     if req.fault is not None:
                         # The handler did not turn the fault into an operation error itself.
                         raise fault_error(req.fault, op)
                 finally:
+                    sb.store.touching = None
                     sb.store.save_soon()
             resp = result if isinstance(result, Response) else Response(200, result)
             if lost:
