@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -40,11 +41,29 @@ def _status(exc) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+_IMPORTED = threading.Event()
+_IMPORTING = threading.Lock()
+
+
+def _import_client() -> None:
+    """Import the Kubernetes client on one thread, once. Its package imports itself in a circle
+    (kubernetes -> utils -> dynamic.client -> discovery -> kubernetes): two of a drift tick's worker
+    threads importing different parts of it at the same moment were handed a half-initialised module
+    (`ImportError: cannot import name 'DynamicClient'`), an error finding in a fresh process's first tick."""
+    if _IMPORTED.is_set():
+        return
+    with _IMPORTING:
+        for module in ("kubernetes.client", "kubernetes.dynamic"):
+            importlib.import_module(module)
+        _IMPORTED.set()
+
+
 def kube_translated(fn):
     """A `Kube` method whose API errors leave it as `KubeApiError` (HTTP status, `Status.reason`)."""
 
     @functools.wraps(fn)
     def call(self, *args, **kwargs):
+        _import_client()
         from kubernetes.client.exceptions import ApiException
         try:
             return fn(self, *args, **kwargs)
@@ -146,6 +165,7 @@ class Kube:
         return self._shared.api_client
 
     def _new_api_client(self):
+        _import_client()
         from kubernetes import client, config
         from urllib3.util.retry import Retry
 
