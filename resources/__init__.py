@@ -62,10 +62,12 @@ class Connection:
         self.sandbox_state = sandbox_state
         self.retry_deadline = retry_deadline
         self.progress = progress  # where long waits report (a run's log)
+        # How the sandbox is found (or started): a tick's connections ask once between them (memo.memoize).
+        self.find_sandbox: Callable[[Path], dict[str, str]] = ensure_sandbox
 
     @cached_property
     def sandbox_urls(self) -> dict[str, str] | None:
-        return ensure_sandbox(self.sandbox_state) if self.target.sandbox else None
+        return self.find_sandbox(self.sandbox_state) if self.target.sandbox else None
 
     def now(self) -> float:
         """The clusters' time: the sandbox's simulated clock on the sandbox, this host's elsewhere."""

@@ -152,11 +152,24 @@ def memoize(conn, answers: Answers | None = None) -> Any:
     t = conn.target
     google_scope = ("google", t.project, t.sandbox, str(conn.sandbox_state) if t.sandbox else "")
     kube_scope = ("kube", str(conn.kubeconfig_path))
+    # Whether the sandbox answers, and where its Argo CD reads the fork, are said once per tick, not once
+    # per environment (an HTTP connection each).
+    find, git, sandbox = conn.find_sandbox, conn.sandbox_git, ("sandbox", str(conn.sandbox_state))
+    conn.find_sandbox = lambda state: _answer(answers.ask(sandbox, ("urls",), lambda: find(state)))
+    conn.sandbox_git = lambda url, checkout: _answer(answers.ask(sandbox, ("git", url, str(checkout)),
+                                                                 lambda: git(url, checkout)))
     conn.__dict__["google"] = Memo(lambda: cls.google.func(conn), GOOGLE_READS, google_scope, answers)
     conn.__dict__["iam"] = Memo(lambda: cls.iam.func(conn), IAM_READS, google_scope, answers)
     conn.__dict__["kube"] = Memo(lambda: cls.kube.func(conn), KUBE_READS, kube_scope, answers,
                                  sticky=(KubeUnreachable,))
     return conn
+
+
+def _answer(asked: tuple[bool, bool, Any]) -> Any:
+    _, ok, value = asked
+    if not ok:
+        raise value
+    return value
 
 
 def memo_stats(conn) -> dict[str, int]:
