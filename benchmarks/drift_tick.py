@@ -38,11 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.fleet_clone import clone_clusters  # noqa: E402
 from tests.platform_tree import example_platform  # noqa: E402
 
 PROJECT = "bench"
 LOCATION = "us-central1-a"
 TARGET_S = 10.0
+# py-spy installed in this virtual environment (the bench extra) is found without activating it
+PY_SPY = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy"
 
 
 def env_config(i: int) -> dict:
@@ -91,6 +94,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--workers", type=int, default=8, help="the sensor's threads")
     parser.add_argument("--materializers", type=int, default=8, help="processes materializing environments")
+    parser.add_argument("--materialize", type=int, default=10, metavar="N",
+                        help="materialize this many environments; the rest are copies of the last one's state")
     parser.add_argument("--soak", type=int, default=0, metavar="TICKS",
                         help="then this many ticks at the largest size in this process: its RSS, first and last")
     parser.add_argument("--py-spy", metavar="FILE", help="record the timed ticks (and the soak) with py-spy, "
@@ -115,32 +120,78 @@ def main() -> int:
     os.environ.pop("GPUPLAT_AUTO_APPROVE", None)
     state_dir, kube_dir = tmp / "sandbox", tmp / "kube"
     state_dir.mkdir()
-    port_file = state_dir / "ports.json"
-    sandbox = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir",
-                                str(state_dir), "--port-file", str(port_file)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sandbox, urls = start_sandbox(state_dir)
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if time.monotonic() > deadline or sandbox.poll() is not None:
-                raise RuntimeError("the sandbox did not start")
-            time.sleep(0.05)
-        urls = json.loads(port_file.read_text())
         for metric, limit in (("CPUS", 100000), ("NVIDIA_L4_GPUS", 10000), ("IN_USE_ADDRESSES", 10000)):
             admin(urls, "PUT", "/sandbox/quotas", {"project": PROJECT, "region": "us-central1", "metric": metric,
                                                    "limit": limit})
         for metric in ("GPUS_ALL_REGIONS", "CPUS_ALL_REGIONS"):
             admin(urls, "PUT", "/sandbox/quotas", {"project": PROJECT, "metric": metric, "limit": 100000})
+        started = time.monotonic()
+        real = names[:max(1, min(args.materialize, n_max))]
+        if not materialize_all(real, args.materializers, tmp, kube_dir, state_dir):
+            return 1
+        print(f"materialized {len(real)} environments in {time.monotonic() - started:.0f}s "
+              f"({args.materializers} processes)")
+        if len(real) < n_max:  # the rest: copies of the last one's state (benchmarks/fleet_clone.py)
+            started = time.monotonic()
+            stop_sandbox(sandbox)
+            clone_clusters(state_dir, PROJECT, LOCATION, (env_config(len(real) - 1)["cluster"]["name"], real[-1]),
+                           [(env_config(i)["cluster"]["name"], names[i]) for i in range(len(real), n_max)])
+            sandbox, urls = start_sandbox(state_dir)
+            print(f"copied it as {n_max - len(real)} more in {time.monotonic() - started:.0f}s")
         rc, calls_per_tick = run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox.pid)
-        sandbox.terminate()
-        sandbox.wait(10)
+        stop_sandbox(sandbox)
         sandbox_controllers(state_dir, tmp / "sandbox-copy", len(names), calls_per_tick)
         return rc
     finally:
-        if sandbox.poll() is None:
-            sandbox.terminate()
-            sandbox.wait(10)
+        stop_sandbox(sandbox)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_sandbox(state_dir: Path) -> tuple[subprocess.Popen, dict]:
+    port_file = state_dir / "ports.json"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--ephemeral-ports", "--state-dir",
+                             str(state_dir), "--port-file", str(port_file)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300  # 500 clusters: 500 TLS endpoints to open
+    while not port_file.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the sandbox did not start")
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())
+
+
+def stop_sandbox(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # it writes its state on the way out
+        proc.wait(60)
+
+
+def materialize_all(names: list[str], processes: int, tmp: Path, kube_dir: Path, state_dir: Path) -> bool:
+    """Materialize every environment: the first alone (it enables the project's APIs and seeds its
+    secrets, which every environment of the one sandbox project shares), the others in parallel."""
+
+    def materialize(groups: list[list[str]]) -> bool:
+        procs = []
+        for g in (g for g in groups if g):
+            log = tmp / f"materialize-{g[0]}.log"
+            with open(log, "w") as out:
+                procs.append((subprocess.Popen([sys.executable, __file__, "--kube-dir", str(kube_dir), "--state-dir",
+                                                str(state_dir), "--worker", *g], cwd=ROOT, stdout=out,
+                                               stderr=subprocess.STDOUT), log))
+        failed = [log for p, log in procs if p.wait()]
+        for log in failed:
+            print(f"{log}:\n" + log.read_text()[-3000:], file=sys.stderr)
+        return not failed
+
+    rest = names[1:]
+    if materialize([names[:1]]) and materialize([rest[i::processes] for i in range(processes)]):
+        return True
+    print("materialization failed", file=sys.stderr)
+    return False
 
 
 def sandbox_controllers(state_dir: Path, copy: Path, n: int, calls: float, passes: int = 20) -> None:
@@ -168,39 +219,11 @@ def sandbox_controllers(state_dir: Path, copy: Path, n: int, calls: float, passe
         for name, secs in sorted(timings.items(), key=lambda kv: -kv[1])[:5]:
             print(f"  {name:<32} {secs / passes * 1000:7.2f} ms")
     finally:
-        for srv in sb.servers.values():  # bound, never started: close the sockets (gRPC: stop the server)
-            if hasattr(srv, "httpd"):
-                srv.httpd.server_close()
-            else:
-                srv.stop()
+        for srv in (*sb.servers.values(), *sb.kube_servers.values()):  # bound, never started: close them
+            srv.stop()
 
 
 def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -> int:
-    started = time.monotonic()
-
-    def materialize(groups: list[list[str]]) -> bool:
-        procs = []
-        for g in (g for g in groups if g):
-            log = tmp / f"materialize-{g[0]}.log"
-            with open(log, "w") as out:
-                procs.append((subprocess.Popen([sys.executable, __file__, "--kube-dir", str(kube_dir), "--state-dir",
-                                                str(state_dir), "--worker", *g], cwd=ROOT, stdout=out,
-                                               stderr=subprocess.STDOUT), log))
-        failed = [log for p, log in procs if p.wait()]
-        for log in failed:
-            print(f"{log}:\n" + log.read_text()[-3000:], file=sys.stderr)
-        return not failed
-
-    # The first alone: it enables the project's APIs and seeds its secrets, which every environment of
-    # the one sandbox project shares; the others then only create their clusters, in parallel.
-    rest = names[1:]
-    if not materialize([names[:1]]) or not materialize([rest[i::args.materializers]
-                                                        for i in range(args.materializers)]):
-        print("materialization failed", file=sys.stderr)
-        return 1, 0
-    print(f"materialized {len(names)} environments in {time.monotonic() - started:.0f}s "
-          f"({args.materializers} processes)")
-
     from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
     from substrate.pieces import PIECES
@@ -232,7 +255,7 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
     spies = []
     if args.py_spy:  # sampled from outside, the thread holding the GIL only: where each process spends its CPU
         for pid, out in ((os.getpid(), args.py_spy), (sandbox_pid, f"{args.py_spy}.sandbox")):
-            spies.append(subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
+            spies.append(subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
                                            "raw", "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True))
         time.sleep(2)  # py-spy attaches
