@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.profiling import PY_SPY  # noqa: E402
 from tests.conftest import SandboxProcess, shipped_environment  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -125,7 +126,7 @@ def main() -> int:
             for side in (("gpuplat", "floor") if i % 2 == 0 else ("floor", "gpuplat")):
                 results[side].append(timed(cmds[side], work, homes[side]))
         if args.py_spy:
-            timed(["py-spy", "record", "--rate", "250", "--format", "raw", "-o", args.py_spy, "--", *cmds["gpuplat"]],
+            timed([PY_SPY, "record", "--rate", "250", "--format", "raw", "-o", args.py_spy, "--", *cmds["gpuplat"]],
                   work, homes["gpuplat"])
         events = {side: last_run_events(home["DAGSTER_HOME"]) for side, home in homes.items()}
     finally:
