@@ -163,8 +163,11 @@ class StateDirInUse(RuntimeError):
     """Another sandbox process serves this state directory."""
 
 
-# How long a change waits to be written to state.json (StateStore.save_soon).
+# How long a change waits to be written (StateStore.save_soon).
 SAVE_DELAY_S = 0.25
+# How long state.json may wait when only clusters' simulations changed (a GKE pool's node count with its
+# nodes): at most this much of such changes is lost to a sandbox killed outright.
+MAIN_SAVE_S = 2.0
 
 
 class StateStore:
@@ -178,8 +181,11 @@ class StateStore:
 
     A save writes the clusters changed since the last one, not all of them: a change is charged to the
     clusters of the work under way (`touching`, set by the request and by each simulation pass), or to
-    every cluster when that is not known. As one document, every save of a 500-cluster state encoded
-    34 MB while holding the lock, and a fleet's drift tick spent a third of the sandbox's time there.
+    every cluster when that is not known. `state.json` is written with them when the change was not a
+    cluster's (a request naming none, or not known), else within MAIN_SAVE_S: a cluster's simulations
+    seldom change it (a pool's node count), and it holds every GKE cluster. As one document, every save
+    of a 500-cluster state encoded 34 MB while holding the lock, and a fleet's drift tick spent a third
+    of the sandbox's time there.
     """
 
     def __init__(self, state_dir: Path):
@@ -206,6 +212,8 @@ class StateStore:
         self.touching: Iterable[str] | None = None
         self._dirty_clusters: set[str] = set()
         self._dirty_all = False
+        self._main_dirty = False
+        self._main_saved = time.monotonic()
         self._saver: threading.Thread | None = None
         self._save_wanted = threading.Event()
         self._closed = threading.Event()
@@ -237,11 +245,14 @@ class StateStore:
         self.generation += 1
         if self.touching is None:
             self._dirty_all = True
+        elif not self.touching:  # a request that names no cluster: what it changed is in state.json
+            self._main_dirty = True
         else:
             self._dirty_clusters.update(self.touching)
 
-    def save_if_dirty(self) -> None:
-        """Write the state now (the caller holds the lock): at start and stop, and from the saver thread."""
+    def save_if_dirty(self, main_may_wait: bool = False) -> None:
+        """Write the state now (the caller holds the lock): at start and stop, and from the saver thread,
+        which lets state.json wait up to MAIN_SAVE_S after a change charged to clusters (it stays dirty)."""
         if not self.dirty:
             return
         clusters = self.section("kube")
@@ -255,10 +266,13 @@ class StateStore:
                 _write_atomically(path, json.dumps(clusters[cid], separators=(",", ":")))
             else:  # a deleted cluster
                 path.unlink(missing_ok=True)
-        _write_atomically(self.path, json.dumps({k: v for k, v in self.data.items() if k != "kube"},
-                                                separators=(",", ":")))
-        self.dirty = self._dirty_all = False
         self._dirty_clusters = set()
+        main_now = self._dirty_all or self._main_dirty or not main_may_wait
+        if main_now or time.monotonic() - self._main_saved >= MAIN_SAVE_S:
+            _write_atomically(self.path, json.dumps({k: v for k, v in self.data.items() if k != "kube"},
+                                                    separators=(",", ":")))
+            self._main_saved = time.monotonic()
+            self.dirty = self._dirty_all = self._main_dirty = False
 
     def save_soon(self) -> None:
         """Have the state written within SAVE_DELAY_S, off the request path. The whole state is one JSON
@@ -279,7 +293,10 @@ class StateStore:
             if self._closed.wait(SAVE_DELAY_S):
                 return
             with self.lock:
-                self.save_if_dirty()
+                self.save_if_dirty(main_may_wait=True)
+                waiting = self.dirty  # state.json, within MAIN_SAVE_S
+            if waiting:
+                self._save_wanted.set()
 
 
 def _write_atomically(path: Path, text: str) -> None:
