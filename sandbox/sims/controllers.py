@@ -22,8 +22,10 @@ Every one of them is a simulation and says what real component it stands in for:
 - `cloud_leftovers`: GKE's Gateway controller and the persistent disk CSI driver: load balancers and
   disks in the project, released with their objects, orphaned with a deleted cluster.
 
-`CONTROLLERS` run in order under the state lock before every request (`Sandbox.reconcile`): each is
-O(objects), copies nothing and writes nothing when nothing changed, so an idle sandbox stays clean.
+`CONTROLLERS` run in order under the state lock before every request (`Sandbox.reconcile`), for the
+clusters that request touches (`util.kube_clusters` yields those): each is O(objects of those clusters),
+copies nothing and writes nothing when nothing changed, so an idle sandbox stays clean and a request
+costs the same with 5 clusters or 500.
 """
 
 from __future__ import annotations
