@@ -225,9 +225,12 @@ class StateStore:
         # A state written as one document (before the per-cluster files) moves to them on its first save.
         self._dirty_all = "kube" in self.data
         clusters = self.data.setdefault("kube", {})
-        if self.kube_dir.is_dir():
-            for f in self.kube_dir.glob("*.json"):
-                clusters.setdefault(unquote(f.name[:-5]), json.loads(f.read_text()))
+        for cid, f in self._saved_clusters().items():
+            clusters.setdefault(cid, json.loads(f.read_text()))
+
+    def _saved_clusters(self) -> dict[str, Path]:
+        """Cluster id -> its file under kube/ (the name is the id, percent-quoted)."""
+        return {unquote(f.name[:-5]): f for f in self.kube_dir.glob("*.json")} if self.kube_dir.is_dir() else {}
 
     def section(self, name: str) -> dict:
         return self.data.setdefault(name, {})
@@ -259,7 +262,7 @@ class StateStore:
         self.kube_dir.mkdir(exist_ok=True)
         changed = set(clusters) if self._dirty_all else self._dirty_clusters
         if self._dirty_all:
-            changed |= {unquote(f.name[:-5]) for f in self.kube_dir.glob("*.json")}
+            changed |= set(self._saved_clusters())
         for cid in changed:
             path = self.kube_dir / f"{quote(cid, safe='')}.json"
             if cid in clusters:
@@ -275,10 +278,10 @@ class StateStore:
             self.dirty = self._dirty_all = self._main_dirty = False
 
     def save_soon(self) -> None:
-        """Have the state written within SAVE_DELAY_S, off the request path. The whole state is one JSON
-        document that grows with every cluster: written after every request, a read-only sensor tick over
-        50 clusters spent a seventh of the sandbox's time encoding it. A stop writes what is pending, so
-        an orderly restart loses nothing; a process killed outright loses at most SAVE_DELAY_S of changes."""
+        """Have the state written within SAVE_DELAY_S (state.json, after a change charged to clusters, within
+        MAIN_SAVE_S), off the request path: written after every request, a read-only sensor tick over 50
+        clusters spent a seventh of the sandbox's time encoding it. A stop writes what is pending, so an
+        orderly restart loses nothing; a process killed outright loses at most that much of its changes."""
         if not self.dirty:
             return
         if self._saver is None:
