@@ -163,8 +163,9 @@ def resolve_cluster_key(sb: "Sandbox", cluster_name: str) -> str:
     clusters = state(sb)["clusters"]
     if cluster_name in clusters:
         return cluster_name
-    if gke_for_kube_id(cluster_name) in clusters:
-        return gke_for_kube_id(cluster_name)
+    key = cluster_for_kube(sb, cluster_name)
+    if key is not None:
+        return key
     matches = [k for k in clusters
                if kube_id_for_gke(*split_cluster_key(k)) == cluster_name or k.rsplit("/", 1)[-1] == cluster_name]
     if len(matches) == 1:
