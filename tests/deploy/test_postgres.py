@@ -403,6 +403,12 @@ def test_k8s_launcher_runs_one_job_per_environment_at_a_time(work, postgres, san
     env = _env(postgres, DB_K8S, home, sandbox, environments, **K8S_ENV)
     partitions = {"sandbox-1": "sandbox", "sandbox-2": "sandbox", "other": "other", "prod-eu": "prod-eu"}
     run_ids = {name: f"00000000-0000-4000-8000-00000000000{i}" for i, name in enumerate(partitions, 1)}
+    # An empty database gets its schema once first (deploy/README.md, Install): four processes
+    # creating it at once race, and dagster-postgres retries only DuplicateTable (42P07), not the
+    # DuplicateObject (42710) PostgreSQL raises for a table's row type (dagster_postgres/utils.py,
+    # retry_pg_creation_fn).
+    migrate = _run([_tool("dagster"), "instance", "migrate"], env)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     launches = {name: subprocess.Popen(
         [_tool("dagster"), "job", "launch", "-m", "gpuplat_assets.definitions", "-j", "substrate",
          "--run-id", run_ids[name], "--tags", json.dumps({"dagster/partition": partitions[name]})],
