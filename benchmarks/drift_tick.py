@@ -101,8 +101,8 @@ def main() -> int:
                         help="materialize this many environments; the rest are copies of the last one's state")
     parser.add_argument("--soak", type=int, default=0, metavar="TICKS",
                         help="then this many ticks at the largest size in this process: its RSS, first and last")
-    parser.add_argument("--py-spy", metavar="FILE", help="record the timed ticks (and the soak) with py-spy, "
-                        "collapsed stacks (--format raw), into FILE (this process) and FILE.sandbox (the sandbox)")
+    parser.add_argument("--py-spy", metavar="FILE", help="record the last size's timed ticks (and the soak) with "
+                        "py-spy, collapsed stacks (--format raw), into FILE (this process) and FILE.sandbox (the sandbox)")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--kube-dir", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -223,6 +223,21 @@ def sandbox_controllers(state_dir: Path, copy: Path, n: int, passes: int = 20) -
             srv.stop()
 
 
+def start_spies(py_spy: str, pids: tuple[int, int]) -> list[subprocess.Popen]:
+    """py-spy on this process and the sandbox, sampling the thread that holds the GIL only: where each
+    process spends its CPU."""
+    spies = []
+    for pid, out in zip(pids, (py_spy, f"{py_spy}.sandbox")):
+        spies.append(subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
+                                       "raw", "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    time.sleep(2)  # py-spy attaches
+    for spy in spies:
+        if spy.poll() is not None:  # not installed, or not allowed to attach (ptrace)
+            raise SystemExit(f"py-spy did not start: {spy.stderr.read().strip()[-500:]}")
+    return spies
+
+
 def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -> int:
     from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
@@ -252,21 +267,13 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"gpuplat": resource})
         return sensor_def(ctx)
 
-    spies = []
-    if args.py_spy:  # sampled from outside, the thread holding the GIL only: where each process spends its CPU
-        for pid, out in ((os.getpid(), args.py_spy), (sandbox_pid, f"{args.py_spy}.sandbox")):
-            spies.append(subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--gil", "--format",
-                                           "raw", "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True))
-        time.sleep(2)  # py-spy attaches
-        for spy in spies:
-            if spy.poll() is not None:  # not installed, or not allowed to attach (ptrace)
-                raise SystemExit(f"py-spy did not start: {spy.stderr.read().strip()[-500:]}")
-    rows = []
+    rows, spies = [], []
     for n in sizes:
         sensor_def = sensor_for(n, args.workers)
         result = tick(sensor_def, None)  # warm-up: clients, discovery caches
         assert not result.run_requests, [r.run_key for r in result.run_requests]
+        if args.py_spy and n == sizes[-1]:  # the last size's timed ticks, not its warm-up's imports
+            spies = start_spies(args.py_spy, (os.getpid(), sandbox_pid))
         cursor = result.cursor
         times, calls, cpu, own = [], [], [], []
         methods: dict = {}
