@@ -100,17 +100,26 @@ def observe_argocd(run: Run, spec: ArgoCDSpec) -> ArgoCDObserved:
     redis = kube.get("v1", "Secret", REDIS_SECRET, NAMESPACE) is not None
     self_managed = ""
     if crds:
-        app = kube.get(ARGO_API, "Application", RELEASE, NAMESPACE)
+        # From the namespace's list, which platform_installed reads too (one call a tick for both).
+        app = next((a for a in kube.list(ARGO_API, "Application", NAMESPACE)
+                    if (a.get("metadata") or {}).get("name") == RELEASE), None)
         for src in (((app or {}).get("spec") or {}).get("sources") or []) + [((app or {}).get("spec") or {}).get("source") or {}]:
             if src.get("chart") == CHART:
                 self_managed = str(src.get("targetRevision") or "")
-    job = next(iter(kube.list("batch/v1", "Job", NAMESPACE, f"{BOOTSTRAP_LABEL},gpuplat.io/bootstrap={_job_key(spec)}")),
-               None)
     state = ""
-    if job is not None:
-        st = job.get("status") or {}
-        state = "succeeded" if st.get("succeeded") else "failed" if (st.get("failed") or 0) > 2 else "running"
+    # The bootstrap Job matters while the release is not yet what the fork asks for: once it is, a
+    # drift tick does not read Jobs.
+    if not _installed_as_asked(spec, release):
+        job = next(iter(kube.list("batch/v1", "Job", NAMESPACE,
+                                  f"{BOOTSTRAP_LABEL},gpuplat.io/bootstrap={_job_key(spec)}")), None)
+        if job is not None:
+            st = job.get("status") or {}
+            state = "succeeded" if st.get("succeeded") else "failed" if (st.get("failed") or 0) > 2 else "running"
     return ArgoCDObserved(crds, release, others, redis, self_managed, state)
+
+
+def _installed_as_asked(spec: ArgoCDSpec, release: HelmRelease | None) -> bool:
+    return release is not None and (release.chart_version, release.values_digest) == (spec.chart_version, spec.digest)
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -208,7 +217,7 @@ def apply_argocd(run: Run, spec: ArgoCDSpec, observed: ArgoCDObserved, actions: 
 
     def done():
         now = observe_argocd(run, spec)
-        return now.job in ("succeeded", "failed") and now
+        return (now.job in ("succeeded", "failed") or _installed_as_asked(spec, now.release)) and now
     final = wait_until(done, BOOTSTRAP_TIMEOUT_S, "the Argo CD bootstrap Job", run.log)
     if not final or final.job == "failed":
         raise NotReady(f"Argo CD bootstrap did not succeed within {BOOTSTRAP_TIMEOUT_S}s",

@@ -167,11 +167,14 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     assert calls["secretmanager"]["methods"] == {"ListSecrets": 1, "GetSecretVersion": per_secret}, \
         calls["secretmanager"]
     # One read per kind of thing observed, whatever their number (Argo CD alone: its Helm release record,
-    # the argocd-redis Secret, its bootstrap Job, its self-managing Application; the identities: two
-    # accounts, three IAM policies, the repository; the autoscaler's events, for FailedScaleUp). The
-    # project's policy is read once for all pieces.
+    # the argocd-redis Secret; the identities: two accounts, three IAM policies, the repository; the
+    # autoscaler's events, for FailedScaleUp). The project's policy is read once for all pieces.
     assert calls["cloudresourcemanager"]["methods"] == {"GetIamPolicy": 1}, calls["cloudresourcemanager"]
-    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 21, json.dumps(calls, indent=1)
+    kube = calls["kubernetes"]["methods"]
+    # Argo CD's own Application comes from the namespace's list, which platform_installed reads too; its
+    # bootstrap Job only matters while the release is not what the fork asks for, so it is not read here.
+    assert kube["list:applications"] == 1 and "get:applications" not in kube and "list:jobs" not in kube, kube
+    assert calls["_total"]["read"] - calls["secretmanager"]["read"] <= 19, json.dumps(calls, indent=1)
 
 
 @pytest.mark.parametrize("overrides", [
