@@ -69,13 +69,15 @@ def desired_cluster(env: EnvConfig) -> ClusterSpec | None:
 
 
 # ---- observe ------------------------------------------------------------------------------------
-def observe_kube(run: Run) -> KubeFacts:
+def observe_kube(run: Run, control_plane_version: str = "") -> KubeFacts:
+    """`control_plane_version`: on GKE, the version GKE reports its control plane runs
+    (currentMasterVersion), so the API server's /version is not asked again; elsewhere it is."""
     kubeconfig = str(run.conn.kubeconfig_path)
     try:
         kube = run.conn.kube  # proves the target is this environment's cluster before any call goes there
         t = kube.target
         run.log.info(f"kube target: kubeconfig {t.kubeconfig}, context {t.context}, server {t.server}")
-        info = kube.server_info()
+        version = control_plane_version or kube.server_info().git_version
         nodes = kube.nodes()
         # Off GKE the identity is recorded and compared; on GKE, GKE's endpoint and CA already say it.
         uid = "" if run.env.is_gke else kube.identity().kube_system_uid
@@ -84,7 +86,7 @@ def observe_kube(run: Run) -> KubeFacts:
     except KubeError as exc:  # no kubeconfig, another cluster's, no token: nothing was sent anywhere
         return KubeFacts(kubeconfig=kubeconfig, error=str(exc), remedy=exc.remedy)
     schemes = sorted({n.provider_id.split("://", 1)[0] for n in nodes if "://" in n.provider_id})
-    return KubeFacts(t.kubeconfig, t.context, t.server, info.git_version, len(nodes), tuple(schemes),
+    return KubeFacts(t.kubeconfig, t.context, t.server, version, len(nodes), tuple(schemes),
                      kube_system_uid=uid)
 
 
@@ -94,7 +96,7 @@ def observe_cluster(run: Run, spec: ClusterSpec | None) -> ClusterObserved:
     state = run.conn.google.get_cluster(spec.location, spec.name)
     if state is None or state.status != "RUNNING":
         return ClusterObserved(state, KubeFacts(error=NOT_RUNNING, remedy=NOT_RUNNING_REMEDY))
-    kube = observe_kube(run)
+    kube = observe_kube(run, state.master_version)
     return ClusterObserved(state, kube, () if kube.error else pause.still_scaled_down(run))
 
 
