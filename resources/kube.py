@@ -309,7 +309,10 @@ class Kube:
 
         The event carries its cause only in words ("... failed: GCE out of resources.", "... GCE quota
         exceeded", the cluster autoscaler's gce cloud provider), so they are read here, once."""
-        events = [e for e in self.list("v1", "Event") if e.get("reason") == "FailedScaleUp"
+        # Filtered by the API server (Events select on reason and involvedObject.kind: the event
+        # registry's selectable fields): a busy cluster holds thousands of other events.
+        events = [e for e in self.list("v1", "Event", field_selector="reason=FailedScaleUp,involvedObject.kind=Pod")
+                  if e.get("reason") == "FailedScaleUp"
                   and (e.get("involved_object") or e.get("involvedObject") or {}).get("kind") == "Pod"]
         out = []
         for e in events:
@@ -352,12 +355,14 @@ class Kube:
         return self._resource(api_version, kind) is not None
 
     @kube_translated
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "",
+             field_selector: str = "") -> list[dict]:
         def call():
             res = self._resource(api_version, kind)
             # None: a refreshed discovery says the kind is not served after all (a CRD not installed yet).
             return None if res is None else self._call_json(res.get, namespace=namespace,
-                                                            label_selector=label_selector or None, serialize=False)
+                                                            label_selector=label_selector or None,
+                                                            field_selector=field_selector or None, serialize=False)
         if self._resource(api_version, kind) is None and not self.has_kind(api_version, kind):
             return []
         out = self._fresh(call)

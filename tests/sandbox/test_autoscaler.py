@@ -179,6 +179,25 @@ def test_a_stockout_refuses_the_scale_up_until_it_clears(sandbox, make_cluster):
     assert pool_conditions(sandbox) == []
 
 
+def test_gpuplat_reads_only_the_failed_scale_ups_the_api_server_selects(sandbox, make_cluster, tmp_path):
+    """gpuplat asks the API server for FailedScaleUp events on pods only (`fieldSelector=reason=FailedScaleUp,
+    involvedObject.kind=Pod`: the event registry's selectable fields, kubernetes pkg/registry/core/event
+    strategy.go), not for every event of a busy cluster (here the scheduler's FailedScheduling beside it)."""
+    from resources.kube import Kube
+
+    core = client.CoreV1Api(make_cluster())
+    admin(sandbox, "PUT", "/sandbox/quotas", {"project": PROJECT, "region": "us-central1",
+                                              "metric": "NVIDIA_L4_GPUS", "limit": 0})
+    name = add_workload(sandbox, "llm")["pod"]
+    every = core.list_event_for_all_namespaces().items
+    assert {e.reason for e in every} - {"FailedScaleUp"}, [e.reason for e in every]
+    kube = Kube(str(tmp_path / f"kubeconfig-{NAME.replace('/', '_')}"))
+    selected = kube.list("v1", "Event", field_selector="reason=FailedScaleUp,involvedObject.kind=Pod")
+    assert [(e["reason"], e["involvedObject"]["name"]) for e in selected] == [("FailedScaleUp", name)]
+    [failure] = kube.failed_scale_ups()
+    assert (failure.pod, failure.cause) == (("default", name), "quota")
+
+
 def test_a_pod_no_pool_can_take_gets_not_trigger_scale_up(sandbox, make_cluster):
     core = client.CoreV1Api(make_cluster())
     name = add_workload(sandbox, "pinned", nodeSelector={"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})["pod"]
