@@ -84,18 +84,17 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
     peak = [0.0]
     done = threading.Event()
 
+    def sample():
+        peak[0] = max(peak[0], _hwm_mib(proc.pid) or 0.0)
+
     def watch():
         while not done.is_set():
-            hwm = _hwm_mib(proc.pid)
-            if hwm is not None:
-                peak[0] = max(peak[0], hwm)
+            sample()
             done.wait(0.02)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     out = proc.stdout.read()  # until the process closes its output, at its exit
-    hwm = _hwm_mib(proc.pid)  # a zombie's status is gone; a process still exiting has it
-    if hwm is not None:
-        peak[0] = max(peak[0], hwm)
+    sample()  # once more while it is exiting: a reaped process has no status to read
     proc.wait()
     done.set()
     watcher.join()
