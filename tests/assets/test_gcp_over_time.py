@@ -61,7 +61,10 @@ def test_a_new_project_with_slow_iam_and_slow_apis_is_built_on_the_first_run_wit
     hashicorp/terraform-provider-google google/transport/error_retry_predicates.go). A service just enabled
     answers SERVICE_DISABLED "wait a few minutes for the action to propagate", naming its consumer by project
     number (google/api/error_reason.proto; terraform-google-modules/cloud-foundation-training#20)."""
-    new_project(gp, number="424242424242", iam_propagation=20, propagation=60)
+    # Five of fast_clock's 30 s steps (2.5 s of wall time): a new account's first use meets the propagation
+    # however slowly the machine gets from CreateServiceAccount to that use (20 s, under one step, was missed
+    # on a loaded CI machine when a step fell between the two).
+    new_project(gp, number="424242424242", iam_propagation=150, propagation=60)
     gp.admin.reset()
     first = gp.materialize()
     assert first.success, failure(first)
@@ -80,7 +83,8 @@ def test_service_disabled_names_the_project_number_and_a_just_enabled_api_is_wai
     """The consumer in SERVICE_DISABLED is `projects/<number>` (error_reason.proto's example, and real answers:
     terraform-google-modules/cloud-foundation-training#20): the marker of a service gpuplat just enabled must
     match that form too, or the propagation is never waited out."""
-    new_project(gp, number="777000111222", propagation=60)
+    # Five of fast_clock's 30 s steps: the first call after the enable meets the propagation on a slow machine too.
+    new_project(gp, number="777000111222", propagation=150)
     sm = secretmanager_v1.SecretManagerServiceClient(**client_options(gp.admin.urls, "secretmanager"))
     from google.api_core import exceptions
     with pytest.raises(exceptions.Forbidden) as refused:
