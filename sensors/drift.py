@@ -107,12 +107,12 @@ class EnvReport:
 
 def observe_env(resource: GpuplatResource, env: EnvConfig, applied: dict[str, dict[str, history.Applied]],
                 pieces: Iterable[Piece] = PIECES, answers: Answers | None = None,
-                identity: KubeIdentity | None = None, instance=None) -> EnvReport:
+                identity: KubeIdentity | None = None, memory: history.Recollections | None = None) -> EnvReport:
     """Observe and plan every piece of one environment. Never raises for the outside world's errors.
 
     `applied`: per asset, the latest materialization per environment (what it applied)."""
     start = time.monotonic()
-    run = env_run(resource, env, _log, answers, identity, instance)
+    run = env_run(resource, env, _log, answers, identity, memory)
     report = EnvReport(env.name, env.remediation, env.substrate.apply_config_changes)
     for piece in pieces:
         steps = piece.variant(env)
@@ -421,11 +421,12 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         now = clock()
         answers = Answers()  # this tick's: nothing is remembered into the next one
         clusters = applied.get(history.CLUSTER, {})
+        memory = history.Recollections(context.instance, names)
 
         def observe(n: str) -> EnvReport:
             env = now_fleet.found.configs[n]
             identity = None if env.is_gke else clusters.get(n, history.Applied(0)).identity
-            return observe_env(gpuplat, env, applied, answers=answers, identity=identity, instance=context.instance)
+            return observe_env(gpuplat, env, applied, answers=answers, identity=identity, memory=memory)
 
         reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)

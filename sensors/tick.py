@@ -79,13 +79,13 @@ def fleet(instance, root=None) -> Fleet:
 
 
 def env_run(resource: GpuplatResource, env: EnvConfig, logger: logging.Logger, answers: Answers | None = None,
-            identity: KubeIdentity | None = None, instance=None) -> Run:
+            identity: KubeIdentity | None = None, memory: history.Recollections | None = None) -> Run:
     """A read-only `Run` for one environment outside any op: memoized clients, no approval; it reads what
-    runs recorded (the pause's record) from `instance`, and records nothing."""
+    runs recorded (the pause's record) from the tick's `memory`, and records nothing."""
     conn = memoize(resource.connect(target_of(env, identity), retry_deadline=TICK_RETRY_DEADLINE_S), answers)
     run = Run(env, conn, QuietLog(logger, env.name), approved=False)
-    if instance is not None:
-        run.recall = lambda asset, key: history.recall(instance, asset, env.name, key)
+    if memory is not None:
+        run.recall = lambda asset, key: memory.recall(asset, env.name, key)
     return run
 
 

@@ -86,6 +86,27 @@ def recall(instance: DagsterInstance, asset: str, env: str, key: str):
     return json.loads(raw) if raw else None
 
 
+class Recollections:
+    """`recall` for every environment of one tick: the first ask of an (asset, key) reads it for all of them
+    in one query, instead of one query per environment (a fleet's tick asks each environment's pause record)."""
+
+    def __init__(self, instance: DagsterInstance, envs: list[str]):
+        self._instance, self._envs = instance, frozenset(envs)
+        self._lock = threading.Lock()
+        self._read: dict[tuple[str, str], dict[str, str]] = {}
+
+    def recall(self, asset: str, env: str, key: str):
+        if env not in self._envs:
+            return recall(self._instance, asset, env, key)
+        with self._lock:  # one query per (asset, key), however many threads ask at once
+            values = self._read.get((asset, key))
+            if values is None:
+                names = {_record_key(asset, e, key) for e in self._envs}
+                values = self._read[(asset, key)] = self._instance.run_storage.get_cursor_values(names)
+        raw = values.get(_record_key(asset, env, key))
+        return json.loads(raw) if raw else None
+
+
 def remember(context, asset: str, env: str, key: str, value, description: str) -> None:
     """Record `value` under `key` for `asset` in `env`, from inside a run: in the instance's key-value store
     (found by key, however many observations came after), and as an observation the UI shows."""
