@@ -336,14 +336,21 @@ class Kube:
     # ---- generic objects (dynamic client) ------------------------------------------------------------
     def _resource(self, api_version: str, kind: str):
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
-        with self._shared.lock:  # discovery's cache is the shared client's: one thread at a time reads or fills it
+        shared = self._shared
+        found = shared.found.get((api_version, kind))
+        if found is not None:  # discovery's own search walks every group and version: a tick asks ~20 times
+            return found
+        with shared.lock:  # discovery's cache is the shared client's: one thread at a time reads or fills it
             try:
-                return self._dynamic.resources.get(api_version=api_version, kind=kind)
+                found = shared.found[(api_version, kind)] = self._dynamic.resources.get(api_version=api_version,
+                                                                                       kind=kind)
+                return found
             except ResourceNotFoundError:
                 return None
 
     def _rediscover(self) -> None:
         with self._shared.lock:
+            self._shared.found.clear()
             self._dynamic.resources.invalidate_cache()
 
     @kube_translated
@@ -493,6 +500,7 @@ class _SharedClient:
     api_client: object
     dynamic: object = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    found: dict = field(default_factory=dict)  # (api_version, kind) -> the served resource discovery found
 
 
 # GKE clusters' clients kept for the process (Kube._shared), the least recently used dropped first.
