@@ -86,13 +86,27 @@ def checkout_commit(root: Path) -> str:
         return said
 
 
+# (config path, platform_repo) -> (when resolved, the checkout). Every piece of every environment asks, six
+# times an environment per tick; resolving follows symlinks (git-sync flips one to each new worktree), so
+# an answer is kept as briefly as a commit is.
+_REPOS: dict[tuple[str, str], tuple[float, Path]] = {}
+
+
 def repo_of(env: EnvConfig) -> Path:
     """The platform checkout of `env`: `substrate.platform_repo` (relative to the repository holding
     `environments/`), else that repository itself."""
+    given = env.substrate.platform_repo
+    key = (env.path or str(environments_dir()), given)
+    seen = _REPOS.get(key)
+    if seen is not None and time.monotonic() - seen[0] < COMMIT_TTL_S:
+        return seen[1]
     envs = Path(env.path).parent.parent if env.path else environments_dir()
     holder = envs.resolve().parent
-    given = env.substrate.platform_repo
-    return (holder / Path(given).expanduser()).resolve() if given else holder
+    root = (holder / Path(given).expanduser()).resolve() if given else holder
+    if len(_REPOS) > 4096:  # environments come and go in a long-lived code server
+        _REPOS.clear()
+    _REPOS[key] = (time.monotonic(), root)
+    return root
 
 
 def _shell_assignment(text: str, name: str) -> str | None:
