@@ -387,32 +387,45 @@ def _pool_message(spec: NodePoolSpec):
         management=c.NodeManagement(auto_upgrade=True, auto_repair=True))
 
 
+# Read from the raw protobuf message under the client's wrapper: proto-plus converts every field it hands
+# out (a dozen conversions per pool), and a drift tick reads every cluster of the fleet each minute.
+def _enum(msg, field: str) -> str:
+    """The name of an enum field's value (its number when this client does not know it)."""
+    number = getattr(msg, field)
+    value = msg.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number.get(number)
+    return value.name if value is not None else str(number)
+
+
 def _pool_state(p) -> NodePoolState:
-    acc = p.config.accelerators[0] if p.config.accelerators else None
+    config, auto = p.config, p.autoscaling
+    acc = config.accelerators[0] if config.accelerators else None
     driver = ""
-    if acc is not None and acc.gpu_driver_installation_config:
-        driver = acc.gpu_driver_installation_config.gpu_driver_version.name
+    if acc is not None and acc.HasField("gpu_driver_installation_config"):
+        driver = _enum(acc.gpu_driver_installation_config, "gpu_driver_version")
         driver = "" if driver.endswith("UNSPECIFIED") else driver
     return NodePoolState(
-        name=p.name, status=p.status.name, machine_type=p.config.machine_type, disk_size_gb=p.config.disk_size_gb,
+        name=p.name, status=_enum(p, "status"), machine_type=config.machine_type, disk_size_gb=config.disk_size_gb,
         accelerator_type=acc.accelerator_type if acc else "", accelerator_count=acc.accelerator_count if acc else 0,
-        gpu_driver_version=driver, autoscaling_enabled=p.autoscaling.enabled,
-        min_nodes=p.autoscaling.min_node_count, max_nodes=p.autoscaling.max_node_count,
-        taints=tuple(Taint(t.key, t.value, _EFFECT_TO_K8S.get(t.effect.name, t.effect.name)) for t in p.config.taints),
-        labels=dict(p.config.labels), service_account=p.config.service_account, version=p.version,
-        image_type=p.config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(p.config.oauth_scopes),
+        gpu_driver_version=driver, autoscaling_enabled=auto.enabled,
+        min_nodes=auto.min_node_count, max_nodes=auto.max_node_count,
+        taints=tuple(Taint(t.key, t.value, _EFFECT_TO_K8S.get(_enum(t, "effect"), _enum(t, "effect")))
+                     for t in config.taints),
+        labels=dict(config.labels), service_account=config.service_account, version=p.version,
+        image_type=config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(config.oauth_scopes),
         status_message=p.status_message, conditions=_conditions(p.conditions))
 
 
 def _conditions(conditions) -> tuple[tuple[str, str], ...]:
-    return tuple((c.code.name if c.code else c.canonical_code.name, c.message) for c in conditions)
+    return tuple((_enum(c, "code") if c.code else _enum(c, "canonical_code"), c.message) for c in conditions)
 
 
-def _cluster_state(c) -> ClusterState:
+def _cluster_state(cluster) -> ClusterState:
+    c = type(cluster).pb(cluster)
     return ClusterState(
-        name=c.name, location=c.location, status=c.status.name,
-        release_channel=c.release_channel.channel.name, workload_pool=c.workload_identity_config.workload_pool,
-        vpc_native=bool(c.ip_allocation_policy.use_ip_aliases), datapath_provider=c.network_config.datapath_provider.name,
+        name=c.name, location=c.location, status=_enum(c, "status"),
+        release_channel=_enum(c.release_channel, "channel"), workload_pool=c.workload_identity_config.workload_pool,
+        vpc_native=bool(c.ip_allocation_policy.use_ip_aliases),
+        datapath_provider=_enum(c.network_config, "datapath_provider"),
         endpoint=c.endpoint, master_version=c.current_master_version,
         node_pools=tuple(_pool_state(p) for p in c.node_pools),
         ca_certificate=c.master_auth.cluster_ca_certificate, status_message=c.status_message,

@@ -164,6 +164,19 @@ def test_a_cluster_in_error_or_degraded_fails_in_sync_with_its_message_and_no_ma
     assert "| cannot-fix |" in in_sync.metadata["plan"].value
 
 
+def test_a_degraded_cluster_whose_condition_has_only_a_canonical_code_is_read_and_named(gp):
+    """StatusCondition.code is "Deprecated. Use canonical_code instead." (container v1 cluster_service.proto):
+    a condition may carry only `canonicalCode`, a google.rpc.Code, which the client hands back as a bare
+    number. gpuplat names it (it used to fail reading the cluster at all) and shows it as the reason."""
+    assert gp.materialize(select=SUBSTRATE).success
+    admin(gp.admin.urls, "POST", "/sandbox/gke/drift/cluster", {"cluster": CLUSTER, "patch": {
+        "status": "DEGRADED", "conditions": [{"canonicalCode": "RESOURCE_EXHAUSTED",
+                                              "message": "the master is short of capacity (sandbox)"}]}})
+    in_sync = check(gp.drift_checks(raise_on_error=False), "cluster", "in_sync")
+    assert not in_sync.passed
+    assert "DEGRADED: RESOURCE_EXHAUSTED: the master is short of capacity (sandbox)" in in_sync.metadata["plan"].value
+
+
 def test_a_cold_catalog_answers_loading_at_once_and_a_later_tick_gets_the_city_named_price(sandbox):
     """A sensor tick must end well inside Dagster's 60 s evaluation timeout (Dagster docs, "Sensors":
     DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS, 60 by default), while the real catalog takes seconds to page
