@@ -8,7 +8,10 @@ Errors are `{"error": {code, message, status}}`; list calls page with `pageSize`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 
 from ..core import ApiError
 from .http import Request, Response
@@ -27,8 +30,12 @@ def parse_google_body(req: Request, msg_type) -> dict:
     return json_format.MessageToDict(pb)
 
 # Rendering a message through protobuf's pure-Python JSON costs about 0.5 ms; the same stored JSON
-# is asked for again and again (polls, drift ticks), so recent answers are kept.
-_EMIT_CACHE: dict[tuple[str, bool, str], str] = {}
+# is asked for again and again (polls, drift ticks), so recent answers are kept, the least recently
+# asked dropped first. Enough for every cluster of a 1,000-cluster fleet and its other answers: a cache
+# smaller than what one tick asks was emptied every tick, and every GetCluster rendered anew.
+_EMIT_CACHE: "OrderedDict[tuple[str, bool, bytes], str]" = OrderedDict()
+_EMIT_CACHE_MAX = 4096
+_EMIT_LOCK = threading.Lock()
 
 
 def emit_google(req: Request, msg_type, data: dict) -> Response:
@@ -36,15 +43,21 @@ def emit_google(req: Request, msg_type, data: dict) -> Response:
     the client asked for), zero values omitted."""
     from google.protobuf import json_format
 
-    key = (msg_type.__name__, req.int_enums, json.dumps(data, separators=(",", ":")))
-    text = _EMIT_CACHE.get(key)
+    # The stored JSON's digest names it: the key stays small however large the message is.
+    key = (msg_type.__name__, req.int_enums,
+           hashlib.blake2b(json.dumps(data, separators=(",", ":")).encode(), digest_size=16).digest())
+    with _EMIT_LOCK:
+        text = _EMIT_CACHE.get(key)
+        if text is not None:
+            _EMIT_CACHE.move_to_end(key)
     if text is None:
         pb = msg_type.pb()()
         json_format.ParseDict(data, pb, ignore_unknown_fields=True)
         text = json_format.MessageToJson(pb, use_integers_for_enums=req.int_enums, indent=None)
-        if len(_EMIT_CACHE) >= 512:
-            _EMIT_CACHE.clear()
-        _EMIT_CACHE[key] = text
+        with _EMIT_LOCK:
+            _EMIT_CACHE[key] = text
+            while len(_EMIT_CACHE) > _EMIT_CACHE_MAX:
+                _EMIT_CACHE.popitem(last=False)
     return Response(200, text)
 
 
