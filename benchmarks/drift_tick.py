@@ -103,6 +103,8 @@ def main() -> int:
                         help="then this many ticks at the largest size in this process: its RSS, first and last")
     parser.add_argument("--py-spy", metavar="FILE", help="record the last size's timed ticks (and the soak) with "
                         "py-spy, collapsed stacks (--format raw), into FILE (this process) and FILE.sandbox (the sandbox)")
+    parser.add_argument("--profile-out", metavar="FILE", help="also write the profiled tick's cProfile stats to FILE "
+                        "(pstats format: sort by cumulative time to see what a piece costs)")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--kube-dir", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -327,6 +329,8 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
     tick(sensor_def, cursor)
     prof.disable()
     wall = time.perf_counter() - t0
+    if args.profile_out:
+        prof.dump_stats(args.profile_out)
     sb_cpu = cpu_seconds(sandbox_pid) - c0
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
