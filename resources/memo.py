@@ -9,7 +9,9 @@ the first error). The scope is the GCP project (Google) or the kubeconfig (Kuber
 environments share an answer only when they ask the same cloud the same question.
 
 A sensor makes one `Answers` per tick, so nothing stale outlives the tick: the sensor stays
-level-based. Concurrent askers of one question wait for the first one's answer (single flight);
+level-based. A cluster's answers (node lists, Argo CD's Applications, ...) are let go as soon as the last
+environment observing that cluster is done (`release`): a tick over hundreds of clusters would otherwise
+hold every one of them until its end, and the garbage collector scan them over and over. Concurrent askers of one question wait for the first one's answer (single flight);
 each connection keeps its own clients, none is shared between threads. Any other method (a write)
 goes through and empties its scope's answers.
 
@@ -57,6 +59,7 @@ class Answers:
     def __init__(self):
         self._lock = threading.Lock()
         self._scopes: dict[Any, dict[tuple, _Slot]] = {}
+        self._holders: dict[Any, int] = {}
 
     def ask(self, scope: Any, key: tuple, fn: Callable[[], Any]) -> tuple[bool, bool, Any]:
         """(asked, ok, value): `asked` is False when the answer came from an earlier (or parallel) ask."""
@@ -80,6 +83,20 @@ class Answers:
     def forget(self, scope: Any) -> None:
         with self._lock:
             self._scopes.pop(scope, None)
+
+    def hold(self, scope: Any) -> None:
+        with self._lock:
+            self._holders[scope] = self._holders.get(scope, 0) + 1
+
+    def release(self, scope: Any) -> None:
+        """One holder of `scope` is done; the last one's going forgets its answers (a later asker asks again)."""
+        with self._lock:
+            left = self._holders.get(scope, 0) - 1
+            if left > 0:
+                self._holders[scope] = left
+            else:
+                self._holders.pop(scope, None)
+                self._scopes.pop(scope, None)
 
 
 class Memo:
@@ -162,7 +179,15 @@ def memoize(conn, answers: Answers | None = None) -> Any:
     conn.__dict__["iam"] = Memo(lambda: cls.iam.func(conn), IAM_READS, google_scope, answers)
     conn.__dict__["kube"] = Memo(lambda: cls.kube.func(conn), KUBE_READS, kube_scope, answers,
                                  sticky=(KubeUnreachable,))
+    answers.hold(kube_scope)
     return conn
+
+
+def release(conn) -> None:
+    """This connection is done with the tick: its cluster's answers go once no other connection holds them."""
+    memo = conn.__dict__.get("kube")
+    if isinstance(memo, Memo):
+        memo._answers.release(memo._scope)
 
 
 def _answer(asked: tuple[bool, bool, Any]) -> Any:

@@ -57,7 +57,7 @@ from dagster import (
 
 from resources import GpuplatResource
 from resources.errors import GpuplatError, PrerequisiteMissing
-from resources.memo import Answers
+from resources.memo import Answers, release
 from resources.models import KubeIdentity
 from substrate import history
 from substrate.alerts import Alert, deliver, read_url_with
@@ -114,33 +114,36 @@ def observe_env(resource: GpuplatResource, env: EnvConfig, applied: dict[str, di
     start = time.monotonic()
     run = env_run(resource, env, _log, answers, identity, memory)
     report = EnvReport(env.name, env.remediation, env.substrate.apply_config_changes)
-    for piece in pieces:
-        steps = piece.variant(env)
-        if steps.rests:
-            continue  # nothing of it is kept while paused: not drift, never rebuilt
-        last = applied.get(piece.name, {}).get(env.name)
-        if last is None:
-            report.findings.append(Finding(piece.name, "skipped", reason=NOT_MATERIALIZED))
-            continue
-        try:
-            spec = steps.desired(env)
-            actions = steps.plan(spec, steps.observe(run, spec))
-        except PrerequisiteMissing as exc:
-            # Its prerequisite is missing (the cluster was not brought up here yet): not drift.
-            report.findings.append(Finding(piece.name, "skipped", reason=f"{NOT_MATERIALIZED}: {exc}"))
-            continue
-        except GpuplatError as exc:  # one environment's outside world must not stop the fleet's tick
-            report.findings.append(Finding(piece.name, "error", reason=f"cannot observe: {exc.line()}"))
-            continue
-        except Exception as exc:  # a bug: its traceback to the log, and the other environments still get their tick
-            _log.exception(f"[{env.name}] observing {piece.name} raised {type(exc).__name__}")
-            report.findings.append(Finding(piece.name, "error", reason=f"unexpected {type(exc).__name__}: {exc}"))
-            continue
-        if not actions:
-            report.findings.append(Finding(piece.name, "in_sync"))
-        else:
-            moved = last.desired != desired_fingerprint(spec)
-            report.findings.append(Finding(piece.name, "change" if moved else "drift", actions))
+    try:
+        for piece in pieces:
+            steps = piece.variant(env)
+            if steps.rests:
+                continue  # nothing of it is kept while paused: not drift, never rebuilt
+            last = applied.get(piece.name, {}).get(env.name)
+            if last is None:
+                report.findings.append(Finding(piece.name, "skipped", reason=NOT_MATERIALIZED))
+                continue
+            try:
+                spec = steps.desired(env)
+                actions = steps.plan(spec, steps.observe(run, spec))
+            except PrerequisiteMissing as exc:
+                # Its prerequisite is missing (the cluster was not brought up here yet): not drift.
+                report.findings.append(Finding(piece.name, "skipped", reason=f"{NOT_MATERIALIZED}: {exc}"))
+                continue
+            except GpuplatError as exc:  # one environment's outside world must not stop the fleet's tick
+                report.findings.append(Finding(piece.name, "error", reason=f"cannot observe: {exc.line()}"))
+                continue
+            except Exception as exc:  # a bug: its traceback to the log, and the other environments still get their tick
+                _log.exception(f"[{env.name}] observing {piece.name} raised {type(exc).__name__}")
+                report.findings.append(Finding(piece.name, "error", reason=f"unexpected {type(exc).__name__}: {exc}"))
+                continue
+            if not actions:
+                report.findings.append(Finding(piece.name, "in_sync"))
+            else:
+                moved = last.desired != desired_fingerprint(spec)
+                report.findings.append(Finding(piece.name, "change" if moved else "drift", actions))
+    finally:
+        release(run.conn)  # this cluster's answers are not needed for the rest of the tick
     report.seconds = time.monotonic() - start
     return report
 

@@ -36,7 +36,7 @@ from dagster import (
 
 from resources import GpuplatResource
 from resources.errors import GpuplatError
-from resources.memo import Answers
+from resources.memo import Answers, release
 from substrate import history
 from substrate.alerts import Alert, deliver, read_url_with
 from substrate.config import EnvConfig
@@ -108,6 +108,8 @@ def observe_guard_env(resource: GpuplatResource, env: EnvConfig, materialized: s
     except GpuplatError as exc:  # one environment's outside world must not stop the others
         return GuardReport(name, error=f"cannot observe the GPU pool: {exc.line()}", remediation=env.remediation,
                            idle_since=dict(previous))
+    finally:
+        release(run.conn)  # this cluster's answers are not needed for the rest of the tick
     if d.error:  # the nodes could not be read: keep what we knew
         return GuardReport(name, error=d.error, remediation=env.remediation, idle_since=dict(previous))
     return GuardReport(name, remediation=env.remediation, idle_since=idle_since, diagnosis=d, cost=cost)
