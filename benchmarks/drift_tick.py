@@ -240,6 +240,17 @@ def start_spies(py_spy: str, pids: tuple[int, int]) -> list[subprocess.Popen]:
     return spies
 
 
+def tracked_objects() -> str:
+    """How many objects the collector scans in a full collection, and the most common kinds of them."""
+    import gc
+    from collections import Counter
+    objs = gc.get_objects()
+    kinds = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objs).most_common(6)
+    frozen = gc.get_freeze_count()
+    return (f"{len(objs):,} objects tracked{f' (and {frozen:,} frozen)' if frozen else ''}, most: "
+            + ", ".join(f"{k} {v:,}" for k, v in kinds))
+
+
 def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -> int:
     from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
@@ -269,7 +280,9 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"gpuplat": resource})
         return sensor_def(ctx)
 
-    rows, spies = [], []
+    from sandbox.gc_clock import GcClock
+
+    rows, spies, gc_clock = [], [], GcClock()
     for n in sizes:
         sensor_def = sensor_for(n, args.workers)
         result = tick(sensor_def, None)  # warm-up: clients, discovery caches
@@ -277,17 +290,22 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         if args.py_spy and n == sizes[-1]:  # the last size's timed ticks, not its warm-up's imports
             spies = start_spies(args.py_spy, (os.getpid(), sandbox_pid))
         cursor = result.cursor
-        times, calls, cpu, own = [], [], [], []
+        times, calls, cpu, own, gc_s, sandbox_gc = [], [], [], [], [], []
         methods: dict = {}
         for _ in range(3):
             admin(urls, "POST", "/sandbox/calls/reset")
+            sg0 = admin(urls, "GET", "/sandbox/process")  # outside the CPU measured: it counts the sandbox's objects
             c0 = cpu_seconds(sandbox_pid)
             p0 = time.process_time()  # this process: the sensor and its threads, gpuplat's own CPU
+            g0, full0 = gc_clock.seconds, gc_clock.collections[2]
             t0 = time.perf_counter()
             result = tick(sensor_def, cursor)
             times.append(time.perf_counter() - t0)
+            gc_s.append((gc_clock.seconds - g0, gc_clock.collections[2] - full0))
             own.append(time.process_time() - p0)
             cpu.append(cpu_seconds(sandbox_pid) - c0)
+            sg1 = admin(urls, "GET", "/sandbox/process")
+            sandbox_gc.append((sg1["gc_seconds"] - sg0["gc_seconds"], sg1["collections"][2] - sg0["collections"][2]))
             snap = admin(urls, "GET", "/sandbox/calls")
             calls.append(snap["_total"]["read"] + snap["_total"]["mutate"])
             assert snap["_total"]["mutate"] == 0
@@ -296,6 +314,12 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         skip = result.skip_reason.skip_message if result.skip_reason else ""
         rows.append((n, statistics.median(times), statistics.median(calls) / n, statistics.median(cpu), methods, skip,
                      statistics.median(own) * 1000 / n))
+        print(f"{n} environments: this process's garbage collector ran {statistics.median(g for g, _ in gc_s):.2f} s "
+              f"per tick, {statistics.median(f for _, f in gc_s):.0f} full collection(s) (medians of 3); "
+              f"{tracked_objects()}\n{n} environments: the sandbox's garbage collector ran "
+              f"{statistics.median(g for g, _ in sandbox_gc):.2f} s per tick, "
+              f"{statistics.median(f for _, f in sandbox_gc):.0f} full collection(s); {sg1['tracked']:,} objects tracked"
+              + (f", {sg1['frozen']:,} frozen" if sg1["frozen"] else ""))
 
     if args.soak:  # at the largest size, whatever the order given
         soak(args.soak, sensor_for(len(names), args.workers), tick, len(names))

@@ -48,7 +48,10 @@ def _admin(args, method: str, path: str, body: dict | None = None):
 def cmd_serve(args) -> int:
     from .app import EPHEMERAL_PORTS, Sandbox, port_owner
     from .core import StateDirInUse
+    from .gc_clock import process_clock
     from .wire.http import PortInUse
+
+    process_clock()
 
     ports = None
     if args.ephemeral_ports or os.environ.get(SANDBOX_PORTS_VAR) == "auto":

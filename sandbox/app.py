@@ -307,7 +307,7 @@ class Sandbox:
 # Admin requests gpuplat itself makes (a health check, a run's "now", the fork Argo CD reads, every time it
 # looks at the platform) and the call counters: no simulation changes what they show, and a pass over a
 # fleet's every cluster per environment per tick made a tick quadratic. The test's other hands see all.
-_CLUSTERLESS_ADMIN = ("/sandbox/clock", "/sandbox/calls", "/sandbox/calls/reset", "/sandbox/git")
+_CLUSTERLESS_ADMIN = ("/sandbox/clock", "/sandbox/calls", "/sandbox/calls/reset", "/sandbox/git", "/sandbox/process")
 
 
 def _admin_scope(req: Request) -> Iterable[str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core import ApiError
+from ..gc_clock import process_clock
 from ..sims import controllers
 from ..sims.util import resolve_cluster
 from ..stores import auth
@@ -85,6 +86,12 @@ def reconcile(sb: "Sandbox", req: Request):
     return {"now": sb.clock.now()}
 
 
+def process(sb: "Sandbox", req: Request):
+    """This process's garbage collector: seconds spent and collections per generation since it started
+    serving, objects it tracks and objects frozen out of its reach (benchmarks/drift_tick.py)."""
+    return process_clock().snapshot()
+
+
 def shutdown(sb: "Sandbox", req: Request):
     sb.stopped.set()
     return {}
@@ -102,6 +109,7 @@ ROUTES = [
     Route("GET", r"/sandbox/clusters", clusters, "clusters"),
     Route("POST", r"/sandbox/reconcile", reconcile, "reconcile"),
     Route("POST", r"/sandbox/shutdown", shutdown, "shutdown"),
+    Route("GET", r"/sandbox/process", process, "process"),
     *gke.ADMIN_ROUTES,
     *google.ADMIN_ROUTES,
     *kube.ADMIN_ROUTES,

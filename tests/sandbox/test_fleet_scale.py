@@ -182,3 +182,17 @@ def test_a_fleet_s_worth_of_answers_is_rendered_once_each_and_the_least_recently
     assert len(rendered) == 1001
     wire.emit_google(req, container_v1.Cluster, clusters[1])
     assert len(rendered) == 1002
+
+
+def test_the_sandbox_says_how_long_its_garbage_collector_ran_and_how_much_it_tracks(sandbox):
+    """benchmarks/drift_tick.py reads the sandbox process's collector time per tick (GET /sandbox/process):
+    a fleet's state could make every full collection long. The clock counts what ran since it started."""
+    import gc
+
+    before = admin(sandbox, "GET", "/sandbox/process")
+    assert set(before) == {"gc_seconds", "collections", "tracked", "frozen"} and before["tracked"] > 0
+    for _ in range(3):
+        gc.collect()  # an in-process sandbox: the test's own full collections are this process's
+    after = admin(sandbox, "GET", "/sandbox/process")
+    assert after["collections"][2] >= before["collections"][2] + 3
+    assert after["gc_seconds"] > before["gc_seconds"]
