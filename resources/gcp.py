@@ -86,7 +86,13 @@ class GcpProject:
         # Where a long wait says how it goes (the run's log); None: nowhere.
         self.progress = progress
         self.enabled_marks = EnabledMarks(endpoints)
-        self.retry = self.retry_for("", on_error=self.waiting("a Google API"))
+
+    # Built per call, never kept on the object: a Retry's predicate refers back to this object, and kept it
+    # would make every client a reference cycle, garbage only the collector frees (a fleet's tick makes one
+    # per environment). Each call's wait is its own: "so far" counts from that call's first error.
+    @property
+    def retry(self):
+        return self.retry_for("", on_error=self.waiting("a Google API"))
 
     def retry_for(self, api: str, deadline: float | None = None, on_error: Callable[[Exception], None] | None = None):
         """The retry of calls to `api`: what is transient for it, or a service gpuplat just enabled."""

@@ -33,12 +33,12 @@ class Google(GcpProject):
     """One GCP project's APIs. `endpoints` set means the sandbox (anonymous, REST, loopback)."""
 
     # ---- lazy clients ---------------------------------------------------------------------------
-    @cached_property
+    @property
     def gke_retry(self):
         """Reads of GKE: its transient answers, for the usual bounded time."""
         return self.retry_for("container", on_error=self.waiting("GKE"))
 
-    @cached_property
+    @property
     def gke_change_retry(self):
         """Changes to GKE: also FAILED_PRECONDITION while another operation runs on the cluster, waited out
         up to GKE's own bound on an operation, saying how long it waits."""

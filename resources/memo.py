@@ -184,10 +184,14 @@ def memoize(conn, answers: Answers | None = None) -> Any:
 
 
 def release(conn) -> None:
-    """This connection is done with the tick: its cluster's answers go once no other connection holds them."""
+    """This connection is done with the tick: its cluster's answers go once no other connection holds them,
+    and the memo is taken off it (each face's factory refers back to the connection: left on, every
+    environment of a tick would be a reference cycle for the garbage collector to find)."""
     memo = conn.__dict__.get("kube")
     if isinstance(memo, Memo):
         memo._answers.release(memo._scope)
+    for name in ("google", "iam", "kube", "find_sandbox", "sandbox_git"):
+        conn.__dict__.pop(name, None)
 
 
 def _answer(asked: tuple[bool, bool, Any]) -> Any:
