@@ -68,7 +68,8 @@ from substrate.piece import Piece
 from substrate.pieces import PIECES
 from substrate.plan import Action, desired_fingerprint, plan_hash, plan_table
 
-from .tick import NOT_MATERIALIZED, env_run, seconds_from_env, fleet, load_cursor, report_run, side_by_side, start_sandbox_once
+from .tick import (NOT_MATERIALIZED, env_run, fleet, freeze_long_lived, load_cursor, report_run, seconds_from_env,
+                   side_by_side, start_sandbox_once)
 
 INTERVAL_VAR = "GPUPLAT_DRIFT_INTERVAL_S"
 DEFAULT_INTERVAL_S = 60
@@ -177,7 +178,9 @@ def _short_hash(text: str) -> str:
 
 
 def run_key(env: str, asset: str, kind: str, hash_: str, since: float) -> str:
-    return f"{env}:{asset}:{kind}:{hash_}:{int(since)}"
+    # Milliseconds: the same drift made again within the second its repair ended is a new finding, and
+    # needs a key Dagster has not seen (in whole seconds it had, and the repair was skipped as a duplicate).
+    return f"{env}:{asset}:{kind}:{hash_}:{int(since * 1000)}"
 
 
 def in_sync_key(asset: str) -> AssetCheckKey:
@@ -442,6 +445,9 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
                 tick.counts[what] = n
         for note in tick.notes:
             context.log.warning(f"drift sensor: {note}")
+        if freeze_long_lived(len(names)):
+            context.log.info(f"a fleet of {len(names)} environments: the objects kept between ticks are frozen out of "
+                             f"the garbage collector's full collections (once per process)")
         slowest = max(reports, key=lambda r: r.seconds, default=None)
         context.log.info(f"observed {len(reports)} environment(s) in {time.monotonic() - started:.2f}s"
                          + (f" (slowest {slowest.name}: {slowest.seconds:.2f}s)" if slowest else ""))
