@@ -67,6 +67,17 @@ class Iam(GcpProject):
         return f"{account_id}@{self.project}.iam.gserviceaccount.com"
 
     @translated("iam")
+    def accounts(self) -> frozenset[str]:
+        """The emails of the project's service accounts, every page (100 a page). Empty when the caller may
+        not list them: then each account is asked for by name (`account_exists`)."""
+        try:
+            pages = self._admin.list_service_accounts(request={"name": f"projects/{self.project}", "page_size": 100},
+                                                      retry=self.retry)
+            return frozenset(a.email for a in pages)
+        except gexc.PermissionDenied:
+            return frozenset()
+
+    @translated("iam")
     def account_exists(self, email: str) -> bool:
         try:
             self._admin.get_service_account(name=f"projects/-/serviceAccounts/{email}", retry=self.retry)
@@ -164,3 +175,13 @@ class Iam(GcpProject):
         except gexc.Conflict:  # ALREADY_EXISTS (REST maps every 409 to Conflict, gRPC to its subclass)
             return
         op.result(timeout=timeout, retry=self.retry)
+
+
+def account_known(iam, email: str) -> bool:
+    """Whether a service account exists. A project's own account is looked up in the project's list (one
+    list a tick for a fleet sharing a project, through the tick's memo, instead of one read per account);
+    one not in it is asked for by name, which decides: the list is eventually consistent, and an account
+    created a moment ago may be missing from it (https://cloud.google.com/iam/docs/service-accounts-create)."""
+    if email.endswith(f"@{iam.project}.iam.gserviceaccount.com") and email in iam.accounts():
+        return True
+    return iam.account_exists(email)

@@ -37,7 +37,7 @@ GOOGLE_READS = frozenset({"get_cluster", "enabled_services", "secret_ids", "late
 KUBE_READS = frozenset({"server_info", "nodes", "pods", "pdbs", "secret_names", "has_kind", "list", "get",
                         "failed_scale_ups"})
 # The reads of `Iam` (resources/iam.py): memoized in the same (project) scope as Google's.
-IAM_READS = frozenset({"account_exists", "policy", "repository"})
+IAM_READS = frozenset({"accounts", "account_exists", "policy", "repository"})
 # Neither remembered nor emptying the memo: helpers that call nothing, and reads whose answer must
 # not be kept (secret values).
 PASS_THROUGH = frozenset({"cluster_path", "access_secret", "email", "project_resource", "account_resource",

@@ -38,7 +38,8 @@ GOOGLE_STATUS = {
 # one that never arrived.
 # "busy": GKE refuses a change because another operation (an upgrade begun a moment ago) runs on the
 # cluster: 400 FAILED_PRECONDITION in GKE's words.
-FAULT_KINDS = ("503", "429", "500", "quota", "stockout", "concurrent-change", "slow", "timeout", "lost", "busy")
+FAULT_KINDS = ("503", "429", "500", "quota", "stockout", "concurrent-change", "slow", "timeout", "lost", "busy",
+               "denied")
 TIMEOUT_FAULT_S = 70.0
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resources.iam import account_known
+
 from .config import EnvConfig
 from .fork import Fork
 from .piece import Check, Outcome, Piece, Run
@@ -101,7 +103,7 @@ def observe_accounts(run: Run, spec: AccountsSpec | None) -> AccountsObserved:
     if spec is None:
         return AccountsObserved(False)
     iam = run.conn.iam
-    existing = tuple(a.email for a in spec.accounts if iam.account_exists(a.email))
+    existing = tuple(a.email for a in spec.accounts if account_known(iam, a.email))
     policy = iam.policy(iam.project_resource())
     missing = tuple((role, m) for role, m in spec.bindings if m not in policy.get(role, ()))
     return AccountsObserved(True, existing, missing)

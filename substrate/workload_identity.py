@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resources.iam import account_known
+
 from .config import EnvConfig
 from .fork import Fork
 from .piece import Check, Outcome, Piece, Run
@@ -67,7 +69,7 @@ def observe_wi(run: Run, spec: WorkloadIdentitySpec | None) -> WorkloadIdentityO
     g, g_iam = run.conn.google, run.conn.iam
     cluster = g.get_cluster(spec.location, spec.cluster)
     pool = cluster.workload_pool if cluster is not None else ""
-    account = g_iam.account_exists(spec.google_account)
+    account = account_known(g_iam, spec.google_account)
     accessor = f"serviceAccount:{spec.google_account}" in g_iam.policy(g_iam.project_resource()).get(SECRET_ACCESSOR, ())
     binding = account and spec.member in g_iam.policy(g_iam.account_resource(spec.google_account)).get(WI_ROLE, ())
     store = ("", "")

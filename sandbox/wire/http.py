@@ -101,6 +101,8 @@ def fault_error(kind: str, op: str) -> ApiError:
         return ApiError(429, f"Too many requests (injected fault on {op}).", reason="TooManyRequests")
     if kind == "quota":
         return ApiError(403, f"Quota exceeded (injected fault on {op}).", status="RESOURCE_EXHAUSTED")
+    if kind == "denied":  # the caller's roles lack the method's permission
+        return ApiError(403, f"Permission denied for {op} (injected fault).", status="PERMISSION_DENIED")
     return ApiError(503, f"ZONE_RESOURCE_POOL_EXHAUSTED: the zone does not have enough resources "
                          f"available to fulfil the request (injected stockout on {op}).")
 
@@ -200,7 +202,7 @@ class ApiServer:
             if lost:
                 kind = None
             with sb.store.lock:
-                if kind in ("503", "429", "500", "busy"):
+                if kind in ("503", "429", "500", "busy", "denied"):
                     raise fault_error(kind, op)
                 req.fault = kind
                 scope = self.scope(req) if self.scope is not None else None

@@ -170,6 +170,10 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     # the argocd-redis Secret; the identities: two accounts, three IAM policies, the repository; the
     # autoscaler's events, for FailedScaleUp). The project's policy is read once for all pieces.
     assert calls["cloudresourcemanager"]["methods"] == {"GetIamPolicy": 1}, calls["cloudresourcemanager"]
+    # The accounts come from the project's list (a fleet in one project lists them once a tick); a listed
+    # account is not read again by name.
+    assert calls["iam"]["methods"].get("ListServiceAccounts") == 1, calls["iam"]
+    assert "GetServiceAccount" not in calls["iam"]["methods"], calls["iam"]
     kube = calls["kubernetes"]["methods"]
     # Argo CD's own Application comes from the namespace's list, which platform_installed reads too; its
     # bootstrap Job only matters while the release is not what the fork asks for, so it is not read here.
@@ -199,6 +203,19 @@ def test_an_environment_s_observation_leaves_no_reference_cycle_for_the_garbage_
         gc.set_debug(0)
         gc.garbage.clear()
     assert ours == [], ours
+
+
+def test_a_caller_that_may_not_list_service_accounts_reads_each_by_name_and_sees_no_drift(gp, fleet):
+    """`iam.serviceAccounts.list` is in roles/iam.serviceAccountViewer beside `get`, but a custom role may
+    hold only `get`: the list's 403 is not drift, each account is then read by name."""
+    fleet.tick()
+    gp.admin.reset()
+    gp.admin.fault("iam", "ListServiceAccounts", "denied", count=1)
+    result = fleet.tick()
+    assert not runs(result) and not result.asset_events
+    iam = gp.admin.calls()["iam"]["methods"]
+    assert iam.get("ListServiceAccounts") == 1 and iam.get("GetServiceAccount", 0) >= 1, iam
+    assert gp.admin.call("GET", "/sandbox/faults")["faults"] == []  # the refusal did happen
 
 
 @pytest.mark.parametrize("overrides", [
