@@ -10,27 +10,25 @@ import time
 
 
 class GcClock:
-    """Time spent in collections since this clock started (the collector runs with the GIL held, one at a time)."""
+    """Time spent in collections since this clock started. No lock: collections run one at a time with the
+    GIL held, and a lock taken here would deadlock when an allocation under it starts a collection."""
 
     def __init__(self):
         self.seconds = 0.0
         self.collections = [0, 0, 0]
         self._started = 0.0
-        self._lock = threading.Lock()
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        with self._lock:
-            self.seconds += time.perf_counter() - self._started
-            self.collections[info["generation"]] += 1
+        self.seconds += time.perf_counter() - self._started
+        self.collections[info["generation"]] += 1
 
     def snapshot(self) -> dict:
-        with self._lock:
-            return {"gc_seconds": round(self.seconds, 4), "collections": list(self.collections),
-                    "tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count()}
+        return {"gc_seconds": round(self.seconds, 4), "collections": list(self.collections),
+                "tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count()}
 
 
 _PROCESS: GcClock | None = None
