@@ -396,6 +396,11 @@ def _enum(msg, field: str) -> str:
     return value.name if value is not None else str(number)
 
 
+def _taint(t) -> Taint:
+    effect = _enum(t, "effect")
+    return Taint(t.key, t.value, _EFFECT_TO_K8S.get(effect, effect))
+
+
 def _pool_state(p) -> NodePoolState:
     config, auto = p.config, p.autoscaling
     acc = config.accelerators[0] if config.accelerators else None
@@ -408,8 +413,7 @@ def _pool_state(p) -> NodePoolState:
         accelerator_type=acc.accelerator_type if acc else "", accelerator_count=acc.accelerator_count if acc else 0,
         gpu_driver_version=driver, autoscaling_enabled=auto.enabled,
         min_nodes=auto.min_node_count, max_nodes=auto.max_node_count,
-        taints=tuple(Taint(t.key, t.value, _EFFECT_TO_K8S.get(_enum(t, "effect"), _enum(t, "effect")))
-                     for t in config.taints),
+        taints=tuple(_taint(t) for t in config.taints),
         labels=dict(config.labels), service_account=config.service_account, version=p.version,
         image_type=config.image_type, locations=tuple(p.locations), oauth_scopes=tuple(config.oauth_scopes),
         status_message=p.status_message, conditions=_conditions(p.conditions))

@@ -11,8 +11,9 @@ environments share an answer only when they ask the same cloud the same question
 A sensor makes one `Answers` per tick, so nothing stale outlives the tick: the sensor stays
 level-based. A cluster's answers (node lists, Argo CD's Applications, ...) are let go as soon as the last
 environment observing that cluster is done (`release`): a tick over hundreds of clusters would otherwise
-hold every one of them until its end, and the garbage collector scan them over and over. Concurrent askers of one question wait for the first one's answer (single flight);
-each connection keeps its own clients, none is shared between threads. Any other method (a write)
+hold every one of them until its end, and the garbage collector scan them over and over. Concurrent
+askers of one question wait for the first one's answer (single flight); each connection keeps its own
+clients, none is shared between threads. Any other method (a write)
 goes through and empties its scope's answers.
 
 Opt-in on purpose: an asset's apply step reads, writes and reads again, and must see its writes.

@@ -82,7 +82,10 @@ def _record_key(asset: str, env: str, key: str) -> str:
 def recall(instance: DagsterInstance, asset: str, env: str, key: str):
     """The value last remembered under `key` for `asset` in `env` (None when never)."""
     name = _record_key(asset, env, key)
-    raw = instance.run_storage.get_cursor_values({name}).get(name)
+    return _loaded(instance.run_storage.get_cursor_values({name}).get(name))
+
+
+def _loaded(raw: str | None):
     return json.loads(raw) if raw else None
 
 
@@ -103,8 +106,7 @@ class Recollections:
             if values is None:
                 names = {_record_key(asset, e, key) for e in self._envs}
                 values = self._read[(asset, key)] = self._instance.run_storage.get_cursor_values(names)
-        raw = values.get(_record_key(asset, env, key))
-        return json.loads(raw) if raw else None
+        return _loaded(values.get(_record_key(asset, env, key)))
 
 
 def remember(context, asset: str, env: str, key: str, value, description: str) -> None:
