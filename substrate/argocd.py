@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from dataclasses import dataclass
+from functools import cached_property
 
 import yaml
 
@@ -49,8 +50,8 @@ class ArgoCDSpec:
     values: dict
     values_from: str
 
-    @property
-    def digest(self) -> str:
+    @cached_property
+    def digest(self) -> str:  # asked by observe and by plan: the values are hashed once
         return values_digest(self.values)
 
 
