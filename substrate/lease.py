@@ -4,7 +4,8 @@ The run queue's per-partition limit holds only for runs that go through the queu
 (`dagster asset materialize`, `dagster job execute`, `dg launch`) runs in its own process and never
 queues, so two of them, or one and a queued run, could change one environment at once. Every run
 therefore takes its environment's lease at its first step, before it reads the config or calls the
-cloud: among the runs of this environment that are STARTED (or STARTING) and alive, the oldest goes
+cloud: among the runs of this environment that are STARTED (or STARTING, or created in the last 30 s and
+about to start) and alive, the oldest goes
 first (created first; the run id breaks a tie), the others wait for it, saying for which, and give up
 after GPUPLAT_LEASE_WAIT_S (default 900 s) in one line naming it. A holder whose process is gone
 (substrate/workers.py) holds nothing.
@@ -30,6 +31,10 @@ DEFAULT_WAIT_S = 900.0
 ERR_LEASE = "another run is changing this environment"
 PARTITION_TAG = "dagster/partition"
 IN_PROGRESS = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+# A command-line run is created (NOT_STARTED) a moment before it starts. On a loaded machine a run created
+# first can still be NOT_STARTED when a run created after it asks who is ahead (both then went on at once):
+# it counts while it is at most this old (one whose process died before starting is passed by after that).
+NOT_STARTED_GRACE_S = 30.0
 
 _held: set[str] = set()
 _lock = threading.Lock()
@@ -48,7 +53,8 @@ def wait_limit() -> float:
 
 def ahead(instance, run_id: str, env: str) -> list:
     """The runs of `env` still in progress that started before this one and whose process lives."""
-    records = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: env}, statuses=IN_PROGRESS))
+    records = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: env},
+                                                  statuses=[*IN_PROGRESS, DagsterRunStatus.NOT_STARTED]))
     mine = next((r for r in records if r.dagster_run.run_id == run_id), None)
     if mine is None:
         mine_record = instance.get_run_record_by_id(run_id)
@@ -59,6 +65,9 @@ def ahead(instance, run_id: str, env: str) -> list:
     for r in records:
         other = r.dagster_run
         if other.run_id == run_id or (r.create_timestamp, other.run_id) > order:
+            continue
+        age = time.time() - r.create_timestamp.timestamp()
+        if other.status == DagsterRunStatus.NOT_STARTED and age > NOT_STARTED_GRACE_S:
             continue
         worker = other.tags.get(WORKER_TAG)
         if worker and alive(worker) is False:
