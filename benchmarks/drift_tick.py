@@ -8,7 +8,7 @@ for the others (benchmarks/fleet_clone.py), so the ticks observe real clusters, 
 StorageClasses, Argo CD objects and secrets; the first tick must find every environment in sync.
 Then it times ticks of the real sensor.
 
-Reports per N: the median of 3 ticks (after one warm-up tick), API calls per environment per tick
+Reports per N: the median of 3 ticks (after WARM_TICKS warm-up ticks), API calls per environment per tick
 (from `GET <admin>/sandbox/calls`), and the sandbox's own CPU time per tick. Then profiles one tick
 at the largest N with cProfile, run with one worker so the work is on the profiled thread, and
 prints what dominates.
@@ -49,6 +49,9 @@ PROJECT = "bench"
 LOCATION = "us-central1-a"
 TARGETS_S = {50: 2.0, 500: 10.0}  # s/tick per fleet size; a size between gets the next larger one
 OWN_CPU_TARGET_MS = 10.0
+# Warm-up ticks before the timed ones: the first builds clients and discovery caches; the sensor halves or
+# doubles its threads after each tick (sensors/tick.py Pace), from 8 to 1 in three.
+WARM_TICKS = 4
 
 
 def env_config(i: int) -> dict:
@@ -287,6 +290,8 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
         sensor_def = sensor_for(n, args.workers)
         result = tick(sensor_def, None)  # warm-up: clients, discovery caches
         assert not result.run_requests, [r.run_key for r in result.run_requests]
+        for _ in range(WARM_TICKS - 1):  # the sensor settles how many threads it observes with (tick.py Pace)
+            result = tick(sensor_def, result.cursor)
         if args.py_spy and n == sizes[-1]:  # the last size's timed ticks, not its warm-up's imports
             spies = start_spies(args.py_spy, (os.getpid(), sandbox_pid))
         cursor = result.cursor

@@ -68,8 +68,8 @@ from substrate.piece import Piece
 from substrate.pieces import PIECES
 from substrate.plan import Action, desired_fingerprint, plan_hash, plan_table
 
-from .tick import (NOT_MATERIALIZED, env_run, fleet, freeze_long_lived, load_cursor, report_run, seconds_from_env,
-                   side_by_side, start_sandbox_once)
+from .tick import (NOT_MATERIALIZED, WORKERS, Pace, env_run, fleet, freeze_long_lived, load_cursor, report_run,
+                   seconds_from_env, start_sandbox_once, tick_projects)
 
 INTERVAL_VAR = "GPUPLAT_DRIFT_INTERVAL_S"
 DEFAULT_INTERVAL_S = 60
@@ -408,6 +408,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
                        clock: Callable[[], float] = time.time, workers: int | None = None,
                        default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
     """The drift sensor over the environments under GPUPLAT_ENVIRONMENTS."""
+    pace = Pace(workers or WORKERS)  # kept from tick to tick: the code server keeps the sensor
 
     @sensor(name=name, jobs=[substrate_job], default_status=default_status,
             minimum_interval_seconds=minimum_interval_seconds or interval_from_env(),
@@ -425,7 +426,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
         configs = [now_fleet.found.configs[n] for n in names]
         start_sandbox_once(gpuplat, configs)
         now = clock()
-        answers = Answers()  # this tick's: nothing is remembered into the next one
+        answers = Answers(listing=tick_projects(configs))  # this tick's: nothing is remembered into the next one
         clusters = applied.get(history.CLUSTER, {})
         memory = history.Recollections(context.instance, names)
 
@@ -434,7 +435,7 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
             identity = None if env.is_gke else clusters.get(n, history.Applied(0)).identity
             return observe_env(gpuplat, env, applied, answers=answers, identity=identity, memory=memory)
 
-        reports = side_by_side(observe, names, workers or 8, "gpuplat-drift")
+        reports = pace.map(observe, names, "gpuplat-drift")
         cursor = DriftCursor.load(context.cursor)
         cursor.forget_envs(set(names))
         tick = evaluate(reports, cursor, now, repairs=finished_repairs(context.instance, cursor))
@@ -450,7 +451,8 @@ def build_drift_sensor(name: str = "drift_sensor", minimum_interval_seconds: int
                              f"the garbage collector's full collections (once per process)")
         slowest = max(reports, key=lambda r: r.seconds, default=None)
         context.log.info(f"observed {len(reports)} environment(s) in {time.monotonic() - started:.2f}s"
-                         + (f" (slowest {slowest.name}: {slowest.seconds:.2f}s)" if slowest else ""))
+                         + (f" (slowest {slowest.name}: {slowest.seconds:.2f}s)" if slowest else "")
+                         + f"; its threads kept {pace.busy:.0%} of a core busy, the next tick uses {pace.workers}")
         if tick.run_requests or tick.events:
             return SensorResult(run_requests=tick.run_requests, asset_events=tick.events, cursor=cursor.dump())
         return SensorResult(skip_reason=SkipReason(skip_reason(tick, len(names), skipped)), cursor=cursor.dump())

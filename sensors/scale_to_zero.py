@@ -53,7 +53,8 @@ from substrate.scale_to_zero import (
     summary,
 )
 
-from .tick import NOT_MATERIALIZED, WORKERS, env_run, fleet, report_run, seconds_from_env, side_by_side, start_sandbox_once
+from .tick import (NOT_MATERIALIZED, WORKERS, Pace, env_run, fleet, report_run, seconds_from_env, start_sandbox_once,
+                   tick_projects)
 
 DEFAULT_INTERVAL_S = 60
 INTERVAL_VAR = "GPUPLAT_GUARD_INTERVAL_S"
@@ -218,6 +219,7 @@ def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interv
                                default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING):
     """The guard over the environments under GPUPLAT_ENVIRONMENTS; `clock` (default: each environment's
     cluster clock, the sandbox's simulated one on the sandbox) is injectable for tests."""
+    pace = Pace(workers)  # kept from tick to tick: the code server keeps the sensor
 
     @sensor(name=name, jobs=[substrate_job], default_status=default_status,
             minimum_interval_seconds=minimum_interval_seconds or seconds_from_env(INTERVAL_VAR, DEFAULT_INTERVAL_S),
@@ -230,13 +232,13 @@ def build_scale_to_zero_sensor(name: str = "scale_to_zero_guard", minimum_interv
         start_sandbox_once(gpuplat, [now_fleet.found.configs[n] for n in names])
         cursor = GuardCursor.load(context.cursor)
         now = clock() if clock else None
-        answers = Answers()
+        answers = Answers(listing=tick_projects(now_fleet.found.configs[n] for n in names))
 
         def observe(n: str) -> GuardReport:
             return observe_guard_env(gpuplat, now_fleet.found.configs[n], materialized, cursor.idle.get(n, {}), now,
                                      answers)
 
-        reports = side_by_side(observe, names, workers, "gpuplat-guard")
+        reports = pace.map(observe, names, "gpuplat-guard")
         runs, events, notes = evaluate_guard(reports, cursor)
         sent = deliver(context.instance, now_fleet.found.configs, alerts_of_guard(reports), now or time.time(),
                        read_url_with(lambda env: env_run(gpuplat, env, _log).conn), context.log)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from dagster import AssetCheckKey, RunRequest
 
@@ -90,6 +92,12 @@ def env_run(resource: GpuplatResource, env: EnvConfig, logger: logging.Logger, a
     return run
 
 
+def tick_projects(envs: Iterable[EnvConfig]) -> dict[tuple[str, str], int]:
+    """How many of a tick's GKE environments are in each (project, location): where several are, their
+    clusters are read with one list (resources/memo.py)."""
+    return dict(Counter((e.cluster.projectID, e.cluster.location) for e in envs if e.is_gke))
+
+
 def start_sandbox_once(resource: GpuplatResource, envs: list[EnvConfig]) -> None:
     """Start the on-demand sandbox here, before the environments are observed side by side: each
     thread would otherwise find it down and start its own."""
@@ -103,6 +111,50 @@ def side_by_side(fn: Callable[[str], T], names: list[str], workers: int = WORKER
         return [fn(n) for n in names]
     with ThreadPoolExecutor(max_workers=min(workers, len(names)), thread_name_prefix=prefix) as pool:
         return list(pool.map(fn, names))
+
+
+class Pace:
+    """How many threads a sensor observes its environments with: as many as keep one core busy, at most `most`.
+
+    The threads are there to wait on the APIs side by side; the GIL lets one of them compute at a time. When
+    the APIs answer fast (the sandbox, an API server next door) the threads mostly compute, and more of them
+    only hand the GIL to one another: on the project's 2-core benchmark machine a 50-environment drift tick
+    cost 9.0 ms of CPU per environment with one thread, 12.5 with three and 13.5-15.2 with eight, in the same
+    wall time (0.63-0.85 s; benchmarks/drift_tick.py --workers). So each tick measures how busy its threads
+    kept the interpreter (their CPU time over the tick's wall time), and the next tick halves the threads when
+    that is three quarters of a core or more, or doubles them, up to `most`, when they mostly waited (a real
+    cloud's latency). Doubling the threads can about double that share, not more: with the two bounds more
+    than twice apart, a count halved is not doubled straight back."""
+
+    BUSY, WAITING = 0.75, 0.3
+
+    def __init__(self, most: int = WORKERS):
+        self.most = max(1, most)
+        self.workers = self.most
+        self.busy = 0.0  # the last tick's: its threads' CPU over its wall time
+
+    def map(self, fn: Callable[[str], T], names: list[str], prefix: str = "gpuplat") -> list[T]:
+        cpu: list[float] = []
+
+        def timed(name: str) -> T:
+            started = time.thread_time()
+            try:
+                return fn(name)
+            finally:
+                cpu.append(time.thread_time() - started)
+
+        started = time.perf_counter()
+        out = side_by_side(timed, names, self.workers, prefix)
+        if len(names) > 1:
+            self.learn(sum(cpu), time.perf_counter() - started)
+        return out
+
+    def learn(self, cpu_s: float, wall_s: float) -> None:
+        self.busy = cpu_s / wall_s if wall_s > 0 else 0.0
+        if self.busy >= self.BUSY:
+            self.workers = max(1, self.workers // 2)
+        elif self.busy < self.WAITING:
+            self.workers = min(self.most, self.workers * 2)
 
 
 # A fleet this large keeps ~1,000 objects per environment for the process's life (each cluster's client,

@@ -177,6 +177,44 @@ def test_clusters_are_listed_per_location_and_across_locations(c):
     assert zonal.locations == ["europe-west4-a"]
 
 
+def test_an_answer_is_trimmed_to_the_request_s_field_mask(sandbox, running):
+    """Google's X-Goog-FieldMask system parameter (https://cloud.google.com/apis/docs/system-parameters):
+    the answer holds the fields named and nothing else; a path runs through repeated fields."""
+    wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
+    masked = running.get_cluster(name=CLUSTER, metadata=[("x-goog-fieldmask", "name,nodePools.name")])
+    assert masked.name == "c1" and [p.name for p in masked.node_pools] == ["system", "gpu"]
+    assert not masked.endpoint and not masked.self_link and not masked.node_pools[1].config.machine_type
+    listed = running.list_clusters(parent=PARENT, metadata=[("x-goog-fieldmask", "clusters.name,clusters.status")])
+    assert [(c.name, c.status) for c in listed.clusters] == [("c1", container_v1.Cluster.Status.RUNNING)]
+    assert not listed.clusters[0].node_pools
+    status, body = raw_get(f"{sandbox.urls()['container']}/v1/{CLUSTER}?fields=name,currentMasterVersion")
+    assert status == 200 and set(body) == {"name", "currentMasterVersion"}
+
+
+def test_a_field_mask_naming_a_field_the_message_lacks_is_a_bad_request(running):
+    with pytest.raises(exceptions.BadRequest, match="no field 'nodepools'"):
+        running.get_cluster(name=CLUSTER, metadata=[("x-goog-fieldmask", "name,nodepools.name")])
+
+
+def test_gpuplat_s_cluster_mask_keeps_everything_its_cluster_state_reads(running):
+    """gpuplat reads clusters through a field mask (resources/google.py CLUSTER_FIELDS): the state it makes
+    of a cluster with a GPU pool (accelerators, taints, labels, autoscaling) is the same as read whole."""
+    from resources.google import CLUSTER_FIELDS, FIELD_MASK_HEADER, _cluster_state
+
+    wait(running, running.create_node_pool(parent=CLUSTER, node_pool=gpu_pool()))
+    whole = running.get_cluster(name=CLUSTER)
+    masked = running.get_cluster(name=CLUSTER, metadata=[(FIELD_MASK_HEADER, ",".join(CLUSTER_FIELDS))])
+    assert whole.self_link and not masked.self_link  # the mask trims
+    state = _cluster_state(masked)
+    assert state == _cluster_state(whole)
+    gpu = next(p for p in state.node_pools if p.name == "gpu")
+    assert gpu.accelerator_type == "nvidia-l4" and gpu.taints and gpu.labels and gpu.max_nodes == 2
+    assert state.endpoint and state.ca_certificate and state.master_version
+    listed = running.list_clusters(parent=PARENT, metadata=[(FIELD_MASK_HEADER,
+                                                             ",".join(f"clusters.{f}" for f in CLUSTER_FIELDS))])
+    assert [_cluster_state(c) for c in listed.clusters] == [state]
+
+
 def test_plain_json_gets_enum_names_and_the_rest_clients_get_integers(sandbox, running):
     base = sandbox.urls()["container"] + f"/v1/{CLUSTER}"
     _, named = raw_get(base)

@@ -159,6 +159,7 @@ def test_one_tick_makes_a_flat_number_of_calls_and_reads_the_cluster_once(gp, fl
     assert not runs(result)
     calls = gp.admin.calls()
     assert calls["_total"]["mutate"] == 0, json.dumps(calls, indent=1)
+    # One environment in its project and location: its cluster is read by name (a fleet's, with one list).
     assert calls["container"]["methods"] == {"GetCluster": 1}, calls["container"]
     # Secret Manager cannot list versions across secrets: a secret counts as present only with an
     # enabled version, so each internal secret costs one version list. Neither of the Dex pair is read:
@@ -216,6 +217,49 @@ def test_a_caller_that_may_not_list_service_accounts_reads_each_by_name_and_sees
     iam = gp.admin.calls()["iam"]["methods"]
     assert iam.get("ListServiceAccounts") == 1 and iam.get("GetServiceAccount", 0) >= 1, iam
     assert gp.admin.call("GET", "/sandbox/faults")["faults"] == []  # the refusal did happen
+
+
+def _second_cluster(gp, name: str) -> None:
+    """Another cluster in the environment's project and location (`gcloud container clusters create`)."""
+    from google.cloud import container_v1
+
+    from tests.conftest import client_options
+
+    gke = container_v1.ClusterManagerClient(**client_options(gp.sandbox, "container"))
+    parent = GKE_CLUSTER.rsplit("/clusters/", 1)[0]
+    op = gke.create_cluster(parent=parent, cluster=container_v1.Cluster(name=name, node_pools=[
+        container_v1.NodePool(name="system", initial_node_count=1,
+                              config=container_v1.NodeConfig(machine_type="e2-standard-4"))]))
+    for _ in range(200):
+        if gke.get_operation(name=f"{parent}/operations/{op.name}").status.name == "DONE":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the second cluster was not created")
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["listed", "list refused"])
+def test_environments_sharing_a_project_and_location_read_their_clusters_with_one_list(gp, fleet, refused):
+    """A tick's environments in one project and location: GKE's ListClusters once, not GetCluster each; a
+    caller whose custom role holds `container.clusters.get` but not `list` reads each by name instead."""
+    from resources.memo import Answers, memoize, release
+    from substrate.piece import target_of
+
+    _second_cluster(gp, "ai-dev-2")
+    env = gp.env("sandbox")
+    whole = gp.resource.connect(target_of(env)).google.get_cluster(env.cluster.location, "ai-dev-2")
+    gp.admin.reset()
+    if refused:
+        gp.admin.fault("container", "ListClusters", "denied", count=1)
+    answers = Answers(listing={(env.cluster.projectID, env.cluster.location): 2})
+    seen = {}
+    for name in (env.cluster.name, "ai-dev-2"):  # two environments' connections, one tick
+        conn = memoize(gp.resource.connect(target_of(env)), answers)
+        seen[name] = conn.google.get_cluster(env.cluster.location, name)
+        release(conn)
+    assert seen["ai-dev-2"] == whole and seen[env.cluster.name].status == "RUNNING"
+    methods = gp.admin.calls()["container"]["methods"]
+    assert methods == ({"ListClusters": 1, "GetCluster": 2} if refused else {"ListClusters": 1}), methods
+    assert gp.admin.call("GET", "/sandbox/faults")["faults"] == []
 
 
 @pytest.mark.parametrize("overrides", [
