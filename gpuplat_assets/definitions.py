@@ -19,6 +19,7 @@ from substrate.partitions import sync_on_load
 
 from .assets import ASSETS, CHECKS
 from .cli import install_excepthook
+from .shutdown import freeze_at_exit
 
 defs = Definitions(
     assets=ASSETS,
@@ -37,3 +38,4 @@ defs = Definitions(
 # and a name that is no environment is said in one line.
 sync_on_load()
 install_excepthook()
+freeze_at_exit()

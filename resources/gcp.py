@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +18,14 @@ from typing import Callable, TypeVar
 from .google_errors import gexc, is_transient
 
 T = TypeVar("T")
+
+# gpuplat speaks to Google with the synchronous clients only. google-api-core imports its optional async
+# REST transport for long-running operations whenever google-auth's aiohttp session can be found, and
+# aiohttp is installed here (the kubernetes package requires it): 40 modules and ~0.1 s of every run's
+# first Google import, and more at exit, for a transport nothing calls. An entry of None in sys.modules is
+# Python's own way to say a module cannot be imported; google-api-core then goes on without it (its
+# `except ImportError`, the path taken where aiohttp is absent).
+sys.modules.setdefault("google.auth.aio.transport.sessions", None)  # type: ignore[arg-type]
 
 # A service enabled a moment ago may answer SERVICE_DISABLED for a few minutes ("wait a few minutes for
 # the action to propagate to our systems and retry", the error's own words), so it is retried for that

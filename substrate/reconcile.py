@@ -46,6 +46,9 @@ ERR_NO_ENVIRONMENT = "no environment chosen"
 _OBSERVED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 # (run, piece, environment) of the assets materialized in this process: their checks can block.
 _MATERIALIZED: set[tuple[str, str, str]] = set()
+# The desired fingerprint each asset materialized in this process recorded, by (run, piece, environment):
+# its in_sync check reads it here rather than asking the instance for the materialization it just made.
+_APPLIED: dict[tuple[str, str, str], str] = {}
 
 
 def require_environment(context) -> str:
@@ -72,7 +75,8 @@ def open_run(context, resource: GpuplatResource) -> tuple[Run, dict]:
         raise failure(exc.line()) from None
     if refused:
         raise failure(refused, {"file": env.path, "key": "substrate.trust_zone"})
-    identity = None if tags.get(ADOPT_TAG) == "true" else recorded_identity(context.instance, env.name)
+    # A GKE cluster is found by name, never by a recorded identity: not asked for (an instance query per step).
+    identity = None if env.is_gke or tags.get(ADOPT_TAG) == "true" else recorded_identity(context.instance, env.name)
     run = Run(env, resource.connect(target_of(env, identity), progress=context.log.info), context.log,
               bool(approval_source(tags, env)))
     run.recall = lambda asset, key: history.recall(context.instance, asset, env.name, key)
@@ -113,8 +117,10 @@ def reconcile(piece: Piece, context, resource: GpuplatResource) -> MaterializeRe
     if blocked:
         raise failure(f"{piece.name} in {env.name} needs a human: " + "; ".join(a.summary() for a in blocked),
                       {"plan": MetadataValue.md(plan_table(actions)), "remaining": MetadataValue.md(plan_table(after))})
-    return MaterializeResult(metadata=_metadata(piece, steps, run, tags, spec, observed, actions),
-                             data_version=DataVersion(fingerprint(observed.owned())))
+    result = MaterializeResult(metadata=_metadata(piece, steps, run, tags, spec, observed, actions),
+                               data_version=DataVersion(fingerprint(observed.owned())))
+    _APPLIED[(context.run.run_id, piece.name, env.name)] = result.metadata[DESIRED_KEY]
+    return result
 
 
 def _metadata(piece: Piece, steps: Steps, run: Run, tags: dict, spec, observed, actions: list[Action]) -> dict:
@@ -209,8 +215,11 @@ def evaluate_check(piece: Piece, check: Check | None, context, resource: Gpuplat
         return _check_result(piece, name, Outcome(False, f"cannot observe: {exc.line()}",
                                                   {"error": exc.message, "remedy": exc.remedy}), blocks)
     if check is None:
-        applied = history.latest(context.instance, piece.name, {env_name}).get(env_name)
-        outcome = in_sync(steps, spec, observed, piece, run.env, applied.desired if applied else None)
+        applied = _APPLIED.get((context.run.run_id, piece.name, env_name))
+        if applied is None:
+            last = history.latest(context.instance, piece.name, {env_name}).get(env_name)
+            applied = last.desired if last else None
+        outcome = in_sync(steps, spec, observed, piece, run.env, applied)
         outcome.metadata["owned_fields"] = ", ".join(piece.owned_fields)
         return _check_result(piece, name, outcome, blocks)
     outcome = steps.evaluate(check, spec, observed, run.env)

@@ -32,3 +32,28 @@ print("ok", frozen)
 def test_a_fleet_s_objects_are_frozen_once_without_its_garbage_and_a_small_fleet_s_never():
     done = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
+EXIT_CODE = """
+import atexit, gc, io, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count(), flush=True))  # runs after gpuplat's
+from gpuplat_assets import shutdown
+shutdown.freeze_at_exit()
+shutdown.freeze_at_exit()  # once per process
+assert gc.get_freeze_count() == 0  # nothing is frozen while the process works
+log = open(sys.argv[1], "w")
+log.write("written before exit")  # buffered: flushed when the file is freed at exit
+print("ok", flush=True)
+"""
+
+
+def test_a_process_that_loaded_the_code_location_freezes_what_is_alive_only_at_exit(tmp_path):
+    """Exit without a last full collection over every object alive (gpuplat_assets/shutdown.py): one
+    exit handler, run after those registered later, and a file left open is still written."""
+    out = tmp_path / "log.txt"
+    done = subprocess.run([sys.executable, "-c", EXIT_CODE, str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "ok" and lines[1].startswith("frozen at exit: ") and int(lines[1].split()[-1]) > 1000, lines
+    assert out.read_text() == "written before exit"
