@@ -383,18 +383,32 @@ def run(args, sizes, names, tmp, envs, state_dir, kube_dir, urls, sandbox_pid) -
 
 
 def soak(ticks: int, sensor_def, tick, n: int) -> None:
-    """`ticks` ticks of one sensor in this process: its RSS after warm-up and at the end (medians of ten)."""
+    """`ticks` ticks of one sensor in this process: its RSS after warm-up and at the end (medians of 50 ticks), per
+    tenth of the soak, and what a full collection and the C allocator give back at the end."""
     cursor, rss, times = None, [], []
     for _ in range(ticks):
         t0 = time.perf_counter()
         cursor = tick(sensor_def, cursor).cursor
         times.append(time.perf_counter() - t0)
         rss.append(rss_mib())
-    warm = min(20, ticks // 5)
-    head, tail = rss[warm:warm + 10], rss[-10:]
+    # Medians of 50 ticks: a tick's transient allocations lift the RSS read after it by a few MiB now and
+    # then (the allocator keeps a freed block a while); ten ticks' median caught such a run of ticks.
+    warm, span = min(20, ticks // 5), max(1, min(50, ticks // 5))
+    head, tail = rss[warm:warm + span], rss[-span:]
     print(f"\nsoak: {ticks} ticks over {n} environments in one process, {statistics.median(times):.2f} s/tick "
-          f"(median); RSS after {warm} warm-up ticks {statistics.median(head):.0f} MiB, at the end "
-          f"{statistics.median(tail):.0f} MiB (medians of 10 ticks), max {max(rss):.0f} MiB")
+          f"(median); RSS after {warm} warm-up ticks {statistics.median(head):.1f} MiB, at the end "
+          f"{statistics.median(tail):.1f} MiB (medians of {span} ticks), max {max(rss):.1f} MiB")
+    step = max(1, ticks // 10)
+    print("soak: RSS median (max) per window of ticks: " + ", ".join(
+        f"{i + 1}-{min(i + step, ticks)} {statistics.median(rss[i:i + step]):.1f} ({max(rss[i:i + step]):.1f})"
+        for i in range(0, ticks, step)))
+    import ctypes
+    import gc
+    gc.collect()
+    collected = rss_mib()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what the C heap holds free but has not given back to the system
+    print(f"soak: at the end {rss[-1]:.1f} MiB; after a full collection {collected:.1f}; after malloc_trim(0) "
+          f"{rss_mib():.1f} (memory freed but kept by the allocator, not held by gpuplat)")
 
 
 def rss_mib() -> float:
